@@ -1,0 +1,75 @@
+import NeuralNet
+
+/// Labelled images kept as the bytes they came in: `count × featureCount` pixels (0–255,
+/// row-major, one sample after another) and one class index per sample. Scaling to floats
+/// happens per batch, in the model's workspace, so the data set stays four times smaller.
+public struct Dataset: Sendable, Equatable {
+    public let featureCount: Int
+    public let classCount: Int
+    public var pixels: [UInt8]
+    public var labels: [UInt8]
+
+    public init(featureCount: Int, classCount: Int = 10, pixels: [UInt8], labels: [UInt8]) {
+        precondition(pixels.count == labels.count * featureCount,
+                     "\(labels.count) samples of \(featureCount) features need \(labels.count * featureCount) pixels, got \(pixels.count).")
+        self.featureCount = featureCount
+        self.classCount = classCount
+        self.pixels = pixels
+        self.labels = labels
+    }
+
+    public var count: Int { labels.count }
+
+    /// The first `count` samples (for quick experiments and tests).
+    public func prefix(_ count: Int) -> Dataset {
+        let n = min(count, self.count)
+        return Dataset(featureCount: featureCount, classCount: classCount,
+                       pixels: Array(pixels[0..<(n * featureCount)]), labels: Array(labels[0..<n]))
+    }
+
+    /// Copies the samples at `indices` one after another into `pixels`/`labels`.
+    public func gather(_ indices: ArraySlice<Int>, pixels destination: UnsafeMutablePointer<UInt8>,
+                       labels labelDestination: UnsafeMutablePointer<UInt8>) {
+        pixels.withUnsafeBufferPointer { source in
+            for (row, index) in indices.enumerated() {
+                (destination + row * featureCount).update(from: source.baseAddress! + index * featureCount,
+                                                         count: featureCount)
+                labelDestination[row] = labels[index]
+            }
+        }
+    }
+}
+
+/// The order in which one epoch visits the samples: a seeded permutation per epoch, cut
+/// into batches of `batchSize` (the last one may be shorter).
+public struct EpochOrder: Sendable {
+    public let sampleCount: Int
+    public let batchSize: Int
+    public private(set) var indices: [Int]
+
+    public init(sampleCount: Int, batchSize: Int) {
+        precondition(batchSize > 0)
+        self.sampleCount = sampleCount
+        self.batchSize = batchSize
+        self.indices = Array(0..<sampleCount)
+    }
+
+    public var batchCount: Int { (sampleCount + batchSize - 1) / batchSize }
+
+    /// A fresh permutation from `generator` (which advances, so each epoch differs).
+    public mutating func shuffle(using generator: inout SeededGenerator) {
+        indices = Array(0..<sampleCount)
+        generator.shuffle(&indices)
+    }
+
+    public func batch(_ number: Int) -> ArraySlice<Int> {
+        let start = number * batchSize
+        return indices[start..<min(start + batchSize, sampleCount)]
+    }
+}
+
+/// Deterministic shard boundaries: shard `i` of `shardCount` over `batchSize` samples is
+/// `[i·B/S, (i+1)·B/S)`, so every run cuts a batch the same way wherever it is computed.
+public func shardRange(_ shard: Int, of shardCount: Int, batchSize: Int) -> Range<Int> {
+    (shard * batchSize / shardCount)..<((shard + 1) * batchSize / shardCount)
+}

@@ -1,0 +1,71 @@
+import CZlib
+import Foundation
+
+/// MNIST-style IDX files (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, …), plain or
+/// gzip-compressed: zlib's `gzread` reads both, so Fashion-MNIST as Debian ships it loads too.
+///
+/// Layout: two zero bytes, a type byte (0x08 = unsigned byte), a dimension count, then each
+/// dimension as a big-endian UInt32, then the data.
+public enum IDXLoader {
+    public static func load(images imagesPath: String, labels labelsPath: String, classCount: Int = 10) throws -> Dataset {
+        let (imageDimensions, pixels) = try readIDX(path: imagesPath)
+        let (labelDimensions, labels) = try readIDX(path: labelsPath)
+        guard imageDimensions.count >= 2 else {
+            throw DataError.badIDX(path: imagesPath, reason: "images need at least 2 dimensions, found \(imageDimensions.count)")
+        }
+        guard labelDimensions.count == 1 else {
+            throw DataError.badIDX(path: labelsPath, reason: "labels need 1 dimension, found \(labelDimensions.count)")
+        }
+        guard imageDimensions[0] == labelDimensions[0] else {
+            throw DataError.mismatchedCounts(images: imagesPath, labels: labelsPath,
+                                             imageCount: imageDimensions[0], labelCount: labelDimensions[0])
+        }
+        guard imageDimensions[0] > 0 else { throw DataError.emptyFile(path: imagesPath) }
+        if let index = labels.firstIndex(where: { Int($0) >= classCount }) {
+            throw DataError.badIDX(path: labelsPath, reason: "label \(labels[index]) of sample \(index + 1) is outside 0…\(classCount - 1)")
+        }
+        let featureCount = imageDimensions.dropFirst().reduce(1, *)
+        return Dataset(featureCount: featureCount, classCount: classCount, pixels: pixels, labels: labels)
+    }
+
+    static func readIDX(path: String) throws -> (dimensions: [Int], values: [UInt8]) {
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path) }
+        guard let file = gzopen(path, "rb") else {
+            throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        defer { gzclose(file) }
+
+        func read(_ count: Int, into buffer: UnsafeMutableRawPointer) throws {
+            var done = 0
+            while done < count {
+                let chunk = Int32(min(count - done, 1 << 30))
+                let n = gzread(file, buffer + done, UInt32(chunk))
+                guard n > 0 else {
+                    throw DataError.badIDX(path: path, reason: n < 0 ? "corrupt compressed data" : "truncated: expected \(count) bytes, got \(done)")
+                }
+                done += Int(n)
+            }
+        }
+
+        var header = [UInt8](repeating: 0, count: 4)
+        try header.withUnsafeMutableBytes { try read(4, into: $0.baseAddress!) }
+        guard header[0] == 0, header[1] == 0 else {
+            throw DataError.badIDX(path: path, reason: "bad magic number")
+        }
+        guard header[2] == 0x08 else {
+            throw DataError.badIDX(path: path, reason: "element type 0x\(String(header[2], radix: 16)) is not unsigned byte")
+        }
+        let rank = Int(header[3])
+        guard (1...4).contains(rank) else { throw DataError.badIDX(path: path, reason: "\(rank) dimensions") }
+        var sizes = [UInt8](repeating: 0, count: 4 * rank)
+        try sizes.withUnsafeMutableBytes { try read(4 * rank, into: $0.baseAddress!) }
+        let dimensions = (0..<rank).map { i in
+            sizes[(4 * i)..<(4 * i + 4)].reduce(0) { $0 << 8 | Int($1) }
+        }
+        let total = dimensions.reduce(1, *)
+        guard total < 1 << 32 else { throw DataError.badIDX(path: path, reason: "dimensions \(dimensions) are too large") }
+        var values = [UInt8](repeating: 0, count: total)
+        if total > 0 { try values.withUnsafeMutableBytes { try read(total, into: $0.baseAddress!) } }
+        return (dimensions, values)
+    }
+}

@@ -1,0 +1,80 @@
+/// xoshiro256** (Blackman and Vigna): a small, fast generator whose whole state is four
+/// words, so a run is reproducible from its seed and a checkpoint can store the state.
+///
+/// The standard library's generator is unseeded and its shuffle algorithm is not specified,
+/// so initialisation and data order use this generator and the methods below.
+public struct SeededGenerator: RandomNumberGenerator, Sendable, Equatable, Codable {
+    public private(set) var state: [UInt64]
+
+    public init(seed: UInt64) {
+        // SplitMix64 spreads any seed, zero included, over the four state words.
+        var x = seed
+        var words: [UInt64] = []
+        for _ in 0..<4 {
+            x &+= 0x9E37_79B9_7F4A_7C15
+            var z = x
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            words.append(z ^ (z >> 31))
+        }
+        state = words
+    }
+
+    public init(state: [UInt64]) {
+        precondition(state.count == 4 && state.contains { $0 != 0 }, "xoshiro256** needs four words, not all zero.")
+        self.state = state
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = rotl(state[1] &* 5, 7) &* 9
+        let t = state[1] << 17
+        state[2] ^= state[0]
+        state[3] ^= state[1]
+        state[1] ^= state[2]
+        state[0] ^= state[3]
+        state[2] ^= t
+        state[3] = rotl(state[3], 45)
+        return result
+    }
+
+    private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
+
+    /// Uniform in [0, 1) with 24 bits, the precision of a Float.
+    public mutating func nextUnitFloat() -> Float {
+        Float(next() >> 40) * (1.0 / 16_777_216.0)
+    }
+
+    /// Uniform integer in `0..<bound` by Lemire's multiply-and-reject method.
+    public mutating func nextIndex(below bound: Int) -> Int {
+        precondition(bound > 0)
+        let b = UInt64(bound)
+        var product = next().multipliedFullWidth(by: b)
+        if product.low < b {
+            let threshold = (0 &- b) % b
+            while product.low < threshold { product = next().multipliedFullWidth(by: b) }
+        }
+        return Int(product.high)
+    }
+
+    /// Standard normal by the Box–Muller transform, in Double for accuracy.
+    public mutating func nextGaussian() -> Double {
+        var u1 = Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0)
+        if u1 == 0 { u1 = .leastNonzeroMagnitude }
+        let u2 = Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0)
+        return (-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2)
+    }
+
+    /// Fisher–Yates shuffle with this generator, the same on every platform and version.
+    public mutating func shuffle<T>(_ values: inout [T]) {
+        guard values.count > 1 else { return }
+        for i in stride(from: values.count - 1, to: 0, by: -1) {
+            values.swapAt(i, nextIndex(below: i + 1))
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+private func _log(_ x: Double) -> Double { Glibc.log(x) }
+private func _cos(_ x: Double) -> Double { Glibc.cos(x) }
+#endif

@@ -1,0 +1,65 @@
+import MNISTData
+import NeuralNet
+import Wire
+
+/// One global batch laid out shard by shard, each shard as its labels then its pixels, so
+/// that a shard goes on the wire as one zero-copy slice of the buffer.
+public struct BatchView {
+    public let buffer: SharedBuffer
+    public let sampleCount: Int
+    public let featureCount: Int
+    public let shardCount: Int
+
+    /// Byte offset of shard `shard`'s labels; its pixels follow them.
+    public func offset(ofShard shard: Int) -> Int {
+        shardRange(shard, of: shardCount, batchSize: sampleCount).lowerBound * (featureCount + 1)
+    }
+
+    public func sampleCount(ofShard shard: Int) -> Int {
+        shardRange(shard, of: shardCount, batchSize: sampleCount).count
+    }
+
+    public func labels(ofShard shard: Int) -> UnsafePointer<UInt8> {
+        UnsafePointer(buffer.pointer.assumingMemoryBound(to: UInt8.self) + offset(ofShard: shard))
+    }
+
+    public func pixels(ofShard shard: Int) -> UnsafePointer<UInt8> {
+        labels(ofShard: shard) + sampleCount(ofShard: shard)
+    }
+}
+
+/// Builds batches into a small pool of buffers. A buffer is reused only once no message in
+/// flight still points into it (libzmq releases it after sending), so filling the next batch
+/// never overwrites bytes that are still going out.
+public final class BatchBuilder {
+    private let featureCount: Int
+    private let capacity: Int
+    private var pool: [SharedBuffer] = []
+
+    public init(featureCount: Int, maximumBatchSize: Int) {
+        self.featureCount = featureCount
+        self.capacity = maximumBatchSize * (featureCount + 1)
+    }
+
+    public func build(from dataset: Dataset, indices: ArraySlice<Int>, shardCount: Int) -> BatchView {
+        let buffer = takeFreeBuffer()
+        let base = buffer.pointer.assumingMemoryBound(to: UInt8.self)
+        let sampleCount = indices.count
+        for shard in 0..<shardCount {
+            let range = shardRange(shard, of: shardCount, batchSize: sampleCount)
+            let labels = base + range.lowerBound * (featureCount + 1)
+            let shardIndices = indices[(indices.startIndex + range.lowerBound)..<(indices.startIndex + range.upperBound)]
+            dataset.gather(shardIndices, pixels: labels + range.count, labels: labels)
+        }
+        return BatchView(buffer: buffer, sampleCount: sampleCount, featureCount: featureCount, shardCount: shardCount)
+    }
+
+    private func takeFreeBuffer() -> SharedBuffer {
+        for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) {
+            return pool[index]
+        }
+        let buffer = SharedBuffer(byteCount: capacity)
+        pool.append(buffer)
+        return buffer
+    }
+}

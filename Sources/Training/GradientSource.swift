@@ -1,0 +1,73 @@
+import NeuralNet
+
+/// Where a batch's shard gradient sums come from: computed in this process, or by workers.
+/// The training step is the same either way; only this differs.
+public protocol ShardGradientSource: AnyObject {
+    /// Fills `results` with every shard's gradient sum of `batch` at `model`'s parameters.
+    func computeShards(step: Int, model: Sequential, batch: BatchView, results: ShardResults) throws
+    /// Time spent so far, by phase.
+    var timing: StepTiming { get }
+    /// Workers currently computing (1 for a local source).
+    var liveWorkerCount: Int { get }
+}
+
+/// Seconds spent per phase of the steps so far, summed over the steps.
+public struct StepTiming: Sendable, Codable, Equatable {
+    /// Forward and backward passes (for workers: the slowest worker of each step).
+    public var computeSeconds: Double = 0
+    /// Encoding and handing messages to ZeroMQ.
+    public var sendSeconds: Double = 0
+    /// Waiting for results beyond the workers' own compute time.
+    public var networkWaitSeconds: Double = 0
+    /// Decoding, checking and copying results.
+    public var receiveSeconds: Double = 0
+    /// Adding the shard sums.
+    public var reduceSeconds: Double = 0
+    /// The SGD update.
+    public var optimizerSeconds: Double = 0
+    /// Gathering the batch's samples.
+    public var batchSeconds: Double = 0
+
+    public init() {}
+}
+
+/// Computes every shard in this process, on the trainer's own model: `--local`, and the
+/// reference that distributed runs are compared with.
+public final class LocalShardSource: ShardGradientSource {
+    public private(set) var timing = StepTiming()
+    public let liveWorkerCount = 1
+
+    public init() {}
+
+    public func computeShards(step: Int, model replica: Sequential, batch: BatchView, results: ShardResults) throws {
+        let start = MonotonicClock.now
+        results.reset()
+        for shard in 0..<results.shardCount {
+            let rows = batch.sampleCount(ofShard: shard)
+            let statistics: BatchStatistics
+            if rows == 0 {
+                results.gradient(shard).update(repeating: 0, count: results.parameterCount)
+                statistics = BatchStatistics()
+            } else {
+                statistics = replica.computeGradientSum(pixels: batch.pixels(ofShard: shard),
+                                                        labels: batch.labels(ofShard: shard),
+                                                        rows: rows, gradient: results.gradient(shard))
+            }
+            results.complete(shard, statistics: statistics)
+        }
+        timing.computeSeconds += MonotonicClock.now - start
+    }
+}
+
+/// Seconds from a monotonic clock.
+public enum MonotonicClock {
+    public static var now: Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) * 1e-9
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

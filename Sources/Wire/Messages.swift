@@ -1,0 +1,253 @@
+import NeuralNet
+
+/// The typed messages of `WireProtocol`, each with its encoder and decoder side by side.
+
+public struct Hello: Equatable, Sendable {
+    /// SHA-256 of the model the worker was started for; all zeros accepts any model.
+    public var modelHash: [UInt8]
+    public var pid: UInt32
+    public var name: String
+
+    public init(modelHash: [UInt8] = Array(repeating: 0, count: 32), pid: UInt32, name: String) {
+        self.modelHash = modelHash
+        self.pid = pid
+        self.name = name
+    }
+
+    public var acceptsAnyModel: Bool { modelHash.allSatisfy { $0 == 0 } }
+
+    public func encode() -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(raw: modelHash)
+        meta.write(pid)
+        meta.write(string: name)
+        return encodeMessage(.hello, step: 0, meta: meta)
+    }
+
+    public init(_ envelope: Envelope) throws {
+        try envelope.requireNoBulk()
+        (modelHash, pid, name) = try envelope.readMeta { reader in
+            (Array(try reader.readBytes(count: 32)), try reader.read(UInt32.self), try reader.readString(maximumLength: 256))
+        }
+    }
+}
+
+public struct Welcome: Equatable, Sendable {
+    public var workerIndex: UInt32
+    public var heartbeatMilliseconds: UInt32
+    public var spec: ModelSpec
+
+    public init(workerIndex: UInt32, heartbeatMilliseconds: UInt32, spec: ModelSpec) {
+        self.workerIndex = workerIndex
+        self.heartbeatMilliseconds = heartbeatMilliseconds
+        self.spec = spec
+    }
+
+    public func encode() -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(workerIndex)
+        meta.write(heartbeatMilliseconds)
+        ModelSpecCoding.write(spec, to: &meta)
+        return encodeMessage(.welcome, step: 0, meta: meta)
+    }
+
+    public init(_ envelope: Envelope) throws {
+        try envelope.requireNoBulk()
+        (workerIndex, heartbeatMilliseconds, spec) = try envelope.readMeta { reader in
+            (try reader.read(UInt32.self), try reader.read(UInt32.self), try ModelSpecCoding.read(from: &reader))
+        }
+    }
+}
+
+/// A reason string: the payload of reject and shutdown.
+public struct Notice: Equatable, Sendable {
+    public var reason: String
+
+    public init(reason: String) { self.reason = reason }
+
+    public func encode(_ type: MessageType) -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(string: reason)
+        return encodeMessage(type, step: 0, meta: meta)
+    }
+
+    public init(_ envelope: Envelope) throws {
+        try envelope.requireNoBulk()
+        reason = try envelope.readMeta { try $0.readString(maximumLength: 4096) }
+    }
+}
+
+public enum Heartbeat {
+    public static func encode(step: UInt64 = 0) -> [OutgoingFrame] { encodeMessage(.heartbeat, step: step) }
+}
+
+/// The parameters a worker computes the next tasks with.
+public enum WeightsMessage {
+    public static func encode(step: UInt64, parameters: SharedBuffer, count: Int) -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(UInt32(count))
+        meta.write(WirePrecision.fp32.rawValue)
+        return encodeMessage(.weights, step: step, meta: meta, bulk: .shared(parameters, offset: 0, count: count * 4))
+    }
+
+    /// Checks the message against the expected parameter count and copies the values.
+    public static func decode(_ envelope: Envelope, expectedCount: Int, into destination: UnsafeMutablePointer<Float>) throws {
+        let (count, precision) = try envelope.readMeta { reader in
+            (Int(try reader.read(UInt32.self)), try reader.read(UInt8.self))
+        }
+        guard count == expectedCount else {
+            throw ProtocolError.malformed(.weights, "\(count) parameters, the model has \(expectedCount)")
+        }
+        guard WirePrecision(rawValue: precision) != nil else {
+            throw ProtocolError.malformed(.weights, "unknown precision \(precision)")
+        }
+        let bulk = try envelope.requireBulk(count * 4)
+        bulk.withUnsafeBytes { UnsafeMutableRawPointer(destination).copyMemory(from: $0.baseAddress!, byteCount: count * 4) }
+    }
+}
+
+/// One shard of a batch: its samples' labels and pixels.
+public struct TaskHeader: Equatable, Sendable {
+    public var shard: UInt32
+    public var sampleCount: UInt32
+    public var featureCount: UInt32
+
+    public init(shard: UInt32, sampleCount: UInt32, featureCount: UInt32) {
+        self.shard = shard
+        self.sampleCount = sampleCount
+        self.featureCount = featureCount
+    }
+
+    /// `samples` holds the labels (`sampleCount` bytes) then the pixels.
+    public func encode(step: UInt64, samples: OutgoingFrame) -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(shard)
+        meta.write(sampleCount)
+        meta.write(featureCount)
+        return encodeMessage(.task, step: step, meta: meta, bulk: samples)
+    }
+
+    /// Decodes the header and checks that the data frame matches it; returns the data frame.
+    public static func decode(_ envelope: Envelope, featureCount expected: Int) throws -> (TaskHeader, ZMQMessage) {
+        let header = try envelope.readMeta { reader in
+            TaskHeader(shard: try reader.read(), sampleCount: try reader.read(), featureCount: try reader.read())
+        }
+        guard Int(header.featureCount) == expected else {
+            throw ProtocolError.malformed(.task, "\(header.featureCount) features per sample, the model takes \(expected)")
+        }
+        guard header.sampleCount > 0 else { throw ProtocolError.malformed(.task, "no samples") }
+        let bulk = try envelope.requireBulk(Int(header.sampleCount) * (1 + expected))
+        return (header, bulk)
+    }
+}
+
+/// A worker's answer for one shard: statistics and the gradient summed over its samples.
+public struct ResultHeader: Equatable, Sendable {
+    public var shard: UInt32
+    public var sampleCount: UInt32
+    public var lossSum: Double
+    public var correctCount: UInt32
+    public var parameterCount: UInt32
+    public var computeMicroseconds: UInt64
+
+    public init(shard: UInt32, sampleCount: UInt32, lossSum: Double, correctCount: UInt32,
+                parameterCount: UInt32, computeMicroseconds: UInt64) {
+        self.shard = shard
+        self.sampleCount = sampleCount
+        self.lossSum = lossSum
+        self.correctCount = correctCount
+        self.parameterCount = parameterCount
+        self.computeMicroseconds = computeMicroseconds
+    }
+
+    public func encode(step: UInt64, gradient: SharedBuffer) -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(shard)
+        meta.write(sampleCount)
+        meta.write(lossSum)
+        meta.write(correctCount)
+        meta.write(parameterCount)
+        meta.write(WirePrecision.fp32.rawValue)
+        meta.write(computeMicroseconds)
+        return encodeMessage(.result, step: step, meta: meta,
+                             bulk: .shared(gradient, offset: 0, count: Int(parameterCount) * 4))
+    }
+
+    /// Decodes the header and checks the gradient frame's size; the caller copies it with
+    /// `copyFiniteFloats`, which also refuses NaN and infinity.
+    public static func decode(_ envelope: Envelope, parameterCount expected: Int) throws -> (ResultHeader, ZMQMessage) {
+        let header = try envelope.readMeta { reader -> ResultHeader in
+            let shard = try reader.read(UInt32.self)
+            let samples = try reader.read(UInt32.self)
+            let loss = try reader.readDouble()
+            let correct = try reader.read(UInt32.self)
+            let count = try reader.read(UInt32.self)
+            let precision = try reader.read(UInt8.self)
+            guard WirePrecision(rawValue: precision) != nil else {
+                throw ProtocolError.malformed(.result, "unknown precision \(precision)")
+            }
+            return ResultHeader(shard: shard, sampleCount: samples, lossSum: loss, correctCount: correct,
+                                parameterCount: count, computeMicroseconds: try reader.read())
+        }
+        guard Int(header.parameterCount) == expected else {
+            throw ProtocolError.malformed(.result, "gradient of \(header.parameterCount) values, the model has \(expected)")
+        }
+        guard header.lossSum.isFinite, header.lossSum >= 0, header.correctCount <= header.sampleCount else {
+            throw ProtocolError.malformed(.result, "impossible statistics (loss \(header.lossSum), \(header.correctCount) of \(header.sampleCount) correct)")
+        }
+        return (header, try envelope.requireBulk(expected * 4))
+    }
+}
+
+/// Copies `count` floats out of a frame, refusing the frame if any is NaN or infinite.
+/// Returns false (and leaves `destination` partly written) on a non-finite value.
+public func copyFiniteFloats(from frame: ZMQMessage, count: Int, into destination: UnsafeMutablePointer<Float>) -> Bool {
+    frame.withUnsafeBytes { raw in
+        precondition(raw.count == count * 4)
+        UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress!, byteCount: count * 4)
+        // Finite floats have an exponent below all ones; checking the bits vectorises.
+        var bad: UInt32 = 0
+        let bits = UnsafeRawPointer(destination).assumingMemoryBound(to: UInt32.self)
+        for i in 0..<count { bad |= (bits[i] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
+        return bad == 0
+    }
+}
+
+/// Model specs inside messages.
+public enum ModelSpecCoding {
+    public static func write(_ spec: ModelSpec, to writer: inout ByteWriter) {
+        writer.write(UInt32(spec.inputSize))
+        writer.write(UInt32(spec.layers.count))
+        for layer in spec.layers {
+            writer.write(UInt32(layer.outputSize))
+            writer.write(layer.activation.rawValue)
+        }
+    }
+
+    public static func read(from reader: inout ByteReader) throws -> ModelSpec {
+        let inputSize = Int(try reader.read(UInt32.self))
+        let count = Int(try reader.read(UInt32.self))
+        guard count >= 1, count <= 64, inputSize >= 1, inputSize <= 1 << 24 else {
+            throw ProtocolError.malformed(.welcome, "model with \(count) layers and \(inputSize) inputs")
+        }
+        var layers: [Dense] = []
+        var width = inputSize
+        for _ in 0..<count {
+            let size = Int(try reader.read(UInt32.self))
+            let code = try reader.read(UInt8.self)
+            guard size >= 1, size <= 1 << 20, let activation = Activation(rawValue: code) else {
+                throw ProtocolError.malformed(.welcome, "invalid layer (size \(size), activation \(code))")
+            }
+            layers.append(Dense(inputSize: width, outputSize: size, activation: activation))
+            width = size
+        }
+        return try ModelSpec(inputSize: inputSize, layers: layers)
+    }
+
+    /// SHA-256 of the spec's canonical encoding: what a hello carries.
+    public static func hash(_ spec: ModelSpec) -> [UInt8] {
+        var writer = ByteWriter()
+        write(spec, to: &writer)
+        return Checksum.sha256(writer.bytes)
+    }
+}

@@ -1,0 +1,145 @@
+import NeuralNet
+
+/// The coordinator–worker protocol, written down once: layouts, encoders and decoders side by side.
+///
+/// Every message is two or three ZeroMQ frames (a ROUTER adds the peer's routing id in
+/// front on the coordinator's side):
+///
+///     frame 0  header, 24 bytes, little-endian:
+///              magic "ZMQT" (4) · protocol version UInt16 · message type UInt16 ·
+///              step UInt64 · payload length UInt64 (bytes in the frames after the header)
+///     frame 1  meta: the message type's fixed fields (below)
+///     frame 2  bulk, for weights, task and result: raw little-endian data
+///
+/// | type          | dir | meta                                                            | bulk                     |
+/// |---------------|-----|-----------------------------------------------------------------|--------------------------|
+/// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string   | –                        |
+/// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · model spec          | –                        |
+/// | 3 reject      | c→w | reason string                                                   | –                        |
+/// | 4 weights     | c→w | parameter count UInt32 · precision UInt8                        | parameters               |
+/// | 5 task        | c→w | shard UInt32 · sample count UInt32 · feature count UInt32       | labels, then pixels      |
+/// | 6 result      | w→c | shard UInt32 · sample count UInt32 · loss sum Float64 ·         | gradient sum             |
+/// |               |     | correct UInt32 · parameter count UInt32 · precision UInt8 ·     |                          |
+/// |               |     | compute µs UInt64                                               |                          |
+/// | 7 heartbeat   | both| –                                                               | –                        |
+/// | 8 shutdown    | c→w | reason string                                                   | –                        |
+///
+/// Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer
+/// count UInt32, then output size UInt32 and activation UInt8 per layer.
+public enum WireProtocol {
+    public static let magic: [UInt8] = Array("ZMQT".utf8)
+    public static let version: UInt16 = 1
+    public static let headerSize = 24
+    /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
+    /// `ZMQ_MAXMSGSIZE` and again by the decoder.
+    public static let maximumMessageBytes = 256 << 20
+}
+
+public enum MessageType: UInt16, Sendable, CaseIterable {
+    case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown
+}
+
+/// Precision of floats on the wire. Only fp32 exists in protocol version 1.
+public enum WirePrecision: UInt8, Sendable {
+    case fp32 = 0
+    public var bytesPerValue: Int { 4 }
+}
+
+/// Why a message was refused. Decoders never trust a length or a count they were sent.
+public enum ProtocolError: Error, Equatable, CustomStringConvertible {
+    case wrongFrameCount(Int)
+    case shortHeader(Int)
+    case badMagic
+    case unsupportedVersion(UInt16)
+    case unknownType(UInt16)
+    case lengthMismatch(declared: UInt64, actual: Int)
+    case malformed(MessageType, String)
+    case unexpected(MessageType)
+
+    public var description: String {
+        switch self {
+        case let .wrongFrameCount(count): "wrong number of frames (\(count))"
+        case let .shortHeader(count): "header of \(count) bytes, expected \(WireProtocol.headerSize)"
+        case .badMagic: "bad magic number (not this protocol)"
+        case let .unsupportedVersion(version): "protocol version \(version), expected \(WireProtocol.version)"
+        case let .unknownType(type): "unknown message type \(type)"
+        case let .lengthMismatch(declared, actual): "payload length says \(declared) bytes, frames hold \(actual)"
+        case let .malformed(type, reason): "malformed \(type): \(reason)"
+        case let .unexpected(type): "unexpected \(type) message"
+        }
+    }
+}
+
+/// A decoded header plus the frames after it, not yet interpreted.
+public struct Envelope {
+    public let type: MessageType
+    public let step: UInt64
+    public let meta: ZMQMessage
+    public let bulk: ZMQMessage?
+
+    /// Checks the header and the frame layout of a message (routing id already removed).
+    public init(frames: ArraySlice<ZMQMessage>) throws {
+        guard frames.count == 2 || frames.count == 3 else { throw ProtocolError.wrongFrameCount(frames.count) }
+        let header = frames[frames.startIndex]
+        let (type, step, declared) = try header.withUnsafeBytes { raw -> (MessageType, UInt64, UInt64) in
+            guard raw.count == WireProtocol.headerSize else { throw ProtocolError.shortHeader(raw.count) }
+            guard Array(raw[0..<4]) == WireProtocol.magic else { throw ProtocolError.badMagic }
+            var reader = ByteReader(UnsafeRawBufferPointer(rebasing: raw[4...]))
+            let version = try reader.read(UInt16.self)
+            guard version == WireProtocol.version else { throw ProtocolError.unsupportedVersion(version) }
+            let rawType = try reader.read(UInt16.self)
+            guard let type = MessageType(rawValue: rawType) else { throw ProtocolError.unknownType(rawType) }
+            return (type, try reader.read(UInt64.self), try reader.read(UInt64.self))
+        }
+        let rest = frames.dropFirst()
+        let actual = rest.reduce(0) { $0 + $1.count }
+        guard declared == UInt64(actual) else { throw ProtocolError.lengthMismatch(declared: declared, actual: actual) }
+        self.type = type
+        self.step = step
+        self.meta = rest[rest.startIndex]
+        self.bulk = rest.count == 2 ? rest[rest.startIndex + 1] : nil
+    }
+
+    /// Reads the meta frame with `body`, turning short reads into a `malformed` error.
+    func readMeta<T>(_ body: (inout ByteReader) throws -> T) throws -> T {
+        try meta.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            do {
+                let value = try body(&reader)
+                guard reader.remaining == 0 else {
+                    throw ProtocolError.malformed(type, "\(reader.remaining) unexpected trailing bytes")
+                }
+                return value
+            } catch let error as ByteReaderError {
+                throw ProtocolError.malformed(type, error.description)
+            }
+        }
+    }
+
+    func requireBulk(_ byteCount: Int) throws -> ZMQMessage {
+        guard let bulk else { throw ProtocolError.malformed(type, "missing data frame") }
+        guard bulk.count == byteCount else {
+            throw ProtocolError.malformed(type, "data frame holds \(bulk.count) bytes, expected \(byteCount)")
+        }
+        return bulk
+    }
+
+    func requireNoBulk() throws {
+        if bulk != nil { throw ProtocolError.malformed(type, "unexpected data frame") }
+    }
+}
+
+/// Builds the frames of one message.
+public func encodeMessage(_ type: MessageType, step: UInt64, meta: ByteWriter = ByteWriter(),
+                          bulk: OutgoingFrame? = nil) -> [OutgoingFrame] {
+    let payload = meta.bytes.count + (bulk?.byteCount ?? 0)
+    var header = ByteWriter(capacity: WireProtocol.headerSize)
+    header.write(raw: WireProtocol.magic)
+    header.write(WireProtocol.version)
+    header.write(type.rawValue)
+    header.write(step)
+    header.write(UInt64(payload))
+    var frames: [OutgoingFrame] = [.bytes(header.bytes), .bytes(meta.bytes)]
+    if let bulk { frames.append(bulk) }
+    return frames
+}

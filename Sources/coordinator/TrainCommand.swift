@@ -1,0 +1,174 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MNISTData
+import NeuralNet
+import Training
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train on MNIST (the default command)."
+    )
+
+    @Option(help: "Folder with mnist_train.csv and mnist_test.csv, or MNIST-format IDX files.")
+    var data = "data"
+
+    @Option(help: "Passes over the training set.")
+    var epochs = TrainingConfig().epochs
+
+    @Option(help: "Samples per global batch (one SGD step).")
+    var batchSize = TrainingConfig().batchSize
+
+    @Option(help: "Hidden layer widths, comma-separated (e.g. 256,128); ReLU layers, then a softmax output.")
+    var hidden = "128"
+
+    @Option(help: "Initial SGD learning rate lr0.")
+    var learningRate: Float = TrainingConfig().learningRate
+
+    @Option(help: "Learning-rate decay: lr = lr0 / (1 + decay · step).")
+    var decay: Float = TrainingConfig().decay
+
+    @Option(help: "SGD momentum.")
+    var momentum: Float = TrainingConfig().momentum
+
+    @Option(help: "Seed for the initial weights and the data order.")
+    var seed: UInt64 = TrainingConfig().seed
+
+    @Option(help: "Shards per batch (default: one per worker; 1 with --local). Same seed and shards give the same weights, bit for bit, with any number of workers.")
+    var shards: Int?
+
+    @Flag(help: "Train in this process, without sockets.")
+    var local = false
+
+    @Option(help: "Wait for this many workers before training starts.")
+    var workers: Int?
+
+    @Option(help: "Start this many local worker processes (implies --workers).")
+    var spawnWorkers: Int?
+
+    @Option(help: "ZeroMQ endpoint to bind.")
+    var bind = "tcp://127.0.0.1:5555"
+
+    @Option(help: "Seconds without an answer after which a worker is declared lost.")
+    var workerTimeout: Double = 5
+
+    @Option(help: "Seconds to wait for the workers to connect.")
+    var startupTimeout: Double = 120
+
+    @Option(help: "Stop after this many steps (for quick experiments).")
+    var maxSteps: Int?
+
+    @Option(help: "Train on the first N training samples only.")
+    var trainLimit: Int?
+
+    @Option(help: "Write the trained model to this file.")
+    var saveModel: String?
+
+    @Option(help: "Write a JSON summary of the run to this file.")
+    var summary: String?
+
+    @Flag(help: "Print nothing but errors.")
+    var quiet = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel = "notice"
+
+    func validate() throws {
+        guard epochs > 0 else { throw ValidationError("--epochs must be positive") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        guard (try? parseHidden()) != nil else {
+            throw ValidationError("--hidden must be positive integers separated by commas, e.g. 256,128 (got '\(hidden)')")
+        }
+        guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive") }
+        guard decay >= 0, momentum >= 0, momentum < 1 else {
+            throw ValidationError("--decay must be ≥ 0 and --momentum in [0, 1)")
+        }
+        if let shards, shards < 1 || shards > batchSize {
+            throw ValidationError("--shards must be between 1 and --batch-size (\(batchSize))")
+        }
+        if local && (workers != nil || spawnWorkers != nil) {
+            throw ValidationError("--local trains in this process; it cannot be combined with --workers or --spawn-workers")
+        }
+        if !local && workers == nil && spawnWorkers == nil {
+            throw ValidationError("say how to train: --local, --spawn-workers N, or --workers N (workers started with the `worker` command)")
+        }
+        if let count = workers ?? spawnWorkers, count < 1 {
+            throw ValidationError("the number of workers must be at least 1")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func parseHidden() throws -> [Int] {
+        let widths = hidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !widths.isEmpty, widths.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("bad --hidden") }
+        return widths.map { $0! }
+    }
+
+    var config: TrainingConfig {
+        var config = TrainingConfig()
+        config.hidden = (try? parseHidden()) ?? [128]
+        config.epochs = epochs
+        config.batchSize = batchSize
+        config.learningRate = learningRate
+        config.decay = decay
+        config.momentum = momentum
+        config.seed = seed
+        config.shardCount = shards ?? (local ? 1 : (spawnWorkers ?? workers ?? 1))
+        config.maximumSteps = maxSteps
+        config.trainingLimit = trainLimit
+        return config
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .notice
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        BLAS.setThreadCount(1)
+        do {
+            try train()
+        } catch let error as CleanExit {
+            throw error
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    private func train() throws {
+        let logger = Logger(label: "coordinator")
+        var trainSet = try DataDirectory.load(.train, from: data)
+        if let trainLimit { trainSet = trainSet.prefix(trainLimit) }
+        let testSet = try DataDirectory.load(.test, from: data)
+        logger.info("loaded \(trainSet.count) training and \(testSet.count) test samples from \(data)")
+
+        let reporter = ConsoleReporter(quiet: quiet)
+        let config = self.config
+        let summaryRecord: RunSummary
+        if local {
+            let trainer = try Trainer(config: config, train: trainSet, test: testSet, source: LocalShardSource())
+            try trainer.run(onStep: reporter.step, onEpoch: { reporter.epoch($0, of: config.epochs) })
+            summaryRecord = RunSummary(mode: "local", trainer: trainer, workers: 0)
+            try finish(trainer: trainer, summary: summaryRecord, reporter: reporter)
+        } else {
+            try DistributedRun(command: self, config: config, logger: logger)
+                .run(train: trainSet, test: testSet, reporter: reporter)
+        }
+    }
+
+    func finish(trainer: Trainer, summary: RunSummary, reporter: ConsoleReporter) throws {
+        reporter.summary(summary)
+        if let saveModel {
+            try ModelFile.save(spec: trainer.model.spec, parameters: trainer.model.parameters, to: saveModel)
+            if !quiet { print("  model saved to  \(saveModel)") }
+        }
+        if let path = self.summary {
+            try summary.jsonData().write(to: URL(fileURLWithPath: path))
+        }
+    }
+}

