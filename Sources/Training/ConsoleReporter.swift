@@ -56,8 +56,9 @@ public final class ConsoleReporter {
             if !summary.workerStats.isEmpty {
                 lines.append("  worker              steps   shards   mean compute   lost   rejoined")
                 for worker in summary.workerStats {
-                    lines.append(String(format: "  %-18@ %6d   %6d   %9.3f ms   %4d   %8d",
-                                        worker.name, worker.stepsDone, worker.shardsDone,
+                    let name = worker.name.count >= 18 ? worker.name : worker.name + String(repeating: " ", count: 18 - worker.name.count)
+                    lines.append(String(format: "  %@ %6d   %6d   %9.3f ms   %4d   %8d",
+                                        name, worker.stepsDone, worker.shardsDone,
                                         worker.meanComputeMilliseconds, worker.timesLost, worker.timesRejoined))
                 }
             }

@@ -192,7 +192,8 @@ public struct ResultHeader: Equatable, Sendable {
         guard Int(header.parameterCount) == expected else {
             throw ProtocolError.malformed(.result, "gradient of \(header.parameterCount) values, the model has \(expected)")
         }
-        guard header.lossSum.isFinite, header.lossSum >= 0, header.correctCount <= header.sampleCount else {
+        // A NaN or infinite loss passes here: the coordinator decides whether the run diverged.
+        guard !(header.lossSum < 0), header.correctCount <= header.sampleCount else {
             throw ProtocolError.malformed(.result, "impossible statistics (loss \(header.lossSum), \(header.correctCount) of \(header.sampleCount) correct)")
         }
         return (header, try envelope.requireBulk(expected * 4))

@@ -2,12 +2,43 @@ import Logging
 import MNISTData
 import Training
 
+/// `coordinator --workers N` / `--spawn-workers N`: serve the workers, train, shut them down.
 struct DistributedRun {
     let command: TrainCommand
     let config: TrainingConfig
     let logger: Logger
 
     func run(train: Dataset, test: Dataset, reporter: ConsoleReporter) throws {
-        fatalError("not yet")
+        let spec = try config.modelSpec(inputSize: train.featureCount, classes: train.classCount)
+        let workerCount = command.spawnWorkers ?? command.workers ?? 1
+        var options = CoordinatorOptions()
+        options.bindEndpoint = command.bind
+        options.expectedWorkers = workerCount
+        options.minimumWorkers = 1
+        options.workerTimeoutSeconds = command.workerTimeout
+        options.startupTimeoutSeconds = command.startupTimeout
+        let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
+        logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")
+
+        let spawner = WorkerSpawner()
+        if let count = command.spawnWorkers {
+            try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint),
+                              extraArguments: ["--log-level", command.logLevel])
+        }
+        do {
+            try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)
+            let trainer = try Trainer(config: config, train: train, test: test, source: server)
+            try trainer.run(onStep: reporter.step, onEpoch: { reporter.epoch($0, of: config.epochs) })
+            server.shutdownWorkers(reason: "training finished")
+            let summary = RunSummary(mode: "distributed", trainer: trainer, workers: workerCount,
+                                     network: server.counters, workerStats: server.workerSummaries)
+            try command.finish(trainer: trainer, summary: summary, reporter: reporter)
+        } catch {
+            server.shutdownWorkers(reason: "the coordinator stopped: \(error)")
+            spawner.terminateAll()
+            spawner.waitForExit(graceSeconds: 2)
+            throw error
+        }
+        spawner.waitForExit()
     }
 }

@@ -68,7 +68,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Write a JSON summary of the run to this file.")
     var summary: String?
 
-    @Flag(help: "Print nothing but errors.")
+    @Flag(help: "Print no progress or summary, and log only warnings and errors.")
     var quiet = false
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
@@ -123,7 +123,8 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .notice
+        var level = Logger.Level(rawValue: logLevel) ?? .notice
+        if quiet && level < .warning { level = .warning }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level

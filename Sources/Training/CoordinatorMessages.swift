@@ -1,0 +1,159 @@
+import Logging
+import NeuralNet
+import Wire
+
+/// The coordinator's handling of incoming messages: decode, check, then act.
+extension CoordinatorServer {
+    /// Receives and handles whatever arrives within the timeout.
+    func pump(timeoutMilliseconds: Int) throws {
+        var timeout = timeoutMilliseconds
+        // Drain everything that is already queued, then return.
+        while let frames = try socket.receive(timeoutMilliseconds: timeout) {
+            timeout = 0
+            counters.bytesReceived += frames.reduce(0) { $0 + $1.count }
+            handle(frames)
+        }
+    }
+
+    private func handle(_ frames: [ZMQMessage]) {
+        let identity = frames[0].bytes
+        let envelope: Envelope
+        do {
+            envelope = try Envelope(frames: frames[1...])
+        } catch {
+            reject(from: identity, reason: "\(error)")
+            return
+        }
+        let now = MonotonicClock.now
+        if let peer = peers[identity] {
+            peer.lastHeard = now
+            if !peer.isAlive && envelope.type != .hello {
+                // A worker declared lost (hung, or cut off) is back: it gets work again from
+                // the next step; whatever it sends for old steps is dropped as stale.
+                peer.isAlive = true
+                peer.timesRejoined += 1
+                logger.notice("worker \(peer.name) is back")
+            }
+        }
+        switch envelope.type {
+        case .hello:
+            handleHello(envelope, from: identity)
+        case .result:
+            handleResult(envelope, from: identity)
+        case .heartbeat:
+            if peers[identity] == nil { reject(from: identity, reason: "heartbeat from a peer that never said hello") }
+        default:
+            reject(from: identity, reason: "\(ProtocolError.unexpected(envelope.type))")
+        }
+    }
+
+    private func handleHello(_ envelope: Envelope, from identity: [UInt8]) {
+        let hello: Hello
+        do { hello = try Hello(envelope) } catch {
+            reject(from: identity, reason: "\(error)")
+            return
+        }
+        if !hello.acceptsAnyModel && hello.modelHash != modelHash {
+            let reason = "model mismatch: this coordinator trains \(spec), and the worker was started for a different model"
+            logger.warning("refused worker \(hello.name) (pid \(hello.pid)): \(reason)")
+            sendRaw(Notice(reason: reason).encode(.reject), to: identity)
+            return
+        }
+        let peer: WorkerPeer
+        if let known = peers[identity] {
+            peer = known
+            if !peer.isAlive {
+                peer.isAlive = true
+                peer.timesRejoined += 1
+                logger.notice("worker \(peer.name) rejoined")
+            }
+        } else {
+            peer = WorkerPeer(identity: identity, name: hello.name.isEmpty ? "worker-\(nextWorkerIndex)" : hello.name,
+                              index: nextWorkerIndex, now: MonotonicClock.now)
+            nextWorkerIndex += 1
+            peers[identity] = peer
+            logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live")
+        }
+        let welcome = Welcome(workerIndex: UInt32(peer.index),
+                              heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000), spec: spec)
+        sendRaw(welcome.encode(), to: identity)
+        peer.lastSent = MonotonicClock.now
+    }
+
+    private func handleResult(_ envelope: Envelope, from identity: [UInt8]) {
+        guard let peer = peers[identity] else {
+            reject(from: identity, reason: "result from a peer that never said hello")
+            return
+        }
+        let start = MonotonicClock.now
+        defer { timing.receiveSeconds += MonotonicClock.now - start }
+        guard Int(envelope.step) == currentStep, let results = currentResults, let batch = currentBatch else {
+            if envelope.step < UInt64(max(currentStep, 0)) || currentResults == nil {
+                counters.staleResults += 1  // late answer for a step that is over: harmless
+            } else {
+                reject(from: identity, reason: "result for step \(envelope.step), which has not started (current \(currentStep))")
+            }
+            return
+        }
+        let header: ResultHeader
+        let gradient: ZMQMessage
+        do {
+            (header, gradient) = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount)
+        } catch {
+            reject(from: identity, reason: "\(error)")
+            return
+        }
+        let shard = Int(header.shard)
+        guard shard < results.shardCount else {
+            reject(from: identity, reason: "result for shard \(shard), but a step has \(results.shardCount)")
+            return
+        }
+        if results.isComplete(shard) {
+            counters.staleResults += 1  // a re-assigned shard answered twice: the first answer counts
+            return
+        }
+        guard peer.outstanding.contains(shard) else {
+            reject(from: identity, reason: "result for shard \(shard) of step \(currentStep), which it was not given")
+            return
+        }
+        guard Int(header.sampleCount) == batch.sampleCount(ofShard: shard) else {
+            reject(from: identity, reason: "result for shard \(shard) counts \(header.sampleCount) samples; the shard has \(batch.sampleCount(ofShard: shard))")
+            return
+        }
+        var statistics = BatchStatistics(sampleCount: Int(header.sampleCount), lossSum: header.lossSum,
+                                         correctCount: Int(header.correctCount))
+        let finite = copyFiniteFloats(from: gradient, count: spec.parameterCount, into: results.gradient(shard))
+        if !finite || !header.lossSum.isFinite {
+            // Either the run diverged or the worker is broken: recompute the shard here and
+            // let the Trainer's finite-loss check decide which.
+            reject(from: identity, reason: "non-finite gradient or loss for shard \(shard); recomputed by the coordinator")
+            if let model = currentModel {
+                statistics = model.computeGradientSum(pixels: batch.pixels(ofShard: shard), labels: batch.labels(ofShard: shard),
+                                                      rows: batch.sampleCount(ofShard: shard), gradient: results.gradient(shard))
+            }
+        }
+        results.complete(shard, statistics: statistics)
+        peer.outstanding.remove(shard)
+        peer.shardsDone += 1
+        let compute = Double(header.computeMicroseconds) / 1e6
+        peer.computeSeconds += compute
+        peer.stepComputeSeconds += compute
+        peer.lastStepCounted = currentStep
+    }
+
+    /// Counts a refused message and logs the first one from each peer.
+    func reject(from identity: [UInt8], reason: String) {
+        counters.rejectedMessages += 1
+        let name = peers[identity]?.name ?? describe(identity: identity)
+        if loggedPeers.insert(identity).inserted {
+            logger.warning("rejected a message from \(name): \(reason) (further rejects from this peer are counted, not logged)")
+        } else {
+            logger.debug("rejected a message from \(name): \(reason)")
+        }
+    }
+
+    /// Sends to a routing id that may not be a registered worker (replies to hellos).
+    private func sendRaw(_ frames: [OutgoingFrame], to identity: [UInt8]) {
+        _ = try? socket.send([.bytes(identity)] + frames, dontWait: true)
+    }
+}

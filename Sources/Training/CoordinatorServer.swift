@@ -1,0 +1,254 @@
+import Logging
+import NeuralNet
+import Wire
+
+public struct CoordinatorOptions: Sendable {
+    /// ZeroMQ endpoint to bind, e.g. `tcp://127.0.0.1:5555` (`*` as port picks a free one).
+    public var bindEndpoint = "tcp://127.0.0.1:5555"
+    /// Workers to wait for before the first step.
+    public var expectedWorkers = 1
+    /// Fewer live workers than this and the coordinator pauses until more join.
+    public var minimumWorkers = 1
+    /// A worker silent this long while it holds shards is declared lost.
+    public var workerTimeoutSeconds = 5.0
+    public var heartbeatSeconds = 1.0
+    /// How long to wait for `expectedWorkers` at start-up.
+    public var startupTimeoutSeconds = 120.0
+
+    public init() {}
+}
+
+public enum CoordinatorError: Error, CustomStringConvertible {
+    case workersDidNotArrive(expected: Int, arrived: Int, seconds: Double)
+
+    public var description: String {
+        switch self {
+        case let .workersDidNotArrive(expected, arrived, seconds):
+            "only \(arrived) of \(expected) workers connected within \(Int(seconds)) s; start workers with `worker --connect ENDPOINT`, or raise --startup-timeout"
+        }
+    }
+}
+
+/// The coordinator's side of the wire: a ROUTER socket that admits workers, hands them each
+/// step's weights and shards, and collects their gradient sums. As a `ShardGradientSource`
+/// it plugs into the same `Trainer` as the local source.
+///
+/// Every incoming message is decoded and checked before anything is believed; a message
+/// that fails is counted, logged once per peer, and dropped.
+public final class CoordinatorServer: ShardGradientSource {
+    public let options: CoordinatorOptions
+    public let spec: ModelSpec
+    let modelHash: [UInt8]
+    let logger: Logger
+    private let context: ZMQContext
+    let socket: ZMQSocket
+    var peers: [[UInt8]: WorkerPeer] = [:]
+    var nextWorkerIndex = 0
+    private var weightsPool: [SharedBuffer] = []
+    var loggedPeers: Set<[UInt8]> = []
+
+    public internal(set) var timing = StepTiming()
+    public internal(set) var counters = NetworkCounters()
+
+    // The step in progress.
+    var currentStep = -1
+    var currentBatch: BatchView?
+    var currentResults: ShardResults?
+    private var currentWeights: SharedBuffer?
+    weak var currentModel: Sequential?
+
+    public init(options: CoordinatorOptions, spec: ModelSpec, logger: Logger) throws {
+        self.options = options
+        self.spec = spec
+        self.modelHash = ModelSpecCoding.hash(spec)
+        self.logger = logger
+        context = try ZMQContext()
+        socket = try ZMQSocket(context: context, type: .router)
+        try socket.setRouterMandatory(true)
+        // A result is the largest thing a worker sends; nothing bigger is accepted.
+        try socket.setMaximumMessageSize(bytes: spec.parameterCount * 4 + 4096)
+        try socket.setSendHighWaterMark(64)
+        try socket.setReceiveHighWaterMark(256)
+        try socket.bind(options.bindEndpoint)
+    }
+
+    /// The bound endpoint, with the port filled in.
+    public var endpoint: String { socket.lastEndpoint }
+
+    public var liveWorkerCount: Int { peers.values.filter(\.isAlive).count }
+
+    private var livePeers: [WorkerPeer] { peers.values.filter(\.isAlive).sorted { $0.index < $1.index } }
+
+    public var workerSummaries: [WorkerSummary] { peers.values.sorted { $0.index < $1.index }.map(\.summary) }
+
+    // MARK: Membership
+
+    /// Serves hellos until `count` workers are live.
+    public func waitForWorkers(count: Int, timeoutSeconds: Double? = nil) throws {
+        let start = MonotonicClock.now
+        var lastNotice = start
+        while liveWorkerCount < count {
+            let now = MonotonicClock.now
+            if let timeoutSeconds, now - start > timeoutSeconds {
+                throw CoordinatorError.workersDidNotArrive(expected: count, arrived: liveWorkerCount, seconds: timeoutSeconds)
+            }
+            if now - lastNotice >= 5 {
+                logger.notice("waiting for workers: \(liveWorkerCount) of \(count) connected on \(endpoint)")
+                lastNotice = now
+            }
+            try pump(timeoutMilliseconds: 100)
+        }
+    }
+
+    /// Tells every worker to stop, and gives the messages a moment to leave.
+    public func shutdownWorkers(reason: String) {
+        for peer in livePeers { send(Notice(reason: reason).encode(.shutdown), to: peer) }
+        try? socket.setLinger(milliseconds: 1000)
+    }
+
+    // MARK: One step
+
+    public func computeShards(step: Int, model: Sequential, batch: BatchView, results: ShardResults) throws {
+        var mark = MonotonicClock.now
+        currentStep = step
+        currentBatch = batch
+        currentResults = results
+        currentModel = model
+        results.reset()
+        for peer in peers.values { peer.outstanding = []; peer.stepComputeSeconds = 0 }
+
+        // One copy of the weights per step, sent to every worker without further copies.
+        let weights = takeWeightsBuffer()
+        model.parameters.withUnsafeBytes { weights.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        currentWeights = weights
+        defer { currentWeights = nil; currentBatch = nil; currentResults = nil }
+
+        var pending: [Int] = []
+        for shard in 0..<results.shardCount {
+            if batch.sampleCount(ofShard: shard) == 0 {
+                results.gradient(shard).update(repeating: 0, count: results.parameterCount)
+                results.complete(shard, statistics: BatchStatistics())
+            } else {
+                pending.append(shard)
+            }
+        }
+        if liveWorkerCount < options.minimumWorkers {
+            logger.warning("only \(liveWorkerCount) live workers, fewer than \(options.minimumWorkers); waiting for more to join")
+            try waitForWorkers(count: options.minimumWorkers)
+        }
+        let live = livePeers
+        for (position, shard) in pending.enumerated() { assign(shard, to: live[position % live.count]) }
+        reassignOrphans()
+        timing.sendSeconds += MonotonicClock.now - mark
+        mark = MonotonicClock.now
+
+        let receiveBefore = timing.receiveSeconds
+        while !results.isComplete {
+            try pump(timeoutMilliseconds: 50)
+            try checkLiveness()
+            reassignOrphans()
+        }
+        let waited = MonotonicClock.now - mark
+        let slowest = peers.values.map(\.stepComputeSeconds).max() ?? 0
+        timing.computeSeconds += slowest
+        timing.networkWaitSeconds += max(0, waited - slowest - (timing.receiveSeconds - receiveBefore))
+        for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
+    }
+
+    private func takeWeightsBuffer() -> SharedBuffer {
+        for index in weightsPool.indices where isKnownUniquelyReferenced(&weightsPool[index]) {
+            return weightsPool[index]
+        }
+        let buffer = SharedBuffer(byteCount: spec.parameterCount * 4)
+        weightsPool.append(buffer)
+        return buffer
+    }
+
+    /// Sends `shard` (and this step's weights, if the worker lacks them) to `peer`.
+    private func assign(_ shard: Int, to peer: WorkerPeer) {
+        guard let batch = currentBatch, let weights = currentWeights else { return }
+        if peer.weightsStep != currentStep {
+            send(WeightsMessage.encode(step: UInt64(currentStep), parameters: weights, count: spec.parameterCount), to: peer)
+            peer.weightsStep = currentStep
+        }
+        let count = batch.sampleCount(ofShard: shard)
+        let task = TaskHeader(shard: UInt32(shard), sampleCount: UInt32(count), featureCount: UInt32(batch.featureCount))
+        send(task.encode(step: UInt64(currentStep),
+                         samples: .shared(batch.buffer, offset: batch.offset(ofShard: shard), count: count * (batch.featureCount + 1))),
+             to: peer)
+        guard peer.isAlive else { return }  // the send found it gone, and re-assigned its shards
+        if peer.outstanding.isEmpty { peer.assignedAt = MonotonicClock.now }
+        peer.outstanding.insert(shard)
+    }
+
+    private func send(_ frames: [OutgoingFrame], to peer: WorkerPeer) {
+        guard peer.isAlive else { return }
+        do {
+            guard try socket.send([.bytes(peer.identity)] + frames, dontWait: true) else {
+                lose(peer, reason: "its queue is full (it stopped reading)")
+                return
+            }
+            peer.lastSent = MonotonicClock.now
+            counters.bytesSent += frames.reduce(0) { $0 + $1.byteCount }
+        } catch {
+            lose(peer, reason: "it cannot be reached (\(error))")
+        }
+    }
+
+    // MARK: Liveness
+
+    private func checkLiveness() throws {
+        let now = MonotonicClock.now
+        for peer in livePeers {
+            let silent = now - peer.lastHeard
+            // The per-step deadline: a worker that holds shards this long is lost, even if its
+            // heartbeats still arrive (a hung compute loop, or results that were refused).
+            if !peer.outstanding.isEmpty && now - peer.assignedAt > options.workerTimeoutSeconds {
+                lose(peer, reason: String(format: "shards %@ of step %d unanswered after %.1f s (last heard %.1f s ago)",
+                                          peer.outstanding.sorted().description, currentStep,
+                                          now - peer.assignedAt, silent))
+            } else if peer.outstanding.isEmpty && silent > max(options.workerTimeoutSeconds, 3 * options.heartbeatSeconds) {
+                lose(peer, reason: String(format: "no heartbeat for %.1f s", silent))
+            } else if now - peer.lastSent > options.heartbeatSeconds {
+                send(Heartbeat.encode(step: UInt64(max(currentStep, 0))), to: peer)
+            }
+        }
+        if let results = currentResults, !results.isComplete, liveWorkerCount == 0 {
+            logger.warning("no live workers; waiting for one to join")
+            try waitForWorkers(count: max(1, options.minimumWorkers))
+            needsReassignment = true
+        }
+    }
+
+    /// Declares `peer` lost; its unfinished shards go to the others at the next chance.
+    private func lose(_ peer: WorkerPeer, reason: String) {
+        guard peer.isAlive else { return }
+        peer.isAlive = false
+        peer.timesLost += 1
+        peer.weightsStep = -1
+        peer.outstanding = []
+        counters.lostWorkers += 1
+        logger.warning("worker \(peer.name) is lost: \(reason)")
+        needsReassignment = true
+    }
+
+    private var needsReassignment = false
+
+    /// Hands every shard of the current step that is neither done nor held by a live worker
+    /// to the live worker with the fewest, so no sample of the batch is skipped.
+    private func reassignOrphans() {
+        while needsReassignment {
+            needsReassignment = false
+            guard let results = currentResults else { return }
+            let held = Set(livePeers.flatMap(\.outstanding))
+            for shard in 0..<results.shardCount where !results.isComplete(shard) && !held.contains(shard) {
+                guard let target = livePeers.min(by: { ($0.outstanding.count, $0.index) < ($1.outstanding.count, $1.index) }) else {
+                    needsReassignment = true  // nobody left: try again when someone joins
+                    return
+                }
+                logger.notice("shard \(shard) of step \(currentStep) goes to worker \(target.name)")
+                assign(shard, to: target)
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import Logging
+import NeuralNet
+import Wire
+
+public struct WorkerOptions: Sendable {
+    public var endpoint = "tcp://127.0.0.1:5555"
+    public var name = "worker"
+    /// The model this worker was started for; nil takes whatever the coordinator trains.
+    public var expectedSpec: ModelSpec?
+    /// How long to keep trying to reach a coordinator that is not up yet.
+    public var connectTimeoutSeconds = 120.0
+    /// Silence from the coordinator after which the worker concludes it is gone.
+    public var coordinatorTimeoutSeconds = 10.0
+    /// Exit as soon as this process (the coordinator that spawned us) is gone.
+    public var parentPID: Int32?
+
+    public init() {}
+}
+
+/// How a worker's run ended.
+public enum WorkerExit: Equatable, CustomStringConvertible {
+    case shutdown(reason: String)
+    case rejected(reason: String)
+    case coordinatorLost(seconds: Double)
+    case neverConnected(seconds: Double)
+    case parentExited
+
+    public var description: String {
+        switch self {
+        case let .shutdown(reason): "coordinator said shut down: \(reason)"
+        case let .rejected(reason): "coordinator refused this worker: \(reason)"
+        case let .coordinatorLost(seconds): String(format: "no word from the coordinator for %.0f s; it is gone", seconds)
+        case let .neverConnected(seconds): String(format: "no coordinator answered within %.0f s", seconds)
+        case .parentExited: "the coordinator that started this worker has exited"
+        }
+    }
+
+    public var isSuccess: Bool { if case .shutdown = self { true } else { false } }
+}
+
+/// A worker: keeps a model replica, and for every task runs forward and backward on the
+/// shard with the weights of the task's step, and returns the gradient sum.
+public final class WorkerNode {
+    public let options: WorkerOptions
+    private let logger: Logger
+    private let context: ZMQContext
+    private let socket: ZMQSocket
+    private var model: Sequential?
+    private var weightsStep: UInt64?
+    private var gradientPool: [SharedBuffer] = []
+    private var lastHeard = 0.0
+    private var lastSent = 0.0
+    private var heartbeatSeconds = 1.0
+    public private(set) var tasksDone = 0
+    public private(set) var rejectedMessages = 0
+
+    public init(options: WorkerOptions, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        context = try ZMQContext()
+        socket = try ZMQSocket(context: context, type: .dealer)
+        // Queue nothing onto a connection that is not up: hellos go out only once it is.
+        try socket.setImmediate(true)
+        try socket.setMaximumMessageSize(bytes: WireProtocol.maximumMessageBytes)
+        try socket.setReceiveHighWaterMark(64)
+        try socket.setSendHighWaterMark(64)
+        try socket.connect(options.endpoint)
+    }
+
+    public func run() throws -> WorkerExit {
+        if let exit = try connect() { return exit }
+        while true {
+            if let parent = options.parentPID, getppid() != parent { return .parentExited }
+            if let frames = try socket.receive(timeoutMilliseconds: Int(heartbeatSeconds * 1000)) {
+                lastHeard = MonotonicClock.now
+                if let exit = try handle(frames) { return exit }
+            }
+            let now = MonotonicClock.now
+            if now - lastHeard > options.coordinatorTimeoutSeconds {
+                return .coordinatorLost(seconds: now - lastHeard)
+            }
+            if now - lastSent > heartbeatSeconds { try send(Heartbeat.encode()) }
+        }
+    }
+
+    /// Says hello until the coordinator answers; nil once welcomed.
+    private func connect() throws -> WorkerExit? {
+        let start = MonotonicClock.now
+        var hello = Hello(pid: UInt32(getpid()), name: options.name)
+        if let spec = options.expectedSpec { hello.modelHash = ModelSpecCoding.hash(spec) }
+        var lastHello = -Double.infinity
+        var notified = false
+        while true {
+            let now = MonotonicClock.now
+            if let parent = options.parentPID, getppid() != parent { return .parentExited }
+            if now - start > options.connectTimeoutSeconds { return .neverConnected(seconds: now - start) }
+            // Until a hello got out, try at every poll; then repeat it every 2 s in case the
+            // coordinator restarted in between.
+            if now - lastHello >= 2 {
+                // Fails (returns false) while the connection is not up, thanks to ZMQ_IMMEDIATE.
+                if try socket.send(hello.encode(), dontWait: true) {
+                    lastSent = now
+                    lastHello = now
+                }
+            }
+            if !notified && now - start > 2 {
+                logger.notice("waiting for the coordinator at \(options.endpoint)")
+                notified = true
+            }
+            guard let frames = try socket.receive(timeoutMilliseconds: 50) else { continue }
+            do {
+                let envelope = try Envelope(frames: frames[...])
+                switch envelope.type {
+                case .welcome:
+                    let welcome = try Welcome(envelope)
+                    model = Sequential(spec: welcome.spec, parameters: Array(repeating: 0, count: welcome.spec.parameterCount))
+                    heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
+                    lastHeard = MonotonicClock.now
+                    logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
+                    return nil
+                case .reject:
+                    return .rejected(reason: try Notice(envelope).reason)
+                case .shutdown:
+                    return .shutdown(reason: try Notice(envelope).reason)
+                default:
+                    continue  // left over from an earlier session of this coordinator
+                }
+            } catch {
+                noteRejected("\(error)")
+            }
+        }
+    }
+
+    private func handle(_ frames: [ZMQMessage]) throws -> WorkerExit? {
+        do {
+            let envelope = try Envelope(frames: frames[...])
+            switch envelope.type {
+            case .weights:
+                guard let model else { return nil }
+                try model.parameters.withUnsafeMutableBufferPointer { parameters in
+                    try WeightsMessage.decode(envelope, expectedCount: parameters.count, into: parameters.baseAddress!)
+                }
+                weightsStep = envelope.step
+            case .task:
+                try compute(envelope)
+            case .shutdown:
+                return .shutdown(reason: try Notice(envelope).reason)
+            case .reject:
+                return .rejected(reason: try Notice(envelope).reason)
+            case .heartbeat, .welcome:
+                break
+            case .hello, .result:
+                throw ProtocolError.unexpected(envelope.type)
+            }
+        } catch {
+            noteRejected("\(error)")
+        }
+        return nil
+    }
+
+    private func compute(_ envelope: Envelope) throws {
+        guard let model else { return }
+        let start = MonotonicClock.now
+        let (task, samples) = try TaskHeader.decode(envelope, featureCount: model.spec.inputSize)
+        guard weightsStep == envelope.step else {
+            throw ProtocolError.malformed(.task, "task for step \(envelope.step) but the weights are for step \(weightsStep.map(String.init) ?? "none")")
+        }
+        let rows = Int(task.sampleCount)
+        let gradient = takeGradientBuffer(count: model.spec.parameterCount)
+        let statistics = samples.withUnsafeBytes { raw in
+            let labels = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            return model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
+                                            gradient: gradient.floats(count: model.spec.parameterCount))
+        }
+        let result = ResultHeader(shard: task.shard, sampleCount: task.sampleCount, lossSum: statistics.lossSum,
+                                  correctCount: UInt32(statistics.correctCount),
+                                  parameterCount: UInt32(model.spec.parameterCount),
+                                  computeMicroseconds: UInt64((MonotonicClock.now - start) * 1e6))
+        try send(result.encode(step: envelope.step, gradient: gradient))
+        tasksDone += 1
+    }
+
+    /// A gradient buffer that no message in flight still points into.
+    private func takeGradientBuffer(count: Int) -> SharedBuffer {
+        for index in gradientPool.indices where isKnownUniquelyReferenced(&gradientPool[index]) {
+            return gradientPool[index]
+        }
+        let buffer = SharedBuffer(byteCount: count * 4)
+        gradientPool.append(buffer)
+        return buffer
+    }
+
+    private func send(_ frames: [OutgoingFrame]) throws {
+        if try socket.send(frames, dontWait: true) {
+            lastSent = MonotonicClock.now
+        }
+    }
+
+    private func noteRejected(_ reason: String) {
+        rejectedMessages += 1
+        if rejectedMessages == 1 {
+            logger.warning("ignored a malformed message from the coordinator: \(reason)")
+        }
+    }
+}

@@ -1,0 +1,49 @@
+/// What the coordinator knows about one connected worker.
+final class WorkerPeer {
+    let identity: [UInt8]
+    let name: String
+    let index: Int
+    var isAlive = true
+    var lastHeard: Double
+    var lastSent: Double
+    /// The step whose weights this worker holds (-1: none yet).
+    var weightsStep = -1
+    /// Shards of the current step handed to this worker and not answered yet.
+    var outstanding: Set<Int> = []
+    var assignedAt = 0.0
+    /// Compute time the worker reported for the current step.
+    var stepComputeSeconds = 0.0
+    var lastStepCounted = -1
+
+    var shardsDone = 0
+    var stepsDone = 0
+    var computeSeconds = 0.0
+    var timesLost = 0
+    var timesRejoined = 0
+
+    init(identity: [UInt8], name: String, index: Int, now: Double) {
+        self.identity = identity
+        self.name = name
+        self.index = index
+        self.lastHeard = now
+        self.lastSent = now
+    }
+
+    var summary: WorkerSummary {
+        WorkerSummary(name: name, shardsDone: shardsDone, stepsDone: stepsDone,
+                      meanComputeMilliseconds: shardsDone == 0 ? 0 : computeSeconds / Double(shardsDone) * 1000,
+                      timesLost: timesLost, timesRejoined: timesRejoined)
+    }
+}
+
+/// A peer's routing id as text for log lines (printable ids as they are, others in hex).
+func describe(identity: [UInt8]) -> String {
+    if !identity.isEmpty, identity.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }) { return String(decoding: identity, as: UTF8.self) }
+    return "0x" + identity.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

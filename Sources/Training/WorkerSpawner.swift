@@ -1,0 +1,66 @@
+import Foundation
+
+/// Starts worker processes on this host for `coordinator --spawn-workers N`.
+///
+/// The workers are told this process's pid: each one exits as soon as its parent is gone,
+/// so they never outlive the coordinator, even when it is killed with SIGKILL.
+public final class WorkerSpawner {
+    public private(set) var processes: [Process] = []
+
+    /// The `worker` executable next to this one, or `$ZMQ_TRAINER_WORKER`.
+    public static func workerExecutable() -> URL {
+        if let override = ProcessInfo.processInfo.environment["ZMQ_TRAINER_WORKER"] {
+            return URL(fileURLWithPath: override)
+        }
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return me.deletingLastPathComponent().appendingPathComponent("worker")
+    }
+
+    public init() {}
+
+    public func spawn(count: Int, endpoint: String, extraArguments: [String] = []) throws {
+        let executable = Self.workerExecutable()
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw SpawnError(reason: "no worker executable at \(executable.path); build it with `swift build`")
+        }
+        for index in 0..<count {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = ["--connect", endpoint, "--name", "worker-\(index)",
+                                 "--parent-pid", String(getpid())] + extraArguments
+            try process.run()
+            processes.append(process)
+        }
+    }
+
+    /// Waits for the workers to exit, killing those still running after `graceSeconds`.
+    public func waitForExit(graceSeconds: Double = 5) {
+        let deadline = Date().addingTimeInterval(graceSeconds)
+        for process in processes {
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+        }
+    }
+
+    /// Stops every worker now (on the coordinator's error path).
+    public func terminateAll() {
+        for process in processes where process.isRunning { process.terminate() }
+    }
+}
+
+public struct SpawnError: Error, CustomStringConvertible {
+    public let reason: String
+    public var description: String { reason }
+}
+
+/// The endpoint a local worker connects to for a bound endpoint: a wildcard address
+/// (`tcp://0.0.0.0:P`, `tcp://*:P`) becomes loopback.
+public func connectableEndpoint(_ bound: String) -> String {
+    for wildcard in ["tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"] where bound.hasPrefix(wildcard) {
+        return "tcp://127.0.0.1:" + bound.dropFirst(wildcard.count)
+    }
+    return bound
+}

@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NeuralNet
+import Training
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Data-parallel training over ZeroMQ: a worker.",
+        discussion: """
+        Connects to a coordinator, receives each step's weights and its shards of the batch, \
+        and returns gradient sums. Needs no data files: the coordinator ships the samples. \
+        Waits for a coordinator that is not up yet, and exits when it says shut down or goes away.
+
+        Examples:
+          worker --connect tcp://10.0.0.1:5555
+          worker --connect tcp://127.0.0.1:5555 --hidden 256,128   refuse to join any other model
+        """
+    )
+
+    @Option(help: "Coordinator endpoint.")
+    var connect = "tcp://127.0.0.1:5555"
+
+    @Option(help: "Name shown in the coordinator's logs and summary (default: host-pid).")
+    var name: String?
+
+    @Option(help: "Only join a coordinator training this MLP (hidden widths, e.g. 128); default: any model.")
+    var hidden: String?
+
+    @Option(help: "Input width and classes of the model given with --hidden.")
+    var inputSize = 784
+
+    @Option(help: "Classes of the model given with --hidden.")
+    var classes = 10
+
+    @Option(help: "Seconds to keep trying to reach the coordinator.")
+    var connectTimeout: Double = 120
+
+    @Option(help: "Seconds of silence after which the coordinator is taken to be gone.")
+    var coordinatorTimeout: Double = 10
+
+    @Option(help: "Exit when this process is no longer the parent (set by --spawn-workers).")
+    var parentPid: Int32?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel = "notice"
+
+    func validate() throws {
+        if let hidden, (try? parseHidden(hidden)) == nil {
+            throw ValidationError("--hidden must be positive integers separated by commas (got '\(hidden)')")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        guard connectTimeout > 0, coordinatorTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+    }
+
+    private func parseHidden(_ text: String) throws -> ModelSpec {
+        let widths = text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard widths.count == text.split(separator: ",").count else { throw ValidationError("bad --hidden") }
+        return try ModelSpec.mlp(inputSize: inputSize, hidden: widths, classes: classes)
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .notice
+        let workerName = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        BLAS.setThreadCount(1)
+        let logger = Logger(label: workerName)
+        var options = WorkerOptions()
+        options.endpoint = connect
+        options.name = workerName
+        options.expectedSpec = try hidden.map(parseHidden)
+        options.connectTimeoutSeconds = connectTimeout
+        options.coordinatorTimeoutSeconds = coordinatorTimeout
+        options.parentPID = parentPid
+        let exit: WorkerExit
+        do {
+            exit = try WorkerNode(options: options, logger: logger).run()
+        } catch {
+            FileHandle.standardError.write(Data("\(workerName): error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        if exit.isSuccess {
+            logger.info("\(exit)")
+        } else {
+            FileHandle.standardError.write(Data("\(workerName): \(exit)\n".utf8))
+            throw ExitCode(exit == .parentExited ? 0 : 2)
+        }
+    }
+}

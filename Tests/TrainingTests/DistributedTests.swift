@@ -1,0 +1,97 @@
+import Foundation
+import NeuralNet
+import XCTest
+
+/// Real coordinator and worker processes over real TCP sockets on loopback.
+final class DistributedTests: XCTestCase {
+    private static var dataFolder: String?
+    private var data: String { Self.dataFolder! }
+
+    override class func setUp() {
+        dataFolder = try? makeSyntheticData()
+    }
+
+    override class func tearDown() {
+        if let dataFolder { try? FileManager.default.removeItem(atPath: dataFolder) }
+    }
+
+    private var common: [String] {
+        ["--data", data, "--hidden", "32", "--batch-size", "60", "--max-steps", "100", "--epochs", "50",
+         "--quiet", "--seed", "7"]
+    }
+
+    /// `--local --shards 3` and 1, 2 and 3 workers with `--shards 3` end bit for bit equal.
+    func testWorkersReproduceTheLocalRunBitForBit() throws {
+        let local = try runCoordinator(common + ["--local", "--shards", "3"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        XCTAssertEqual(local.summary["steps"] as? Int, 100)
+        XCTAssertEqual(local.sha.count, 64)
+        for workers in 1...3 {
+            let run = try runCoordinator(common + ["--spawn-workers", "\(workers)", "--shards", "3",
+                                                   "--bind", "tcp://127.0.0.1:*"])
+            XCTAssertEqual(run.status, 0, run.errors)
+            XCTAssertEqual(run.summary["workers"] as? Int, workers)
+            XCTAssertEqual(run.summary["mode"] as? String, "distributed")
+            XCTAssertEqual(run.sha, local.sha, "\(workers) workers:\n\(run.errors)")
+        }
+    }
+
+    /// Runs with other shard counts stay within 1e-4 (relative) of `--local --shards 1`.
+    func testOtherShardCountsAgreeWithinRounding() throws {
+        let folder = NSTemporaryDirectory()
+        let reference = folder + "reference-\(getpid()).bin", other = folder + "other-\(getpid()).bin"
+        defer { unlink(reference); unlink(other) }
+        XCTAssertEqual(try runCoordinator(common + ["--local", "--shards", "1", "--save-model", reference]).status, 0)
+        let run = try runCoordinator(common + ["--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*", "--save-model", other])
+        XCTAssertEqual(run.status, 0, run.errors)
+        let a = try loadParameters(reference), b = try loadParameters(other)
+        let norm = sqrt(a.reduce(0.0) { $0 + Double($1 * $1) })
+        let difference = sqrt(zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) })
+        XCTAssertLessThan(difference / norm, 1e-4)
+        XCTAssertGreaterThan(run.summary["test_accuracy"] as? Double ?? 0, 0.9)
+    }
+
+    func testAWorkerForAnotherModelIsRefusedWithTheReason() throws {
+        let port = freePort()
+        let coordinator = try Child("coordinator", common + ["--workers", "1", "--bind", "tcp://127.0.0.1:\(port)"])
+        let wrong = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--hidden", "64"])
+        XCTAssertEqual(wrong.wait(seconds: 30), 2)
+        XCTAssertTrue(wrong.errors.contains("model mismatch"), wrong.errors)
+        XCTAssertTrue(wrong.errors.contains("784-32(relu)-10(softmax)"), wrong.errors)
+        // A worker for the right model is admitted and the run completes.
+        let right = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--hidden", "32"])
+        XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
+        XCTAssertEqual(right.wait(seconds: 30), 0, right.errors)
+    }
+
+    func testAWorkerStartedBeforeTheCoordinatorWaitsForIt() throws {
+        let port = freePort()
+        let worker = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--log-level", "notice"])
+        XCTAssertTrue(worker.waitFor("waiting for the coordinator", seconds: 10), worker.errors)
+        let coordinator = try Child("coordinator", common + ["--workers", "1", "--bind", "tcp://127.0.0.1:\(port)"])
+        XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
+        XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
+    }
+
+    func testAWorkerExitsWhenTheCoordinatorNeverComes() throws {
+        let worker = try Child("worker", ["--connect", "tcp://127.0.0.1:\(freePort())", "--connect-timeout", "1"])
+        XCTAssertEqual(worker.wait(seconds: 20), 2)
+        XCTAssertTrue(worker.errors.contains("no coordinator answered"), worker.errors)
+    }
+
+    /// Spawned workers never outlive their coordinator, even one killed with SIGKILL.
+    func testSpawnedWorkersExitWhenTheCoordinatorIsKilled() throws {
+        let coordinator = try Child("coordinator", ["--data", data, "--hidden", "32", "--epochs", "100000",
+                                                    "--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*",
+                                                    "--log-level", "notice"])
+        XCTAssertTrue(coordinator.waitFor("2 live", seconds: 30), coordinator.errors)
+        let pids = workerPIDs(in: coordinator.errors)
+        XCTAssertEqual(pids.count, 2, coordinator.errors)
+        usleep(300_000)
+        kill(coordinator.pid, SIGKILL)
+        coordinator.wait(seconds: 10)
+        let deadline = Date().addingTimeInterval(10)
+        while pids.contains(where: isRunning) && Date() < deadline { usleep(50_000) }
+        for pid in pids { XCTAssertFalse(isRunning(pid), "worker \(pid) outlived the coordinator") }
+    }
+}

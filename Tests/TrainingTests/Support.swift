@@ -1,0 +1,147 @@
+import Foundation
+import MNISTData
+import NeuralNet
+import XCTest
+
+/// The built executables sit next to the test bundle (`swift build` makes them).
+func executable(_ name: String) throws -> URL {
+    let folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    let url = folder.appendingPathComponent(name)
+    guard FileManager.default.isExecutableFile(atPath: url.path) else {
+        throw XCTSkip("\(url.path) is missing: run `swift build` (same configuration) before `swift test`")
+    }
+    return url
+}
+
+/// A small learnable data set in MNIST's shape: each class lights up its own band of
+/// pixels, plus seeded noise. Written as CSV into a fresh folder.
+func makeSyntheticData(trainCount: Int = 960, testCount: Int = 200, seed: UInt64 = 1) throws -> String {
+    let folder = NSTemporaryDirectory() + "zmq-trainer-data-\(getpid())-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    var generator = SeededGenerator(seed: seed)
+    func dataset(_ count: Int) -> Dataset {
+        var pixels = [UInt8](repeating: 0, count: count * 784)
+        var labels = [UInt8](repeating: 0, count: count)
+        for sample in 0..<count {
+            let label = generator.nextIndex(below: 10)
+            labels[sample] = UInt8(label)
+            for pixel in 0..<784 {
+                let inBand = pixel / 78 == label
+                let noise = generator.nextIndex(below: 120)
+                pixels[sample * 784 + pixel] = UInt8(min(255, (inBand ? 120 : 0) + noise))
+            }
+        }
+        return Dataset(featureCount: 784, pixels: pixels, labels: labels)
+    }
+    try CSVLoader.format(dataset(trainCount)).write(toFile: folder + "/mnist_train.csv", atomically: true, encoding: .utf8)
+    try CSVLoader.format(dataset(testCount)).write(toFile: folder + "/mnist_test.csv", atomically: true, encoding: .utf8)
+    return folder
+}
+
+/// A child process whose output goes to files, so a test can read it while it runs.
+final class Child {
+    let process = Process()
+    let outputPath: String
+    let errorPath: String
+
+    init(_ name: String, _ arguments: [String]) throws {
+        let base = NSTemporaryDirectory() + "zmq-trainer-\(name)-\(UUID().uuidString.prefix(8))"
+        outputPath = base + ".out"
+        errorPath = base + ".err"
+        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        process.executableURL = try executable(name)
+        process.arguments = arguments
+        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        process.standardError = FileHandle(forWritingAtPath: errorPath)
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    var errors: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+
+    /// Waits for the exit status, killing the process after `seconds`.
+    @discardableResult
+    func wait(seconds: Double = 120) -> Int32 {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+            XCTFail("\(process.executableURL!.lastPathComponent) did not finish within \(seconds) s:\n\(errors)")
+        }
+        return process.terminationStatus
+    }
+
+    /// Waits until `text` appears in stdout or stderr.
+    func waitFor(_ text: String, seconds: Double = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if output.contains(text) || errors.contains(text) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+}
+
+/// A TCP port that was free a moment ago.
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+struct RunResult {
+    let status: Int32
+    let summary: [String: Any]
+    let output: String
+    let errors: String
+
+    var sha: String { summary["weights_sha256"] as? String ?? "" }
+}
+
+/// Runs `coordinator` to the end and reads its JSON summary.
+func runCoordinator(_ arguments: [String], seconds: Double = 180) throws -> RunResult {
+    let summaryPath = NSTemporaryDirectory() + "summary-\(UUID().uuidString.prefix(8)).json"
+    let child = try Child("coordinator", arguments + ["--summary", summaryPath])
+    let status = child.wait(seconds: seconds)
+    let data = FileManager.default.contents(atPath: summaryPath) ?? Data()
+    let summary = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+    try? FileManager.default.removeItem(atPath: summaryPath)
+    return RunResult(status: status, summary: summary, output: child.output, errors: child.errors)
+}
+
+/// Parameters of a saved model file.
+func loadParameters(_ path: String) throws -> [Float] {
+    try ModelFile.load(from: path).parameters
+}
+
+func isRunning(_ pid: Int32) -> Bool {
+    // A zombie still answers kill(0); look at its state instead.
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+    let state = stat.split(separator: ")").last?.split(separator: " ").first
+    return state != "Z"
+}
+
+/// The pids in the coordinator's "worker NAME (pid N) joined" log lines.
+func workerPIDs(in log: String) -> [Int32] {
+    log.components(separatedBy: "(pid ").dropFirst().compactMap { part in
+        part.hasPrefix("") ? Int32(part.prefix { $0.isNumber }) : nil
+    }
+}

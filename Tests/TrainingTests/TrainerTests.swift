@@ -1,0 +1,72 @@
+import MNISTData
+import NeuralNet
+import Training
+import XCTest
+
+final class TrainerTests: XCTestCase {
+    private func syntheticDataset() throws -> (Dataset, Dataset) {
+        let folder = try makeSyntheticData(trainCount: 640, testCount: 100)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        return (try DataDirectory.load(.train, from: folder), try DataDirectory.load(.test, from: folder))
+    }
+
+    private func train(shards: Int, steps: Int, data: (Dataset, Dataset), seed: UInt64 = 3) throws -> Trainer {
+        var config = TrainingConfig()
+        config.hidden = [32]
+        config.batchSize = 64
+        config.epochs = 100
+        config.shardCount = shards
+        config.maximumSteps = steps
+        config.seed = seed
+        let trainer = try Trainer(config: config, train: data.0, test: data.1, source: LocalShardSource())
+        try trainer.run()
+        return trainer
+    }
+
+    func testLearnsAndIsReproducibleFromTheSeed() throws {
+        let data = try syntheticDataset()
+        let a = try train(shards: 1, steps: 60, data: data)
+        let b = try train(shards: 1, steps: 60, data: data)
+        let c = try train(shards: 1, steps: 60, data: data, seed: 4)
+        XCTAssertEqual(a.step, 60)
+        XCTAssertEqual(a.model.parameters, b.model.parameters)
+        XCTAssertNotEqual(a.model.parameters, c.model.parameters)
+        XCTAssertGreaterThan(a.history.last!.testAccuracy!, 0.9, "the synthetic classes are easy")
+        XCTAssertLessThan(a.history.last!.trainLoss, a.history.first!.trainLoss)
+        XCTAssertEqual(a.optimizer.iteration, 60)
+    }
+
+    /// Different shard counts differ only by float rounding of the sums.
+    func testShardCountsAgreeWithinRounding() throws {
+        let data = try syntheticDataset()
+        let one = try train(shards: 1, steps: 100, data: data).model.parameters
+        for shards in [2, 3, 7] {
+            let other = try train(shards: shards, steps: 100, data: data).model.parameters
+            XCTAssertNotEqual(one, other, "sums over different shards round differently")
+            let norm = sqrt(one.reduce(0.0) { $0 + Double($1 * $1) })
+            let difference = sqrt(zip(one, other).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) })
+            XCTAssertLessThan(difference / norm, 1e-4, "\(shards) shards")
+        }
+    }
+
+    func testShardResultsAddInShardOrder() {
+        let results = ShardResults(shardCount: 3, parameterCount: 1)
+        // (1e8 + -1e8) + 1 = 1, but 1e8 + (-1e8 + 1) = 0 in Float: the order shows.
+        for (shard, value) in [(2, Float(1)), (0, 1e8), (1, -1e8)] {
+            results.gradient(shard).pointee = value
+            results.complete(shard, statistics: BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 1))
+        }
+        XCTAssertTrue(results.isComplete)
+        XCTAssertEqual(results.reduce().pointee, 1)
+        XCTAssertEqual(results.batchStatistics, BatchStatistics(sampleCount: 3, lossSum: 3, correctCount: 3))
+    }
+
+    func testInvalidConfigurationsAreRefused() throws {
+        let data = try syntheticDataset()
+        var config = TrainingConfig()
+        config.shardCount = 500
+        XCTAssertThrowsError(try Trainer(config: config, train: data.0, test: nil, source: LocalShardSource())) { error in
+            XCTAssertTrue("\(error)".contains("--shards 500 exceeds --batch-size 128"), "\(error)")
+        }
+    }
+}

@@ -1,0 +1,240 @@
+import NeuralNet
+import Wire
+import XCTest
+
+/// A ROUTER and a DEALER over inproc:// in one process: the wire code is tried here before
+/// it is tried across processes.
+final class ProtocolTests: XCTestCase {
+    var context: ZMQContext!
+    var router: ZMQSocket!
+    var dealer: ZMQSocket!
+
+    override func setUpWithError() throws {
+        context = try ZMQContext()
+        router = try ZMQSocket(context: context, type: .router)
+        try router.setRouterMandatory(true)
+        let endpoint = "inproc://protocol-\(UUID().uuidString)"
+        try router.bind(endpoint)
+        dealer = try ZMQSocket(context: context, type: .dealer)
+        try dealer.setRoutingID(Array("worker-a".utf8))
+        try dealer.connect(endpoint)
+    }
+
+    override func tearDown() {
+        dealer = nil
+        router = nil
+        context = nil
+    }
+
+    /// Sends from the dealer, returns the envelope the router decodes (routing id checked).
+    private func roundTripToRouter(_ frames: [OutgoingFrame]) throws -> Envelope {
+        try dealer.send(frames)
+        let received = try XCTUnwrap(try router.receive(timeoutMilliseconds: 1000))
+        XCTAssertEqual(received[0].bytes, Array("worker-a".utf8))
+        return try Envelope(frames: received[1...])
+    }
+
+    private func roundTripToDealer(_ frames: [OutgoingFrame]) throws -> Envelope {
+        try router.send([.bytes(Array("worker-a".utf8))] + frames)
+        let received = try XCTUnwrap(try dealer.receive(timeoutMilliseconds: 1000))
+        return try Envelope(frames: received[...])
+    }
+
+    func testEveryMessageRoundTrips() throws {
+        let spec = try ModelSpec.mlp(inputSize: 6, hidden: [5, 4], classes: 3)
+        let hello = Hello(modelHash: ModelSpecCoding.hash(spec), pid: 42, name: "w-1")
+        XCTAssertEqual(try Hello(try roundTripToRouter(hello.encode())), hello)
+        XCTAssertFalse(hello.acceptsAnyModel)
+        XCTAssertTrue(Hello(pid: 1, name: "x").acceptsAnyModel)
+
+        let welcome = Welcome(workerIndex: 3, heartbeatMilliseconds: 1000, spec: spec)
+        XCTAssertEqual(try Welcome(try roundTripToDealer(welcome.encode())), welcome)
+
+        let notice = Notice(reason: "training finished ✓")
+        let shutdown = try roundTripToDealer(notice.encode(.shutdown))
+        XCTAssertEqual(shutdown.type, .shutdown)
+        XCTAssertEqual(try Notice(shutdown), notice)
+
+        let weights = SharedBuffer(byteCount: spec.parameterCount * 4)
+        for i in 0..<spec.parameterCount { weights.floats(count: spec.parameterCount)[i] = Float(i) * 0.5 }
+        let weightsEnvelope = try roundTripToDealer(WeightsMessage.encode(step: 77, parameters: weights, count: spec.parameterCount))
+        XCTAssertEqual(weightsEnvelope.step, 77)
+        var decoded = [Float](repeating: 0, count: spec.parameterCount)
+        try WeightsMessage.decode(weightsEnvelope, expectedCount: spec.parameterCount, into: &decoded)
+        XCTAssertEqual(decoded, (0..<spec.parameterCount).map { Float($0) * 0.5 })
+        XCTAssertThrowsError(try WeightsMessage.decode(weightsEnvelope, expectedCount: 3, into: &decoded))
+
+        let samples = SharedBuffer(byteCount: 2 * 7)
+        for i in 0..<14 { samples.pointer.storeBytes(of: UInt8(i), toByteOffset: i, as: UInt8.self) }
+        let task = TaskHeader(shard: 1, sampleCount: 2, featureCount: 6)
+        let taskEnvelope = try roundTripToDealer(task.encode(step: 5, samples: .shared(samples, offset: 0, count: 14)))
+        let (decodedTask, bulk) = try TaskHeader.decode(taskEnvelope, featureCount: 6)
+        XCTAssertEqual(decodedTask, task)
+        XCTAssertEqual(bulk.bytes, Array(0..<14))
+        XCTAssertThrowsError(try TaskHeader.decode(taskEnvelope, featureCount: 784))
+
+        let gradient = SharedBuffer(byteCount: spec.parameterCount * 4)
+        for i in 0..<spec.parameterCount { gradient.floats(count: spec.parameterCount)[i] = -Float(i) }
+        let result = ResultHeader(shard: 1, sampleCount: 2, lossSum: 1.25, correctCount: 1,
+                                  parameterCount: UInt32(spec.parameterCount), computeMicroseconds: 99)
+        let resultEnvelope = try roundTripToRouter(result.encode(step: 5, gradient: gradient))
+        let (decodedResult, gradientFrame) = try ResultHeader.decode(resultEnvelope, parameterCount: spec.parameterCount)
+        XCTAssertEqual(decodedResult, result)
+        var values = [Float](repeating: 0, count: spec.parameterCount)
+        XCTAssertTrue(copyFiniteFloats(from: gradientFrame, count: spec.parameterCount, into: &values))
+        XCTAssertEqual(values, (0..<spec.parameterCount).map { -Float($0) })
+        XCTAssertThrowsError(try ResultHeader.decode(resultEnvelope, parameterCount: spec.parameterCount + 1))
+    }
+
+    func testNonFiniteGradientsAreDetected() throws {
+        for bad in [Float.nan, .infinity, -.infinity] {
+            let gradient = SharedBuffer(byteCount: 16)
+            let floats = gradient.floats(count: 4)
+            for i in 0..<4 { floats[i] = 1 }
+            floats[2] = bad
+            let result = ResultHeader(shard: 0, sampleCount: 1, lossSum: 0.5, correctCount: 0, parameterCount: 4, computeMicroseconds: 0)
+            let (_, frame) = try ResultHeader.decode(try roundTripToRouter(result.encode(step: 1, gradient: gradient)), parameterCount: 4)
+            var values = [Float](repeating: 0, count: 4)
+            XCTAssertFalse(copyFiniteFloats(from: frame, count: 4, into: &values), "\(bad)")
+        }
+    }
+
+    func testMalformedMessagesAreRefusedWithAReason() throws {
+        let good = Hello(pid: 1, name: "w").encode()
+        func bytes(_ frame: OutgoingFrame) -> [UInt8] {
+            if case let .bytes(b) = frame { return b }
+            return []
+        }
+        var header = bytes(good[0])
+        let meta = bytes(good[1])
+
+        func refusal(_ frames: [[UInt8]]) throws -> ProtocolError? {
+            do {
+                _ = try roundTripToRouter(frames.map { .bytes($0) })
+                return nil
+            } catch let error as ProtocolError {
+                return error
+            }
+        }
+        XCTAssertEqual(try refusal([header]), .wrongFrameCount(1))
+        XCTAssertEqual(try refusal([Array(header.prefix(10)), meta]), .shortHeader(10))
+        var badMagic = header
+        badMagic[0] = UInt8(ascii: "X")
+        XCTAssertEqual(try refusal([badMagic, meta]), .badMagic)
+        var badVersion = header
+        badVersion[4] = 9
+        XCTAssertEqual(try refusal([badVersion, meta]), .unsupportedVersion(9))
+        var badType = header
+        badType[6] = 200
+        XCTAssertEqual(try refusal([badType, meta]), .unknownType(200))
+        XCTAssertEqual(try refusal([header, Array(meta.dropLast())]),
+                       .lengthMismatch(declared: UInt64(meta.count), actual: meta.count - 1))
+        // A consistent header over a truncated body: the typed decoder refuses it.
+        header[16] = UInt8(meta.count - 3)
+        let truncated = try roundTripToRouter([.bytes(header), .bytes(Array(meta.dropLast(3)))])
+        XCTAssertThrowsError(try Hello(truncated)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("malformed hello"), "\(error)")
+        }
+    }
+
+    /// Thousands of random and mutated messages: each is refused or decodes to something
+    /// well-formed; nothing crashes.
+    func testRandomAndMutatedBytesNeverCrashTheDecoders() throws {
+        var generator = SeededGenerator(seed: 2024)
+        let spec = try ModelSpec.mlp(inputSize: 6, hidden: [4], classes: 3)
+        let gradient = SharedBuffer(byteCount: spec.parameterCount * 4)
+        let result = ResultHeader(shard: 0, sampleCount: 3, lossSum: 2, correctCount: 1,
+                                  parameterCount: UInt32(spec.parameterCount), computeMicroseconds: 1)
+        let templates: [[OutgoingFrame]] = [
+            Hello(pid: 3, name: "w").encode(), Welcome(workerIndex: 0, heartbeatMilliseconds: 5, spec: spec).encode(),
+            result.encode(step: 1, gradient: gradient), Heartbeat.encode(), Notice(reason: "r").encode(.reject),
+        ]
+        var refused = 0
+        for round in 0..<3000 {
+            var frames: [[UInt8]] = templates[round % templates.count].map { frame in
+                switch frame {
+                case let .bytes(b): b
+                case let .shared(buffer, offset, count):
+                    Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
+                }
+            }
+            if round % 3 == 0 {
+                frames = (0..<(1 + generator.nextIndex(below: 4))).map { _ in
+                    (0..<generator.nextIndex(below: 64)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+                }
+            } else {
+                for _ in 0..<(1 + generator.nextIndex(below: 4)) {
+                    let f = generator.nextIndex(below: frames.count)
+                    if frames[f].isEmpty { continue }
+                    let i = generator.nextIndex(below: frames[f].count)
+                    switch generator.nextIndex(below: 3) {
+                    case 0: frames[f][i] = UInt8(truncatingIfNeeded: generator.next())
+                    case 1: frames[f] = Array(frames[f].prefix(i))
+                    default: frames[f].insert(UInt8(truncatingIfNeeded: generator.next()), at: i)
+                    }
+                }
+            }
+            do {
+                let envelope = try roundTripToRouter(frames.map { .bytes($0) })
+                switch envelope.type {
+                case .hello: _ = try Hello(envelope)
+                case .welcome: _ = try Welcome(envelope)
+                case .reject, .shutdown: _ = try Notice(envelope)
+                case .result: _ = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount)
+                case .task: _ = try TaskHeader.decode(envelope, featureCount: 6)
+                case .weights:
+                    var values = [Float](repeating: 0, count: spec.parameterCount)
+                    try WeightsMessage.decode(envelope, expectedCount: spec.parameterCount, into: &values)
+                case .heartbeat: break
+                }
+            } catch is ProtocolError {
+                refused += 1
+            }
+        }
+        XCTAssertGreaterThan(refused, 1000)
+    }
+}
+
+final class SocketTests: XCTestCase {
+    func testRouterMandatoryReportsUnknownPeersAndReceiveTimesOut() throws {
+        let context = try ZMQContext()
+        let router = try ZMQSocket(context: context, type: .router)
+        try router.setRouterMandatory(true)
+        try router.bind("tcp://127.0.0.1:*")
+        XCTAssertTrue(router.lastEndpoint.hasPrefix("tcp://127.0.0.1:"))
+        XCTAssertThrowsError(try router.send([.bytes(Array("nobody".utf8)), .bytes([1])])) { error in
+            XCTAssertTrue((error as? ZMQError)?.isUnreachable == true, "\(error)")
+        }
+        let start = Date()
+        XCTAssertNil(try router.receive(timeoutMilliseconds: 50))
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(start), 0.04)
+        XCTAssertThrowsError(try router.bind("nonsense://x")) { error in
+            XCTAssertTrue("\(error)".contains("bind nonsense://x"), "\(error)")
+        }
+    }
+
+    /// A zero-copy buffer stays alive while libzmq holds it and is released after sending.
+    func testZeroCopyBufferIsReleasedAfterSend() throws {
+        let context = try ZMQContext()
+        let a = try ZMQSocket(context: context, type: .pair)
+        let b = try ZMQSocket(context: context, type: .pair)
+        try a.bind("inproc://zero-copy")
+        try b.connect("inproc://zero-copy")
+        weak var weakBuffer: SharedBuffer?
+        do {
+            let buffer = SharedBuffer(byteCount: 1 << 20)
+            memset(buffer.pointer, 7, 1 << 20)
+            weakBuffer = buffer
+            try a.send([.shared(buffer, offset: 0, count: 1 << 20)])
+        }
+        do {
+            let received = try XCTUnwrap(try b.receive(timeoutMilliseconds: 1000))
+            XCTAssertEqual(received[0].count, 1 << 20)
+            received[0].withUnsafeBytes { XCTAssertTrue($0.allSatisfy { $0 == 7 }) }
+        }
+        // Over inproc the receiver's frame held the buffer itself; it is closed now.
+        let deadline = Date().addingTimeInterval(2)
+        while weakBuffer != nil && Date() < deadline { usleep(1000) }
+        XCTAssertNil(weakBuffer, "the buffer must be released once libzmq is done with it")
+    }
+}

