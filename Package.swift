@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .executable(name: "coordinator", targets: ["coordinator"]),
         .executable(name: "worker", targets: ["worker"]),
+        .executable(name: "bench", targets: ["bench"]),
         .library(name: "NeuralNet", targets: ["NeuralNet"]),
         .library(name: "MNISTData", targets: ["MNISTData"]),
         .library(name: "Wire", targets: ["Wire"]),
@@ -46,6 +47,11 @@ let package = Package(
                           dependencies: ["Training", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
+
+        // Measurements behind scripts/bench.sh: sgemm roofline, training throughput, loading.
+        .executableTarget(name: "bench",
+                          dependencies: ["Training", "NeuralNet", "MNISTData",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "MNISTDataTests", dependencies: ["MNISTData", "NeuralNet"]),

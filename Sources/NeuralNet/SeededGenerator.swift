@@ -4,7 +4,11 @@
 /// The standard library's generator is unseeded and its shuffle algorithm is not specified,
 /// so initialisation and data order use this generator and the methods below.
 public struct SeededGenerator: RandomNumberGenerator, Sendable, Equatable, Codable {
-    public private(set) var state: [UInt64]
+    // Four words in stored properties, not an array: `next()` must not touch the heap.
+    private var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
+
+    /// The whole state, for checkpoints.
+    public var state: [UInt64] { [s0, s1, s2, s3] }
 
     public init(seed: UInt64) {
         // SplitMix64 spreads any seed, zero included, over the four state words.
@@ -17,23 +21,23 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable, Equatable, Codab
             z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
             words.append(z ^ (z >> 31))
         }
-        state = words
+        (s0, s1, s2, s3) = (words[0], words[1], words[2], words[3])
     }
 
     public init(state: [UInt64]) {
         precondition(state.count == 4 && state.contains { $0 != 0 }, "xoshiro256** needs four words, not all zero.")
-        self.state = state
+        (s0, s1, s2, s3) = (state[0], state[1], state[2], state[3])
     }
 
     public mutating func next() -> UInt64 {
-        let result = rotl(state[1] &* 5, 7) &* 9
-        let t = state[1] << 17
-        state[2] ^= state[0]
-        state[3] ^= state[1]
-        state[1] ^= state[2]
-        state[0] ^= state[3]
-        state[2] ^= t
-        state[3] = rotl(state[3], 45)
+        let result = rotl(s1 &* 5, 7) &* 9
+        let t = s1 << 17
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = rotl(s3, 45)
         return result
     }
 
@@ -65,7 +69,8 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable, Equatable, Codab
     }
 
     /// Fisher–Yates shuffle with this generator, the same on every platform and version.
-    public mutating func shuffle<T>(_ values: inout [T]) {
+    /// (Not generic: across modules an unspecialised generic swap allocates per element.)
+    public mutating func shuffle(_ values: inout [Int]) {
         guard values.count > 1 else { return }
         for i in stride(from: values.count - 1, to: 0, by: -1) {
             values.swapAt(i, nextIndex(below: i + 1))

@@ -75,7 +75,8 @@ extension CoordinatorServer {
             logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live")
         }
         let welcome = Welcome(workerIndex: UInt32(peer.index),
-                              heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000), spec: spec)
+                              heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
+                              precision: options.precision, spec: spec)
         sendRaw(welcome.encode(), to: identity)
         peer.lastSent = MonotonicClock.now
     }
@@ -113,6 +114,10 @@ extension CoordinatorServer {
             return
         }
         guard peer.outstanding.contains(shard) else {
+            if peer.prefetchedStep == currentStep && peer.prefetched.contains(shard) {
+                counters.staleResults += 1  // sent ahead, then given to another worker: harmless
+                return
+            }
             reject(from: identity, reason: "result for shard \(shard) of step \(currentStep), which it was not given")
             return
         }
@@ -122,7 +127,13 @@ extension CoordinatorServer {
         }
         var statistics = BatchStatistics(sampleCount: Int(header.sampleCount), lossSum: header.lossSum,
                                          correctCount: Int(header.correctCount))
-        let finite = copyFiniteFloats(from: gradient, count: spec.parameterCount, into: results.gradient(shard))
+        guard header.precision == options.precision else {
+            reject(from: identity, reason: "gradient in \(header.precision), this run uses \(options.precision)")
+            return
+        }
+        let finite = gradient.withUnsafeBytes {
+            header.precision.decode($0.baseAddress!, count: spec.parameterCount, into: results.gradient(shard))
+        }
         if !finite || !header.lossSum.isFinite {
             // Either the run diverged or the worker is broken: recompute the shard here and
             // let the Trainer's finite-loss check decide which.

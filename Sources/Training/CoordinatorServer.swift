@@ -14,6 +14,8 @@ public struct CoordinatorOptions: Sendable {
     public var heartbeatSeconds = 1.0
     /// How long to wait for `expectedWorkers` at start-up.
     public var startupTimeoutSeconds = 120.0
+    /// Precision of weights and gradients on the wire.
+    public var precision = WirePrecision.fp32
 
     public init() {}
 }
@@ -66,9 +68,11 @@ public final class CoordinatorServer: ShardGradientSource {
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
         // A result is the largest thing a worker sends; nothing bigger is accepted.
-        try socket.setMaximumMessageSize(bytes: spec.parameterCount * 4 + 4096)
+        try socket.setMaximumMessageSize(bytes: spec.parameterCount * options.precision.bytesPerValue + 4096)
         try socket.setSendHighWaterMark(64)
         try socket.setReceiveHighWaterMark(256)
+        // Room in the kernel for a whole weights or gradient message (hundreds of KB).
+        try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.bind(options.bindEndpoint)
     }
 
@@ -108,7 +112,8 @@ public final class CoordinatorServer: ShardGradientSource {
 
     // MARK: One step
 
-    public func computeShards(step: Int, model: Sequential, batch: BatchView, results: ShardResults) throws {
+    public func computeShards(step: Int, model: Sequential, batch: BatchView, next: BatchView?,
+                              results: ShardResults) throws {
         var mark = MonotonicClock.now
         currentStep = step
         currentBatch = batch
@@ -119,7 +124,9 @@ public final class CoordinatorServer: ShardGradientSource {
 
         // One copy of the weights per step, sent to every worker without further copies.
         let weights = takeWeightsBuffer()
-        model.parameters.withUnsafeBytes { weights.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        model.parameters.withUnsafeBufferPointer {
+            options.precision.encode($0.baseAddress!, count: $0.count, into: weights.pointer)
+        }
         currentWeights = weights
         defer { currentWeights = nil; currentBatch = nil; currentResults = nil }
 
@@ -139,6 +146,7 @@ public final class CoordinatorServer: ShardGradientSource {
         let live = livePeers
         for (position, shard) in pending.enumerated() { assign(shard, to: live[position % live.count]) }
         reassignOrphans()
+        if let next { prefetch(next, step: step + 1) }
         timing.sendSeconds += MonotonicClock.now - mark
         mark = MonotonicClock.now
 
@@ -159,26 +167,50 @@ public final class CoordinatorServer: ShardGradientSource {
         for index in weightsPool.indices where isKnownUniquelyReferenced(&weightsPool[index]) {
             return weightsPool[index]
         }
-        let buffer = SharedBuffer(byteCount: spec.parameterCount * 4)
+        let buffer = SharedBuffer(byteCount: spec.parameterCount * options.precision.bytesPerValue)
         weightsPool.append(buffer)
         return buffer
     }
 
-    /// Sends `shard` (and this step's weights, if the worker lacks them) to `peer`.
+    /// Sends `shard` (and this step's weights, if the worker lacks them) to `peer`; the
+    /// task itself only if it was not sent ahead.
     private func assign(_ shard: Int, to peer: WorkerPeer) {
         guard let batch = currentBatch, let weights = currentWeights else { return }
         if peer.weightsStep != currentStep {
-            send(WeightsMessage.encode(step: UInt64(currentStep), parameters: weights, count: spec.parameterCount), to: peer)
+            send(WeightsMessage.encode(step: UInt64(currentStep), parameters: weights, count: spec.parameterCount,
+                                       precision: options.precision), to: peer)
             peer.weightsStep = currentStep
         }
-        let count = batch.sampleCount(ofShard: shard)
-        let task = TaskHeader(shard: UInt32(shard), sampleCount: UInt32(count), featureCount: UInt32(batch.featureCount))
-        send(task.encode(step: UInt64(currentStep),
-                         samples: .shared(batch.buffer, offset: batch.offset(ofShard: shard), count: count * (batch.featureCount + 1))),
-             to: peer)
+        if !(peer.prefetchedStep == currentStep && peer.prefetched.contains(shard)) {
+            sendTask(shard, of: batch, step: currentStep, to: peer)
+        }
         guard peer.isAlive else { return }  // the send found it gone, and re-assigned its shards
         if peer.outstanding.isEmpty { peer.assignedAt = MonotonicClock.now }
         peer.outstanding.insert(shard)
+    }
+
+    private func sendTask(_ shard: Int, of batch: BatchView, step: Int, to peer: WorkerPeer) {
+        let count = batch.sampleCount(ofShard: shard)
+        let task = TaskHeader(shard: UInt32(shard), sampleCount: UInt32(count), featureCount: UInt32(batch.featureCount))
+        send(task.encode(step: UInt64(step),
+                         samples: .shared(batch.buffer, offset: batch.offset(ofShard: shard), count: count * (batch.featureCount + 1))),
+             to: peer)
+    }
+
+    /// Sends the next step's tasks ahead, with the same shard-to-worker mapping the next step
+    /// will use if nobody joins or leaves; a worker keeps them until that step's weights
+    /// arrive. Whatever the next step then assigns differently is simply sent again.
+    private func prefetch(_ batch: BatchView, step: Int) {
+        let live = livePeers
+        guard !live.isEmpty else { return }
+        for peer in live { peer.prefetchedStep = step; peer.prefetched = [] }
+        var position = 0
+        for shard in 0..<batch.shardCount where batch.sampleCount(ofShard: shard) > 0 {
+            let peer = live[position % live.count]
+            position += 1
+            sendTask(shard, of: batch, step: step, to: peer)
+            peer.prefetched.insert(shard)
+        }
     }
 
     private func send(_ frames: [OutgoingFrame], to peer: WorkerPeer) {
@@ -227,6 +259,7 @@ public final class CoordinatorServer: ShardGradientSource {
         peer.timesLost += 1
         peer.weightsStep = -1
         peer.outstanding = []
+        peer.prefetched = []
         counters.lostWorkers += 1
         logger.warning("worker \(peer.name) is lost: \(reason)")
         needsReassignment = true

@@ -1,10 +1,13 @@
 import NeuralNet
+import Wire
 
 /// Where a batch's shard gradient sums come from: computed in this process, or by workers.
 /// The training step is the same either way; only this differs.
 public protocol ShardGradientSource: AnyObject {
     /// Fills `results` with every shard's gradient sum of `batch` at `model`'s parameters.
-    func computeShards(step: Int, model: Sequential, batch: BatchView, results: ShardResults) throws
+    /// `next` is the following step's batch, when known, so a remote source can ship its
+    /// samples while this step computes.
+    func computeShards(step: Int, model: Sequential, batch: BatchView, next: BatchView?, results: ShardResults) throws
     /// Time spent so far, by phase.
     var timing: StepTiming { get }
     /// Workers currently computing (1 for a local source).
@@ -33,14 +36,30 @@ public struct StepTiming: Sendable, Codable, Equatable {
 
 /// Computes every shard in this process, on the trainer's own model: `--local`, and the
 /// reference that distributed runs are compared with.
+///
+/// With a 16-bit `precision` it rounds the weights and each shard's gradient exactly as a
+/// trip over the wire would, so it computes the same bits as workers do.
 public final class LocalShardSource: ShardGradientSource {
     public private(set) var timing = StepTiming()
     public let liveWorkerCount = 1
+    public let precision: WirePrecision
+    private var roundedReplica: Sequential?
 
-    public init() {}
+    public init(precision: WirePrecision = .fp32) {
+        self.precision = precision
+    }
 
-    public func computeShards(step: Int, model replica: Sequential, batch: BatchView, results: ShardResults) throws {
+    public func computeShards(step: Int, model: Sequential, batch: BatchView, next: BatchView?,
+                              results: ShardResults) throws {
         let start = MonotonicClock.now
+        var replica = model
+        if precision != .fp32 {
+            if roundedReplica == nil { roundedReplica = Sequential(spec: model.spec, parameters: model.parameters) }
+            replica = roundedReplica!
+            replica.parameters = model.parameters
+            let count = replica.parameters.count
+            replica.parameters.withUnsafeMutableBufferPointer { precision.round($0.baseAddress!, count: count) }
+        }
         results.reset()
         for shard in 0..<results.shardCount {
             let rows = batch.sampleCount(ofShard: shard)
@@ -53,6 +72,7 @@ public final class LocalShardSource: ShardGradientSource {
                                                         labels: batch.labels(ofShard: shard),
                                                         rows: rows, gradient: results.gradient(shard))
             }
+            precision.round(results.gradient(shard), count: results.parameterCount)
             results.complete(shard, statistics: statistics)
         }
         timing.computeSeconds += MonotonicClock.now - start

@@ -103,8 +103,17 @@ public final class Trainer {
         var epochStatistics = BatchStatistics()
         let epochStart = MonotonicClock.now
         var stepsDone = 0
+        var mark = MonotonicClock.now
+        var batch = builder.build(from: train, indices: order.batch(0), shardCount: config.shardCount)
         for batchNumber in 0..<stepsPerEpoch where step < totalSteps {
-            let statistics = try trainStep(indices: order.batch(batchNumber))
+            // The next batch is built before this step runs, so its samples can travel while
+            // this step computes.
+            let hasNext = batchNumber + 1 < stepsPerEpoch && step + 1 < totalSteps
+            let next = hasNext ? builder.build(from: train, indices: order.batch(batchNumber + 1), shardCount: config.shardCount) : nil
+            timing.batchSeconds += lap(&mark)
+            let statistics = try trainStep(batch: batch, next: next)
+            mark = MonotonicClock.now
+            if let next { batch = next }
             epochStatistics += statistics
             stepsDone += 1
             onStep(StepReport(epoch: epoch + 1, stepInEpoch: batchNumber + 1, stepsPerEpoch: stepsPerEpoch,
@@ -126,12 +135,9 @@ public final class Trainer {
     }
 
     /// One step: the batch, every shard's gradient sum, their ordered sum, the SGD update.
-    private func trainStep(indices: ArraySlice<Int>) throws -> BatchStatistics {
+    private func trainStep(batch: BatchView, next: BatchView?) throws -> BatchStatistics {
         var mark = MonotonicClock.now
-        let batch = builder.build(from: train, indices: indices, shardCount: config.shardCount)
-        timing.batchSeconds += lap(&mark)
-
-        try source.computeShards(step: step, model: model, batch: batch, results: results)
+        try source.computeShards(step: step, model: model, batch: batch, next: next, results: results)
         let statistics = results.batchStatistics
         guard statistics.lossSum.isFinite else {
             throw TrainingError.nonFiniteLoss(step: step, epoch: epoch + 1, learningRate: optimizer.currentLearningRate)

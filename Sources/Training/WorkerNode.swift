@@ -49,9 +49,16 @@ public final class WorkerNode {
     private var model: Sequential?
     private var weightsStep: UInt64?
     private var gradientPool: [SharedBuffer] = []
+    /// Tasks sent ahead of their step's weights, oldest first.
+    private var waitingTasks: [Envelope] = []
+    private static let maximumWaitingTasks = 64
     private var lastHeard = 0.0
     private var lastSent = 0.0
     private var heartbeatSeconds = 1.0
+    private var precision = WirePrecision.fp32
+    /// fp32 gradient scratch for 16-bit wire precisions (fp32 computes straight into the
+    /// outgoing buffer).
+    private var gradientScratch: [Float] = []
     public private(set) var tasksDone = 0
     public private(set) var rejectedMessages = 0
 
@@ -65,6 +72,8 @@ public final class WorkerNode {
         try socket.setMaximumMessageSize(bytes: WireProtocol.maximumMessageBytes)
         try socket.setReceiveHighWaterMark(64)
         try socket.setSendHighWaterMark(64)
+        // Room in the kernel for a whole weights or gradient message (hundreds of KB).
+        try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.connect(options.endpoint)
     }
 
@@ -116,6 +125,8 @@ public final class WorkerNode {
                     let welcome = try Welcome(envelope)
                     model = Sequential(spec: welcome.spec, parameters: Array(repeating: 0, count: welcome.spec.parameterCount))
                     heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
+                    precision = welcome.precision
+                    if precision != .fp32 { gradientScratch = Array(repeating: 0, count: welcome.spec.parameterCount) }
                     lastHeard = MonotonicClock.now
                     logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
                     return nil
@@ -142,8 +153,17 @@ public final class WorkerNode {
                     try WeightsMessage.decode(envelope, expectedCount: parameters.count, into: parameters.baseAddress!)
                 }
                 weightsStep = envelope.step
+                // Tasks that came ahead of these weights can run now; older ones never will.
+                let ready = waitingTasks.filter { $0.step == envelope.step }
+                waitingTasks.removeAll { $0.step <= envelope.step }
+                for task in ready { try compute(task) }
             case .task:
-                try compute(envelope)
+                if let weightsStep, envelope.step == weightsStep {
+                    try compute(envelope)
+                } else if weightsStep.map({ envelope.step > $0 }) ?? true {
+                    waitingTasks.append(envelope)
+                    if waitingTasks.count > Self.maximumWaitingTasks { waitingTasks.removeFirst() }
+                }
             case .shutdown:
                 return .shutdown(reason: try Notice(envelope).reason)
             case .reject:
@@ -163,30 +183,36 @@ public final class WorkerNode {
         guard let model else { return }
         let start = MonotonicClock.now
         let (task, samples) = try TaskHeader.decode(envelope, featureCount: model.spec.inputSize)
-        guard weightsStep == envelope.step else {
-            throw ProtocolError.malformed(.task, "task for step \(envelope.step) but the weights are for step \(weightsStep.map(String.init) ?? "none")")
-        }
         let rows = Int(task.sampleCount)
-        let gradient = takeGradientBuffer(count: model.spec.parameterCount)
+        let count = model.spec.parameterCount
+        let gradient = takeGradientBuffer(byteCount: count * precision.bytesPerValue)
         let statistics = samples.withUnsafeBytes { raw in
             let labels = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            return model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
-                                            gradient: gradient.floats(count: model.spec.parameterCount))
+            if precision == .fp32 {
+                return model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
+                                                gradient: gradient.floats(count: count))
+            }
+            return gradientScratch.withUnsafeMutableBufferPointer { scratch in
+                let statistics = model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
+                                                          gradient: scratch.baseAddress!)
+                precision.encode(scratch.baseAddress!, count: count, into: gradient.pointer)
+                return statistics
+            }
         }
         let result = ResultHeader(shard: task.shard, sampleCount: task.sampleCount, lossSum: statistics.lossSum,
                                   correctCount: UInt32(statistics.correctCount),
-                                  parameterCount: UInt32(model.spec.parameterCount),
+                                  parameterCount: UInt32(count), precision: precision,
                                   computeMicroseconds: UInt64((MonotonicClock.now - start) * 1e6))
         try send(result.encode(step: envelope.step, gradient: gradient))
         tasksDone += 1
     }
 
     /// A gradient buffer that no message in flight still points into.
-    private func takeGradientBuffer(count: Int) -> SharedBuffer {
+    private func takeGradientBuffer(byteCount: Int) -> SharedBuffer {
         for index in gradientPool.indices where isKnownUniquelyReferenced(&gradientPool[index]) {
             return gradientPool[index]
         }
-        let buffer = SharedBuffer(byteCount: count * 4)
+        let buffer = SharedBuffer(byteCount: byteCount)
         gradientPool.append(buffer)
         return buffer
     }

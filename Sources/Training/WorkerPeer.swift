@@ -8,6 +8,9 @@ final class WorkerPeer {
     var lastSent: Double
     /// The step whose weights this worker holds (-1: none yet).
     var weightsStep = -1
+    /// The step whose shards `prefetched` lists: tasks sent ahead, before that step's weights.
+    var prefetchedStep = -1
+    var prefetched: Set<Int> = []
     /// Shards of the current step handed to this worker and not answered yet.
     var outstanding: Set<Int> = []
     var assignedAt = 0.0

@@ -35,11 +35,14 @@ public struct Hello: Equatable, Sendable {
 public struct Welcome: Equatable, Sendable {
     public var workerIndex: UInt32
     public var heartbeatMilliseconds: UInt32
+    /// The precision of weights and gradients on the wire for this run.
+    public var precision: WirePrecision
     public var spec: ModelSpec
 
-    public init(workerIndex: UInt32, heartbeatMilliseconds: UInt32, spec: ModelSpec) {
+    public init(workerIndex: UInt32, heartbeatMilliseconds: UInt32, precision: WirePrecision = .fp32, spec: ModelSpec) {
         self.workerIndex = workerIndex
         self.heartbeatMilliseconds = heartbeatMilliseconds
+        self.precision = precision
         self.spec = spec
     }
 
@@ -47,14 +50,21 @@ public struct Welcome: Equatable, Sendable {
         var meta = ByteWriter()
         meta.write(workerIndex)
         meta.write(heartbeatMilliseconds)
+        meta.write(precision.rawValue)
         ModelSpecCoding.write(spec, to: &meta)
         return encodeMessage(.welcome, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        (workerIndex, heartbeatMilliseconds, spec) = try envelope.readMeta { reader in
-            (try reader.read(UInt32.self), try reader.read(UInt32.self), try ModelSpecCoding.read(from: &reader))
+        (workerIndex, heartbeatMilliseconds, precision, spec) = try envelope.readMeta { reader in
+            let index = try reader.read(UInt32.self)
+            let heartbeat = try reader.read(UInt32.self)
+            let code = try reader.read(UInt8.self)
+            guard let precision = WirePrecision(rawValue: code) else {
+                throw ProtocolError.malformed(.welcome, "unknown precision \(code)")
+            }
+            return (index, heartbeat, precision, try ModelSpecCoding.read(from: &reader))
         }
     }
 }
@@ -83,26 +93,33 @@ public enum Heartbeat {
 
 /// The parameters a worker computes the next tasks with.
 public enum WeightsMessage {
-    public static func encode(step: UInt64, parameters: SharedBuffer, count: Int) -> [OutgoingFrame] {
+    /// `parameters` holds `count` values already encoded in `precision`.
+    public static func encode(step: UInt64, parameters: SharedBuffer, count: Int, precision: WirePrecision) -> [OutgoingFrame] {
         var meta = ByteWriter()
         meta.write(UInt32(count))
-        meta.write(WirePrecision.fp32.rawValue)
-        return encodeMessage(.weights, step: step, meta: meta, bulk: .shared(parameters, offset: 0, count: count * 4))
+        meta.write(precision.rawValue)
+        return encodeMessage(.weights, step: step, meta: meta,
+                             bulk: .shared(parameters, offset: 0, count: count * precision.bytesPerValue))
     }
 
-    /// Checks the message against the expected parameter count and copies the values.
-    public static func decode(_ envelope: Envelope, expectedCount: Int, into destination: UnsafeMutablePointer<Float>) throws {
-        let (count, precision) = try envelope.readMeta { reader in
+    /// Checks the message against the expected parameter count, decodes the values to fp32,
+    /// and returns the precision they came in.
+    @discardableResult
+    public static func decode(_ envelope: Envelope, expectedCount: Int,
+                              into destination: UnsafeMutablePointer<Float>) throws -> WirePrecision {
+        let (count, code) = try envelope.readMeta { reader in
             (Int(try reader.read(UInt32.self)), try reader.read(UInt8.self))
         }
         guard count == expectedCount else {
             throw ProtocolError.malformed(.weights, "\(count) parameters, the model has \(expectedCount)")
         }
-        guard WirePrecision(rawValue: precision) != nil else {
-            throw ProtocolError.malformed(.weights, "unknown precision \(precision)")
+        guard let precision = WirePrecision(rawValue: code) else {
+            throw ProtocolError.malformed(.weights, "unknown precision \(code)")
         }
-        let bulk = try envelope.requireBulk(count * 4)
-        bulk.withUnsafeBytes { UnsafeMutableRawPointer(destination).copyMemory(from: $0.baseAddress!, byteCount: count * 4) }
+        let bulk = try envelope.requireBulk(count * precision.bytesPerValue)
+        let finite = bulk.withUnsafeBytes { precision.decode($0.baseAddress!, count: count, into: destination) }
+        guard finite else { throw ProtocolError.malformed(.weights, "NaN or infinite weights") }
+        return precision
     }
 }
 
@@ -148,18 +165,21 @@ public struct ResultHeader: Equatable, Sendable {
     public var lossSum: Double
     public var correctCount: UInt32
     public var parameterCount: UInt32
+    public var precision: WirePrecision
     public var computeMicroseconds: UInt64
 
     public init(shard: UInt32, sampleCount: UInt32, lossSum: Double, correctCount: UInt32,
-                parameterCount: UInt32, computeMicroseconds: UInt64) {
+                parameterCount: UInt32, precision: WirePrecision = .fp32, computeMicroseconds: UInt64) {
         self.shard = shard
         self.sampleCount = sampleCount
         self.lossSum = lossSum
         self.correctCount = correctCount
         self.parameterCount = parameterCount
+        self.precision = precision
         self.computeMicroseconds = computeMicroseconds
     }
 
+    /// `gradient` holds `parameterCount` values already encoded in `precision`.
     public func encode(step: UInt64, gradient: SharedBuffer) -> [OutgoingFrame] {
         var meta = ByteWriter()
         meta.write(shard)
@@ -167,14 +187,14 @@ public struct ResultHeader: Equatable, Sendable {
         meta.write(lossSum)
         meta.write(correctCount)
         meta.write(parameterCount)
-        meta.write(WirePrecision.fp32.rawValue)
+        meta.write(precision.rawValue)
         meta.write(computeMicroseconds)
         return encodeMessage(.result, step: step, meta: meta,
-                             bulk: .shared(gradient, offset: 0, count: Int(parameterCount) * 4))
+                             bulk: .shared(gradient, offset: 0, count: Int(parameterCount) * precision.bytesPerValue))
     }
 
-    /// Decodes the header and checks the gradient frame's size; the caller copies it with
-    /// `copyFiniteFloats`, which also refuses NaN and infinity.
+    /// Decodes the header and checks the gradient frame's size; the caller decodes the
+    /// frame with `header.precision.decode`, which also refuses NaN and infinity.
     public static func decode(_ envelope: Envelope, parameterCount expected: Int) throws -> (ResultHeader, ZMQMessage) {
         let header = try envelope.readMeta { reader -> ResultHeader in
             let shard = try reader.read(UInt32.self)
@@ -182,12 +202,12 @@ public struct ResultHeader: Equatable, Sendable {
             let loss = try reader.readDouble()
             let correct = try reader.read(UInt32.self)
             let count = try reader.read(UInt32.self)
-            let precision = try reader.read(UInt8.self)
-            guard WirePrecision(rawValue: precision) != nil else {
-                throw ProtocolError.malformed(.result, "unknown precision \(precision)")
+            let code = try reader.read(UInt8.self)
+            guard let precision = WirePrecision(rawValue: code) else {
+                throw ProtocolError.malformed(.result, "unknown precision \(code)")
             }
             return ResultHeader(shard: shard, sampleCount: samples, lossSum: loss, correctCount: correct,
-                                parameterCount: count, computeMicroseconds: try reader.read())
+                                parameterCount: count, precision: precision, computeMicroseconds: try reader.read())
         }
         guard Int(header.parameterCount) == expected else {
             throw ProtocolError.malformed(.result, "gradient of \(header.parameterCount) values, the model has \(expected)")
@@ -196,21 +216,7 @@ public struct ResultHeader: Equatable, Sendable {
         guard !(header.lossSum < 0), header.correctCount <= header.sampleCount else {
             throw ProtocolError.malformed(.result, "impossible statistics (loss \(header.lossSum), \(header.correctCount) of \(header.sampleCount) correct)")
         }
-        return (header, try envelope.requireBulk(expected * 4))
-    }
-}
-
-/// Copies `count` floats out of a frame, refusing the frame if any is NaN or infinite.
-/// Returns false (and leaves `destination` partly written) on a non-finite value.
-public func copyFiniteFloats(from frame: ZMQMessage, count: Int, into destination: UnsafeMutablePointer<Float>) -> Bool {
-    frame.withUnsafeBytes { raw in
-        precondition(raw.count == count * 4)
-        UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress!, byteCount: count * 4)
-        // Finite floats have an exponent below all ones; checking the bits vectorises.
-        var bad: UInt32 = 0
-        let bits = UnsafeRawPointer(destination).assumingMemoryBound(to: UInt32.self)
-        for i in 0..<count { bad |= (bits[i] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
-        return bad == 0
+        return (header, try envelope.requireBulk(expected * header.precision.bytesPerValue))
     }
 }
 

@@ -14,17 +14,19 @@ import NeuralNet
 /// | type          | dir | meta                                                            | bulk                     |
 /// |---------------|-----|-----------------------------------------------------------------|--------------------------|
 /// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string   | –                        |
-/// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · model spec          | –                        |
+/// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · precision UInt8 ·   | –                        |
+/// |               |     | model spec                                                      |                          |
 /// | 3 reject      | c→w | reason string                                                   | –                        |
-/// | 4 weights     | c→w | parameter count UInt32 · precision UInt8                        | parameters               |
+/// | 4 weights     | c→w | parameter count UInt32 · precision UInt8                        | parameters (precision)   |
 /// | 5 task        | c→w | shard UInt32 · sample count UInt32 · feature count UInt32       | labels, then pixels      |
-/// | 6 result      | w→c | shard UInt32 · sample count UInt32 · loss sum Float64 ·         | gradient sum             |
+/// | 6 result      | w→c | shard UInt32 · sample count UInt32 · loss sum Float64 ·         | gradient sum (precision) |
 /// |               |     | correct UInt32 · parameter count UInt32 · precision UInt8 ·     |                          |
 /// |               |     | compute µs UInt64                                               |                          |
 /// | 7 heartbeat   | both| –                                                               | –                        |
 /// | 8 shutdown    | c→w | reason string                                                   | –                        |
 ///
-/// Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer
+/// Precision: 0 fp32, 1 fp16, 2 bf16 (`WirePrecision`); 16-bit values are little-endian
+/// UInt16 bit patterns. Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer
 /// count UInt32, then output size UInt32 and activation UInt8 per layer.
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
@@ -37,12 +39,6 @@ public enum WireProtocol {
 
 public enum MessageType: UInt16, Sendable, CaseIterable {
     case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown
-}
-
-/// Precision of floats on the wire. Only fp32 exists in protocol version 1.
-public enum WirePrecision: UInt8, Sendable {
-    case fp32 = 0
-    public var bytesPerValue: Int { 4 }
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

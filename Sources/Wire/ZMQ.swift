@@ -184,6 +184,11 @@ public final class ZMQSocket {
     public func setRouterMandatory(_ on: Bool) throws { try setOption(ZMQ_ROUTER_MANDATORY, Int32(on ? 1 : 0), name: "ZMQ_ROUTER_MANDATORY") }
     /// Queue only onto completed connections.
     public func setImmediate(_ on: Bool) throws { try setOption(ZMQ_IMMEDIATE, Int32(on ? 1 : 0), name: "ZMQ_IMMEDIATE") }
+    /// Kernel socket buffer sizes (SO_SNDBUF / SO_RCVBUF) for TCP transports, in bytes.
+    public func setKernelBufferSizes(bytes: Int) throws {
+        try setOption(ZMQ_SNDBUF, Int32(bytes), name: "ZMQ_SNDBUF")
+        try setOption(ZMQ_RCVBUF, Int32(bytes), name: "ZMQ_RCVBUF")
+    }
     public func setRoutingID(_ id: [UInt8]) throws { try setOption(ZMQ_ROUTING_ID, bytes: id, name: "ZMQ_ROUTING_ID") }
     public func setSendTimeout(milliseconds: Int) throws { try setOption(ZMQ_SNDTIMEO, Int32(milliseconds), name: "ZMQ_SNDTIMEO") }
     public func setOption(string: String, for option: Int32, name: String) throws {

@@ -17,6 +17,7 @@ struct DistributedRun {
         options.minimumWorkers = 1
         options.workerTimeoutSeconds = command.workerTimeout
         options.startupTimeoutSeconds = command.startupTimeout
+        options.precision = command.precision
         let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
         logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")
 

@@ -4,6 +4,7 @@ import Logging
 import MNISTData
 import NeuralNet
 import Training
+import Wire
 
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -49,6 +50,9 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "ZeroMQ endpoint to bind.")
     var bind = "tcp://127.0.0.1:5555"
+
+    @Option(help: "Precision of weights and gradients on the wire: fp32, fp16 or bf16 (16-bit halves the bytes; arithmetic stays fp32). --local rounds the same way, so it still matches a distributed run bit for bit.")
+    var wirePrecision = "fp32"
 
     @Option(help: "Seconds without an answer after which a worker is declared lost.")
     var workerTimeout: Double = 5
@@ -96,6 +100,9 @@ struct TrainCommand: ParsableCommand {
         if let count = workers ?? spawnWorkers, count < 1 {
             throw ValidationError("the number of workers must be at least 1")
         }
+        guard WirePrecision(name: wirePrecision) != nil else {
+            throw ValidationError("--wire-precision must be fp32, fp16 or bf16 (got '\(wirePrecision)')")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -106,6 +113,8 @@ struct TrainCommand: ParsableCommand {
         guard !widths.isEmpty, widths.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("bad --hidden") }
         return widths.map { $0! }
     }
+
+    var precision: WirePrecision { WirePrecision(name: wirePrecision) ?? .fp32 }
 
     var config: TrainingConfig {
         var config = TrainingConfig()
@@ -152,7 +161,7 @@ struct TrainCommand: ParsableCommand {
         let config = self.config
         let summaryRecord: RunSummary
         if local {
-            let trainer = try Trainer(config: config, train: trainSet, test: testSet, source: LocalShardSource())
+            let trainer = try Trainer(config: config, train: trainSet, test: testSet, source: LocalShardSource(precision: precision))
             try trainer.run(onStep: reporter.step, onEpoch: { reporter.epoch($0, of: config.epochs) })
             summaryRecord = RunSummary(mode: "local", trainer: trainer, workers: 0)
             try finish(trainer: trainer, summary: summaryRecord, reporter: reporter)

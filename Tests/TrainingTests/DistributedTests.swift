@@ -36,6 +36,18 @@ final class DistributedTests: XCTestCase {
         }
     }
 
+    /// With 16-bit weights and gradients on the wire, `--local` rounds the same way.
+    func testSixteenBitWireRunsMatchTheLocalRun() throws {
+        for precision in ["fp16", "bf16"] {
+            let local = try runCoordinator(common + ["--local", "--shards", "2", "--wire-precision", precision])
+            let run = try runCoordinator(common + ["--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*",
+                                                   "--wire-precision", precision])
+            XCTAssertEqual(run.status, 0, run.errors)
+            XCTAssertEqual(run.sha, local.sha, precision)
+            XCTAssertGreaterThan(run.summary["test_accuracy"] as? Double ?? 0, 0.9, precision)
+        }
+    }
+
     /// Runs with other shard counts stay within 1e-4 (relative) of `--local --shards 1`.
     func testOtherShardCountsAgreeWithinRounding() throws {
         let folder = NSTemporaryDirectory()

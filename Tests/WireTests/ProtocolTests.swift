@@ -47,7 +47,7 @@ final class ProtocolTests: XCTestCase {
         XCTAssertFalse(hello.acceptsAnyModel)
         XCTAssertTrue(Hello(pid: 1, name: "x").acceptsAnyModel)
 
-        let welcome = Welcome(workerIndex: 3, heartbeatMilliseconds: 1000, spec: spec)
+        let welcome = Welcome(workerIndex: 3, heartbeatMilliseconds: 1000, precision: .fp16, spec: spec)
         XCTAssertEqual(try Welcome(try roundTripToDealer(welcome.encode())), welcome)
 
         let notice = Notice(reason: "training finished ✓")
@@ -57,7 +57,7 @@ final class ProtocolTests: XCTestCase {
 
         let weights = SharedBuffer(byteCount: spec.parameterCount * 4)
         for i in 0..<spec.parameterCount { weights.floats(count: spec.parameterCount)[i] = Float(i) * 0.5 }
-        let weightsEnvelope = try roundTripToDealer(WeightsMessage.encode(step: 77, parameters: weights, count: spec.parameterCount))
+        let weightsEnvelope = try roundTripToDealer(WeightsMessage.encode(step: 77, parameters: weights, count: spec.parameterCount, precision: .fp32))
         XCTAssertEqual(weightsEnvelope.step, 77)
         var decoded = [Float](repeating: 0, count: spec.parameterCount)
         try WeightsMessage.decode(weightsEnvelope, expectedCount: spec.parameterCount, into: &decoded)
@@ -81,7 +81,7 @@ final class ProtocolTests: XCTestCase {
         let (decodedResult, gradientFrame) = try ResultHeader.decode(resultEnvelope, parameterCount: spec.parameterCount)
         XCTAssertEqual(decodedResult, result)
         var values = [Float](repeating: 0, count: spec.parameterCount)
-        XCTAssertTrue(copyFiniteFloats(from: gradientFrame, count: spec.parameterCount, into: &values))
+        XCTAssertTrue(gradientFrame.withUnsafeBytes { WirePrecision.fp32.decode($0.baseAddress!, count: spec.parameterCount, into: &values) })
         XCTAssertEqual(values, (0..<spec.parameterCount).map { -Float($0) })
         XCTAssertThrowsError(try ResultHeader.decode(resultEnvelope, parameterCount: spec.parameterCount + 1))
     }
@@ -95,7 +95,7 @@ final class ProtocolTests: XCTestCase {
             let result = ResultHeader(shard: 0, sampleCount: 1, lossSum: 0.5, correctCount: 0, parameterCount: 4, computeMicroseconds: 0)
             let (_, frame) = try ResultHeader.decode(try roundTripToRouter(result.encode(step: 1, gradient: gradient)), parameterCount: 4)
             var values = [Float](repeating: 0, count: 4)
-            XCTAssertFalse(copyFiniteFloats(from: frame, count: 4, into: &values), "\(bad)")
+            XCTAssertFalse(frame.withUnsafeBytes { WirePrecision.fp32.decode($0.baseAddress!, count: 4, into: &values) }, "\(bad)")
         }
     }
 
@@ -192,6 +192,46 @@ final class ProtocolTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(refused, 1000)
+    }
+}
+
+final class WirePrecisionTests: XCTestCase {
+    func testHalfFloatMatchesTheStandardLibraryEverywhere() {
+        // Every fp16 bit pattern decodes like Float16 does.
+        for bits in 0...UInt16.max {
+            let ours = HalfFloat.decode(bits), reference = Float(Float16(bitPattern: bits))
+            XCTAssertTrue(ours == reference || (ours.isNaN && reference.isNaN), "\(bits)")
+        }
+        // Rounding from fp32 agrees with Float16's round-to-nearest-even.
+        var generator = SeededGenerator(seed: 16)
+        let specials: [Float] = [0, -0, 1e-8, -6e-8, 6.1e-5, 65504, 65520, 1e6, .infinity, -.infinity, 0.1, -2.5e-3]
+        let values = specials + (0..<100_000).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: generator.next())) }
+        for value in values where !value.isNaN {
+            XCTAssertEqual(HalfFloat.encode(value), Float16(value).bitPattern, "\(value)")
+        }
+        XCTAssertTrue(HalfFloat.decode(HalfFloat.encode(.nan)).isNaN)
+    }
+
+    func testRoundTripsAndFiniteChecks() {
+        let values: [Float] = [1, -2.5, 3.14159, 1e-3, 300]
+        for precision in WirePrecision.allCases {
+            var encoded = [UInt8](repeating: 0, count: values.count * precision.bytesPerValue)
+            encoded.withUnsafeMutableBytes { precision.encode(values, count: values.count, into: $0.baseAddress!) }
+            var decoded = [Float](repeating: 0, count: values.count)
+            XCTAssertTrue(encoded.withUnsafeBytes { precision.decode($0.baseAddress!, count: values.count, into: &decoded) })
+            var rounded = values
+            precision.round(&rounded, count: rounded.count)
+            XCTAssertEqual(decoded, rounded, "\(precision): decode(encode(x)) is what round(x) gives")
+            for (a, b) in zip(values, decoded) {
+                XCTAssertEqual(a, b, accuracy: abs(a) * (precision == .bf16 ? 4e-3 : precision == .fp16 ? 5e-4 : 0), "\(precision)")
+            }
+            var bad = values
+            bad[2] = .infinity
+            encoded.withUnsafeMutableBytes { precision.encode(bad, count: bad.count, into: $0.baseAddress!) }
+            XCTAssertFalse(encoded.withUnsafeBytes { precision.decode($0.baseAddress!, count: bad.count, into: &decoded) })
+        }
+        XCTAssertEqual(BFloat16.encode(1.00390625), 0x3F80, "ties round to even")
+        XCTAssertEqual(WirePrecision(name: "FP16"), .fp16)
     }
 }
 

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import MNISTData
+import NeuralNet
+import Training
+
+/// The single-process measurements of scripts/bench.sh, in one run so they can be compared:
+/// the sgemm roofline for the products a training step performs, the trainer's throughput
+/// as a fraction of it, allocations in the step loop, and data loading time.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure sgemm roofline, single-process training throughput and loading time.",
+        discussion: "Run through scripts/bench.sh, which adds the distributed figures. Allocation counts need the malloc counter the script preloads."
+    )
+
+    @Option(help: "MNIST folder.") var data = "data"
+    @Option(help: "Batch size.") var batchSize = 128
+    @Option(help: "Hidden widths.") var hidden = "128"
+    @Option(help: "Epochs of training to time.") var epochs = 3
+    @Option(help: "Write the figures as JSON here.") var json: String?
+
+    func run() throws {
+        BLAS.setThreadCount(1)
+        let widths = hidden.split(separator: ",").compactMap { Int($0) }
+
+        let loadStart = MonotonicClock.now
+        let train = try DataDirectory.load(.train, from: data)
+        let loadTrainSeconds = MonotonicClock.now - loadStart
+        let test = try DataDirectory.load(.test, from: data)
+        let loadTestSeconds = MonotonicClock.now - loadStart - loadTrainSeconds
+
+        let spec = try ModelSpec.mlp(inputSize: train.featureCount, hidden: widths, classes: train.classCount)
+        let roofline = Roofline.measure(spec: spec, batchSize: batchSize)
+
+        var config = TrainingConfig()
+        config.hidden = widths
+        config.batchSize = batchSize
+        config.epochs = epochs
+        let trainer = try Trainer(config: config, train: train, test: test, source: LocalShardSource())
+        // The first epoch warms the workspace and the pools; allocations are counted after it.
+        var allocationsAfterWarmUp: Int?
+        var stepsCounted = 0
+        try trainer.run(onStep: { report in
+            if report.epoch == 2 && report.stepInEpoch == 1 { allocationsAfterWarmUp = MallocCounter.count }
+            if report.epoch >= 2 { stepsCounted += 1 }
+        })
+        let allocationsEnd = MallocCounter.count
+        let timedEpochs = trainer.history.dropFirst()
+        let samples = timedEpochs.reduce(0.0) { $0 + $1.samplesPerSecond * $1.trainSeconds }
+        let seconds = timedEpochs.reduce(0.0) { $0 + $1.trainSeconds }
+        let samplesPerSecond = samples / seconds
+        let achievedGflops = samplesPerSecond * Double(spec.trainingFlopsPerSample) / 1e9
+
+        var allocationsPerStep: Double?
+        if let before = allocationsAfterWarmUp, let after = allocationsEnd, stepsCounted > 1 {
+            // Epoch boundaries (shuffle, evaluation) allocate; count per step over whole epochs.
+            allocationsPerStep = Double(after - before) / Double(stepsCounted)
+        }
+
+        let result = BenchResult(
+            model: spec.description, batchSize: batchSize,
+            flopsPerSample: spec.trainingFlopsPerSample,
+            sgemmShapes: roofline.shapes, rooflineGflops: roofline.gflops,
+            samplesPerSecond: samplesPerSecond, achievedGflops: achievedGflops,
+            rooflineFraction: achievedGflops / roofline.gflops,
+            allocationsPerStep: allocationsPerStep,
+            loadTrainCsvSeconds: loadTrainSeconds, loadTestCsvSeconds: loadTestSeconds,
+            testAccuracy: trainer.history.last?.testAccuracy ?? 0)
+        print(result.table)
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(result).write(to: URL(fileURLWithPath: json))
+        }
+    }
+}
+
+struct BenchResult: Codable {
+    var model: String
+    var batchSize: Int
+    var flopsPerSample: Int
+    var sgemmShapes: [Roofline.Shape]
+    var rooflineGflops: Double
+    var samplesPerSecond: Double
+    var achievedGflops: Double
+    var rooflineFraction: Double
+    var allocationsPerStep: Double?
+    var loadTrainCsvSeconds: Double
+    var loadTestCsvSeconds: Double
+    var testAccuracy: Double
+
+    var table: String {
+        var lines = ["single-process benchmark: \(model), batch \(batchSize), \(flopsPerSample) matrix FLOPs per sample",
+                     "  sgemm shapes of one step (one thread):"]
+        for shape in sgemmShapes {
+            lines.append(String(format: "    %-28@ %9.1f GFLOP/s", shape.name as NSString, shape.gflops))
+        }
+        lines += [
+            String(format: "  sgemm roofline for the step        %9.1f GFLOP/s", rooflineGflops),
+            String(format: "  training throughput                %9.0f samples/s = %.1f GFLOP/s", samplesPerSecond, achievedGflops),
+            String(format: "  fraction of the roofline           %9.1f %%", rooflineFraction * 100),
+            "  allocations per step               " + (allocationsPerStep.map { String(format: "%9.2f", $0) } ?? "  n/a (run via scripts/bench.sh)"),
+            String(format: "  load mnist_train.csv               %9.3f s", loadTrainCsvSeconds),
+            String(format: "  load mnist_test.csv                %9.3f s", loadTestCsvSeconds),
+            String(format: "  test accuracy after the run        %9.2f %%", testAccuracy * 100),
+        ]
+        return lines.joined(separator: "\n")
+    }
+}

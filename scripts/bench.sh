@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmarks in one run, so the figures can be compared as ratios:
+#   - the single-thread sgemm roofline for the products a training step performs,
+#   - single-process training throughput and its fraction of that roofline,
+#   - allocations per training step (a preloaded malloc counter), CSV loading time,
+#   - distributed throughput with 1 and 2 local workers at batch 128 and 512.
+# Prints a table and writes every figure as JSON.
+#
+#   scripts/bench.sh [--epochs N] [--json PATH] [--wire-precision fp32|fp16|bf16]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+epochs=3
+json=.build/bench/bench.json
+precision=fp32
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --epochs) epochs=$2; shift 2 ;;
+        --json) json=$2; shift 2 ;;
+        --wire-precision) precision=$2; shift 2 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+
+scripts/setup.sh
+scripts/fetch-mnist.sh >/dev/null
+swift build -c release --product coordinator >/dev/null
+swift build -c release --product worker >/dev/null
+swift build -c release --product bench >/dev/null
+mkdir -p .build/bench "$(dirname "$json")"
+gcc -O2 -shared -fPIC -o .build/bench/malloc-counter.so scripts/malloc-counter.c
+
+echo "== single process (one thread) =="
+LD_PRELOAD=$PWD/.build/bench/malloc-counter.so .build/release/bench --epochs "$epochs" --json .build/bench/single.json
+
+echo
+echo "== distributed, local workers over TCP loopback ($precision on the wire), $epochs epochs each =="
+run() {  # name, coordinator arguments...
+    local name=$1; shift
+    .build/release/coordinator --quiet --epochs "$epochs" --summary ".build/bench/$name.json" "$@"
+}
+for batch in 128 512; do
+    run "local-b$batch" --local --batch-size "$batch"
+    for workers in 1 2; do
+        run "w$workers-b$batch" --spawn-workers "$workers" --batch-size "$batch" --bind "tcp://127.0.0.1:*" \
+            --wire-precision "$precision"
+    done
+done
+
+python3 - "$json" "$precision" <<'PY'
+import json, sys
+path, precision = sys.argv[1], sys.argv[2]
+load = lambda name: json.load(open(f".build/bench/{name}.json"))
+single = load("single")
+out = {"single_process": single, "wire_precision": precision, "distributed": {}}
+print(f"{'run':<14}{'samples/s':>12}{'vs local':>10}{'vs 1 worker':>13}   per step: compute / send / wait / receive / optimizer (ms)")
+for batch in (128, 512):
+    local = load(f"local-b{batch}")
+    one = load(f"w1-b{batch}")
+    for name in (f"local-b{batch}", f"w1-b{batch}", f"w2-b{batch}"):
+        run = load(name)
+        t, steps = run["timing"], run["steps"]
+        ms = lambda key: t[key] / steps * 1000
+        row = {
+            "samples_per_second": run["samples_per_second"],
+            "vs_local": run["samples_per_second"] / local["samples_per_second"],
+            "vs_one_worker": run["samples_per_second"] / one["samples_per_second"],
+            "test_accuracy": run["test_accuracy"],
+            "ms_per_step": {k: t[k] / steps * 1000 for k in t},
+        }
+        out["distributed"][name] = row
+        print(f"{name:<14}{row['samples_per_second']:>12.0f}{row['vs_local']:>10.2f}{row['vs_one_worker']:>13.2f}   "
+              f"{ms('compute_seconds'):.3f} / {ms('send_seconds'):.3f} / {ms('network_wait_seconds'):.3f} / "
+              f"{ms('receive_seconds'):.3f} / {ms('optimizer_seconds'):.3f}")
+json.dump(out, open(path, "w"), indent=2, sort_keys=True)
+print(f"\nfigures written to {path}")
+PY
