@@ -5,16 +5,16 @@ struct CoordinatorCommand: ParsableCommand {
         commandName: "coordinator",
         abstract: "Data-parallel training of a neural network over ZeroMQ: the coordinator.",
         discussion: """
-        The coordinator owns the model and the optimizer. For every global batch it hands \
-        shards to the workers, adds their gradient sums in shard order, and applies the SGD \
-        step. With --local it computes everything in this process.
+        The coordinator owns the model and the optimizer. For every global batch it \
+        hands shards to the workers, adds their gradient sums in shard order, and \
+        applies the SGD step. With --local it computes everything in this process.
+        `train` is the default subcommand: `coordinator train --help` lists its options.
 
         Examples:
-          coordinator --local                          train in one process
-          coordinator --spawn-workers 2                train with 2 local worker processes
-          coordinator --workers 4 --bind tcp://0.0.0.0:5555 --insecure
-                                                       wait for 4 workers started elsewhere
-          coordinator evaluate --model model.bin       test accuracy and confusion matrix
+          coordinator --local                  train in one process
+          coordinator --spawn-workers 2        train with 2 local worker processes
+          coordinator --workers 4 --bind tcp://127.0.0.1:5555
+                                               wait for 4 workers started elsewhere
         """,
         subcommands: [TrainCommand.self],
         defaultSubcommand: TrainCommand.self

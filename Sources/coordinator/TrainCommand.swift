@@ -9,7 +9,13 @@ import Wire
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train on MNIST (the default command)."
+        abstract: "Train on MNIST (the default command).",
+        discussion: """
+        Examples:
+          coordinator --local --epochs 10 --summary run.json
+          coordinator --spawn-workers 2 --batch-size 512 --save-model model.bin
+          coordinator --workers 3 --bind tcp://127.0.0.1:5555 --shards 6
+        """
     )
 
     @Option(help: "Folder with mnist_train.csv and mnist_test.csv, or MNIST-format IDX files.")

@@ -15,7 +15,8 @@ struct WorkerCommand: ParsableCommand {
 
         Examples:
           worker --connect tcp://10.0.0.1:5555
-          worker --connect tcp://127.0.0.1:5555 --hidden 256,128   refuse to join any other model
+          worker --connect tcp://127.0.0.1:5555 --hidden 256,128
+                                  join only a coordinator training 784-256-128-10
         """
     )
 
