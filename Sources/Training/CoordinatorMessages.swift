@@ -41,7 +41,7 @@ extension CoordinatorServer {
         case .result:
             handleResult(envelope, from: identity)
         case .heartbeat:
-            if peers[identity] == nil { reject(from: identity, reason: "heartbeat from a peer that never said hello") }
+            if peers[identity] == nil { askToRegister(identity, "heartbeat") }
         default:
             reject(from: identity, reason: "\(ProtocolError.unexpected(envelope.type))")
         }
@@ -83,7 +83,7 @@ extension CoordinatorServer {
 
     private func handleResult(_ envelope: Envelope, from identity: [UInt8]) {
         guard let peer = peers[identity] else {
-            reject(from: identity, reason: "result from a peer that never said hello")
+            askToRegister(identity, "result")
             return
         }
         let start = MonotonicClock.now
@@ -150,6 +150,14 @@ extension CoordinatorServer {
         peer.computeSeconds += compute
         peer.stepComputeSeconds += compute
         peer.lastStepCounted = currentStep
+    }
+
+    /// A worker of an earlier run of this coordinator (it restarted, say from a checkpoint)
+    /// still talks as if it were registered: the message is refused, and the worker is told
+    /// to say hello again.
+    private func askToRegister(_ identity: [UInt8], _ what: String) {
+        reject(from: identity, reason: "\(what) from a peer that never said hello")
+        sendRaw(Notice(reason: WireProtocol.unknownWorkerReason).encode(.reject), to: identity)
     }
 
     /// Counts a refused message and logs the first one from each peer.

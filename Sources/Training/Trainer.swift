@@ -13,7 +13,7 @@ public struct StepReport: Sendable {
     public var epochSamples: Int
 }
 
-public struct EpochReport: Sendable, Codable {
+public struct EpochReport: Sendable, Codable, Equatable {
     public var epoch: Int
     public var steps: Int
     public var trainLoss: Double
@@ -61,7 +61,18 @@ public final class Trainer {
     public private(set) var trainSeconds = 0.0
     public private(set) var history: [EpochReport] = []
 
-    public init(config: TrainingConfig, train: Dataset, test: Dataset?, source: ShardGradientSource) throws {
+    // Where the run is inside the current epoch: what a checkpoint must capture.
+    private(set) var stepInEpoch = 0
+    private var epochStartGenerator: SeededGenerator
+    private var epochStatistics = BatchStatistics()
+    private var epochSeconds = 0.0
+
+    /// Called with a snapshot every `checkpointEvery` steps and at the end of every epoch.
+    public var onCheckpoint: ((Checkpoint) throws -> Void)?
+    public var checkpointEvery: Int?
+
+    public init(config: TrainingConfig, train: Dataset, test: Dataset?, source: ShardGradientSource,
+                resume checkpoint: Checkpoint? = nil) throws {
         guard config.batchSize > 0, config.epochs > 0, config.shardCount > 0 else {
             throw TrainingError.invalidConfig("batch size, epochs and shards must be positive")
         }
@@ -78,9 +89,11 @@ public final class Trainer {
         self.test = test
         self.source = source
         self.dataGenerator = SeededGenerator(seed: config.seed ^ 0x5DEE_CE66_D1CE_5EED)
+        self.epochStartGenerator = dataGenerator
         self.order = EpochOrder(sampleCount: train.count, batchSize: config.batchSize)
         self.builder = BatchBuilder(featureCount: train.featureCount, maximumBatchSize: config.batchSize)
         self.results = ShardResults(shardCount: config.shardCount, parameterCount: spec.parameterCount)
+        if let checkpoint { try restore(checkpoint) }
     }
 
     public var stepsPerEpoch: Int { order.batchCount }
@@ -92,46 +105,113 @@ public final class Trainer {
     /// Runs every remaining epoch. `onStep` and `onEpoch` are called on this thread.
     public func run(onStep: (StepReport) -> Void = { _ in }, onEpoch: (EpochReport) -> Void = { _ in }) throws {
         while epoch < config.epochs && step < totalSteps {
-            let report = try runEpoch(onStep: onStep)
+            if stepInEpoch == 0 {
+                epochStartGenerator = dataGenerator
+                order.shuffle(using: &dataGenerator)
+                epochStatistics = BatchStatistics()
+                epochSeconds = 0
+            }
+            try runSteps(onStep: onStep)
+            let complete = stepInEpoch == stepsPerEpoch
+            // A run stopped by --max-steps inside an epoch reports the part it did, but stays
+            // inside the epoch, so a checkpoint taken now continues it exactly.
+            let report = complete ? finishEpoch() : partialEpochReport()
             history.append(report)
             onEpoch(report)
+            try onCheckpoint?(checkpoint())
+            if !complete { break }
         }
     }
 
-    private func runEpoch(onStep: (StepReport) -> Void) throws -> EpochReport {
-        order.shuffle(using: &dataGenerator)
-        var epochStatistics = BatchStatistics()
-        let epochStart = MonotonicClock.now
-        var stepsDone = 0
+    private func partialEpochReport() -> EpochReport {
+        let elapsed = epochSeconds
+        trainSeconds += elapsed
+        epochSeconds = 0  // counted in trainSeconds now
+        let evaluation = test.map { evaluate(on: $0) }
+        return report(epoch: epoch + 1, seconds: elapsed, evaluation: evaluation)
+    }
+
+    /// The steps left in the current epoch.
+    private func runSteps(onStep: (StepReport) -> Void) throws {
+        let start = MonotonicClock.now - epochSeconds
         var mark = MonotonicClock.now
-        var batch = builder.build(from: train, indices: order.batch(0), shardCount: config.shardCount)
-        for batchNumber in 0..<stepsPerEpoch where step < totalSteps {
+        var batch = builder.build(from: train, indices: order.batch(stepInEpoch), shardCount: config.shardCount)
+        while stepInEpoch < stepsPerEpoch && step < totalSteps {
             // The next batch is built before this step runs, so its samples can travel while
             // this step computes.
-            let hasNext = batchNumber + 1 < stepsPerEpoch && step + 1 < totalSteps
-            let next = hasNext ? builder.build(from: train, indices: order.batch(batchNumber + 1), shardCount: config.shardCount) : nil
+            let hasNext = stepInEpoch + 1 < stepsPerEpoch && step + 1 < totalSteps
+            let next = hasNext ? builder.build(from: train, indices: order.batch(stepInEpoch + 1), shardCount: config.shardCount) : nil
             timing.batchSeconds += lap(&mark)
             let statistics = try trainStep(batch: batch, next: next)
             mark = MonotonicClock.now
             if let next { batch = next }
             epochStatistics += statistics
-            stepsDone += 1
-            onStep(StepReport(epoch: epoch + 1, stepInEpoch: batchNumber + 1, stepsPerEpoch: stepsPerEpoch,
+            stepInEpoch += 1
+            epochSeconds = MonotonicClock.now - start
+            onStep(StepReport(epoch: epoch + 1, stepInEpoch: stepInEpoch, stepsPerEpoch: stepsPerEpoch,
                               step: step, batchStatistics: statistics,
                               learningRate: optimizer.currentLearningRate,
-                              epochElapsedSeconds: MonotonicClock.now - epochStart,
+                              epochElapsedSeconds: epochSeconds,
                               epochSamples: epochStatistics.sampleCount))
+            if let every = checkpointEvery, every > 0, step % every == 0, stepInEpoch < stepsPerEpoch {
+                try onCheckpoint?(checkpoint())
+                mark = MonotonicClock.now
+            }
         }
-        let epochSeconds = MonotonicClock.now - epochStart
+    }
+
+    private func finishEpoch() -> EpochReport {
         trainSeconds += epochSeconds
         epoch += 1
+        let steps = stepInEpoch
+        stepInEpoch = 0
         let evaluation = test.map { evaluate(on: $0) }
-        return EpochReport(epoch: epoch, steps: stepsDone,
-                           trainLoss: epochStatistics.meanLoss, trainAccuracy: epochStatistics.accuracy,
-                           testLoss: evaluation?.meanLoss, testAccuracy: evaluation?.accuracy,
-                           learningRate: optimizer.currentLearningRate,
-                           samplesPerSecond: Double(epochStatistics.sampleCount) / max(epochSeconds, 1e-9),
-                           trainSeconds: epochSeconds, liveWorkers: source.liveWorkerCount)
+        var report = report(epoch: epoch, seconds: epochSeconds, evaluation: evaluation)
+        report.steps = steps
+        return report
+    }
+
+    private func report(epoch: Int, seconds: Double, evaluation: BatchStatistics?) -> EpochReport {
+        EpochReport(epoch: epoch, steps: stepInEpoch,
+                    trainLoss: epochStatistics.meanLoss, trainAccuracy: epochStatistics.accuracy,
+                    testLoss: evaluation?.meanLoss, testAccuracy: evaluation?.accuracy,
+                    learningRate: optimizer.currentLearningRate,
+                    samplesPerSecond: Double(epochStatistics.sampleCount) / max(seconds, 1e-9),
+                    trainSeconds: seconds, liveWorkers: source.liveWorkerCount)
+    }
+
+    // MARK: Checkpoints
+
+    /// Everything needed to continue this run exactly where it is.
+    public func checkpoint() -> Checkpoint {
+        Checkpoint(config: config, spec: model.spec, trainCount: train.count,
+                   step: step, epoch: epoch, stepInEpoch: stepInEpoch,
+                   // Mid-epoch, the state before this epoch's shuffle regenerates its order.
+                   generatorState: (stepInEpoch > 0 ? epochStartGenerator : dataGenerator).state,
+                   epochStatistics: epochStatistics, epochSeconds: epochSeconds,
+                   trainSeconds: trainSeconds, history: history, iteration: optimizer.iteration,
+                   parameters: model.parameters, velocity: optimizer.velocity)
+    }
+
+    private func restore(_ checkpoint: Checkpoint) throws {
+        try checkpoint.checkCompatible(with: config, spec: model.spec, trainCount: train.count)
+        model.parameters = checkpoint.parameters
+        optimizer.velocity = checkpoint.velocity
+        optimizer.iteration = checkpoint.iteration
+        step = checkpoint.step
+        epoch = checkpoint.epoch
+        stepInEpoch = checkpoint.stepInEpoch
+        // A report of a part-done epoch (a run stopped by --max-steps) is replaced when the
+        // epoch completes.
+        history = checkpoint.history.filter { $0.epoch <= checkpoint.epoch }
+        trainSeconds = checkpoint.trainSeconds
+        dataGenerator = SeededGenerator(state: checkpoint.generatorState)
+        epochStartGenerator = dataGenerator
+        if stepInEpoch > 0 {
+            order.shuffle(using: &dataGenerator)
+            epochStatistics = checkpoint.epochStatistics
+            epochSeconds = checkpoint.epochSeconds
+        }
     }
 
     /// One step: the batch, every shard's gradient sum, their ordered sum, the SGD update.

@@ -167,7 +167,12 @@ public final class WorkerNode {
             case .shutdown:
                 return .shutdown(reason: try Notice(envelope).reason)
             case .reject:
-                return .rejected(reason: try Notice(envelope).reason)
+                let reason = try Notice(envelope).reason
+                guard reason == WireProtocol.unknownWorkerReason else { return .rejected(reason: reason) }
+                logger.notice("the coordinator does not know this worker (it restarted?); joining again")
+                weightsStep = nil
+                waitingTasks = []
+                if let exit = try connect() { return exit }
             case .heartbeat, .welcome:
                 break
             case .hello, .result:

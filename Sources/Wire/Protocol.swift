@@ -35,6 +35,9 @@ public enum WireProtocol {
     /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
     /// `ZMQ_MAXMSGSIZE` and again by the decoder.
     public static let maximumMessageBytes = 256 << 20
+    /// The reject reason that tells a worker to say hello again rather than give up: sent to
+    /// a peer that talks as if registered when this coordinator does not know it.
+    public static let unknownWorkerReason = "unknown worker (the coordinator restarted?): say hello again"
 }
 
 public enum MessageType: UInt16, Sendable, CaseIterable {

@@ -14,7 +14,7 @@ struct DistributedRun {
         var options = CoordinatorOptions()
         options.bindEndpoint = command.bind
         options.expectedWorkers = workerCount
-        options.minimumWorkers = 1
+        options.minimumWorkers = min(command.minWorkers, workerCount)
         options.workerTimeoutSeconds = command.workerTimeout
         options.startupTimeoutSeconds = command.startupTimeout
         options.precision = command.precision
@@ -28,7 +28,7 @@ struct DistributedRun {
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)
-            let trainer = try Trainer(config: config, train: train, test: test, source: server)
+            let trainer = try command.makeTrainer(config: config, train: train, test: test, source: server)
             try trainer.run(onStep: reporter.step, onEpoch: { reporter.epoch($0, of: config.epochs) })
             server.shutdownWorkers(reason: "training finished")
             let summary = RunSummary(mode: "distributed", trainer: trainer, workers: workerCount,

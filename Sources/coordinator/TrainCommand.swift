@@ -60,6 +60,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Precision of weights and gradients on the wire: fp32, fp16 or bf16 (16-bit halves the bytes; arithmetic stays fp32). --local rounds the same way, so it still matches a distributed run bit for bit.")
     var wirePrecision = "fp32"
 
+    @Option(help: "With fewer live workers than this, training pauses until more join (default 1).")
+    var minWorkers = 1
+
     @Option(help: "Seconds without an answer after which a worker is declared lost.")
     var workerTimeout: Double = 5
 
@@ -71,6 +74,15 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "Train on the first N training samples only.")
     var trainLimit: Int?
+
+    @Option(help: "Write checkpoints to this file (atomically), at every epoch end and every --checkpoint-every steps.")
+    var checkpoint: String?
+
+    @Option(help: "Steps between checkpoints (besides epoch ends).")
+    var checkpointEvery: Int?
+
+    @Option(help: "Continue the run saved in this checkpoint (the same settings are required); keeps checkpointing there unless --checkpoint says otherwise.")
+    var resume: String?
 
     @Option(help: "Write the trained model to this file.")
     var saveModel: String?
@@ -102,6 +114,11 @@ struct TrainCommand: ParsableCommand {
         }
         if !local && workers == nil && spawnWorkers == nil {
             throw ValidationError("say how to train: --local, --spawn-workers N, or --workers N (workers started with the `worker` command)")
+        }
+        guard minWorkers >= 1 else { throw ValidationError("--min-workers must be at least 1") }
+        if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
+        if checkpointEvery != nil && checkpoint == nil && resume == nil {
+            throw ValidationError("--checkpoint-every needs --checkpoint PATH")
         }
         if let count = workers ?? spawnWorkers, count < 1 {
             throw ValidationError("the number of workers must be at least 1")
@@ -167,7 +184,7 @@ struct TrainCommand: ParsableCommand {
         let config = self.config
         let summaryRecord: RunSummary
         if local {
-            let trainer = try Trainer(config: config, train: trainSet, test: testSet, source: LocalShardSource(precision: precision))
+            let trainer = try makeTrainer(config: config, train: trainSet, test: testSet, source: LocalShardSource(precision: precision))
             try trainer.run(onStep: reporter.step, onEpoch: { reporter.epoch($0, of: config.epochs) })
             summaryRecord = RunSummary(mode: "local", trainer: trainer, workers: 0)
             try finish(trainer: trainer, summary: summaryRecord, reporter: reporter)
@@ -175,6 +192,25 @@ struct TrainCommand: ParsableCommand {
             try DistributedRun(command: self, config: config, logger: logger)
                 .run(train: trainSet, test: testSet, reporter: reporter)
         }
+    }
+
+    /// A trainer, resumed from `--resume` if given, that writes `--checkpoint`s.
+    func makeTrainer(config: TrainingConfig, train: Dataset, test: Dataset, source: ShardGradientSource) throws -> Trainer {
+        let resumed = try resume.map { try Checkpoint.load(from: $0) }
+        let trainer: Trainer
+        do {
+            trainer = try Trainer(config: config, train: train, test: test, source: source, resume: resumed)
+        } catch let error as CheckpointError {
+            throw CheckpointError(path: resume, reason: error.reason)
+        }
+        if let resumed, !quiet {
+            print("resuming from \(resume!) at step \(resumed.step) (epoch \(resumed.epoch + 1), step \(resumed.stepInEpoch + 1) of it)")
+        }
+        if let path = checkpoint ?? resume {
+            trainer.checkpointEvery = checkpointEvery
+            trainer.onCheckpoint = { try $0.save(to: path) }
+        }
+        return trainer
     }
 
     func finish(trainer: Trainer, summary: RunSummary, reporter: ConsoleReporter) throws {
