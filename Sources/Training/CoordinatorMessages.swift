@@ -55,7 +55,7 @@ extension CoordinatorServer {
         }
         if !hello.acceptsAnyModel && hello.modelHash != modelHash {
             let reason = "model mismatch: this coordinator trains \(spec), and the worker was started for a different model"
-            logger.warning("refused worker \(hello.name) (pid \(hello.pid)): \(reason)")
+            reject(from: identity, reason: "refused worker \(hello.name) (pid \(hello.pid)): \(reason)")
             sendRaw(Notice(reason: reason).encode(.reject), to: identity)
             return
         }

@@ -1,0 +1,93 @@
+import Foundation
+import NeuralNet
+import Wire
+import XCTest
+
+/// Garbage on the coordinator's port during training: it must refuse and count every bad
+/// message, never apply one, and end with the weights of an undisturbed run.
+final class HostileInputTests: XCTestCase {
+    func testThousandsOfRandomAndMutatedMessagesChangeNothing() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let settings = ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "200",
+                        "--max-steps", "3000", "--shards", "2", "--seed", "5", "--quiet", "--worker-timeout", "1"]
+        let reference = try runCoordinator(settings + ["--local"])
+
+        let port = freePort()
+        let endpoint = "tcp://127.0.0.1:\(port)"
+        let summaryPath = NSTemporaryDirectory() + "fuzz-summary-\(getpid()).json"
+        defer { unlink(summaryPath) }
+        let checkpoint = NSTemporaryDirectory() + "fuzz-progress-\(getpid())"
+        defer { unlink(checkpoint) }
+        let coordinator = try Child("coordinator", settings + [
+            "--spawn-workers", "2", "--bind", endpoint, "--summary", summaryPath,
+            "--checkpoint", checkpoint, "--checkpoint-every", "100"])
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: checkpoint) && Date() < deadline { usleep(10_000) }
+
+        let context = try ZMQContext()
+        let peers = try (0..<3).map { index -> ZMQSocket in
+            let socket = try ZMQSocket(context: context, type: .dealer)
+            try socket.setRoutingID(Array("fuzzer-\(index)".utf8))
+            try socket.setSendHighWaterMark(100_000)
+            try socket.connect(endpoint)
+            return socket
+        }
+        var generator = SeededGenerator(seed: 99)
+        let spec = try ModelSpec.mlp(inputSize: 784, hidden: [32], classes: 10)
+        var sent = 0
+        for round in 0..<3000 {
+            let frames = hostileMessage(round, spec: spec, generator: &generator)
+            if try peers[round % peers.count].send(frames.map { .bytes($0) }, dontWait: true) { sent += 1 }
+            if round % 300 == 299 { usleep(30_000) }  // spread over the run
+        }
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        let summary = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: summaryPath) ?? Data()))
+            as? [String: Any] ?? [:]
+        XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha)
+        let rejected = summary["rejected_messages"] as? Int ?? 0
+        XCTAssertGreaterThan(rejected, sent / 2, "sent \(sent), rejected \(rejected)")
+        // One log line per peer, not one per message.
+        let warnings = coordinator.errors.components(separatedBy: "rejected a message from fuzzer-").count - 1
+        XCTAssertLessThanOrEqual(warnings, 3, coordinator.errors)
+        XCTAssertGreaterThan(warnings, 0, coordinator.errors)
+    }
+
+    /// A message from a mix of random bytes, protocol messages with broken fields, results
+    /// for shards and steps that were never given, NaN gradients, and wrong versions.
+    private func hostileMessage(_ round: Int, spec: ModelSpec, generator: inout SeededGenerator) -> [[UInt8]] {
+        func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
+        func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
+            frames.map { frame in
+                switch frame {
+                case let .bytes(b): b
+                case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
+                }
+            }
+        }
+        let gradient = SharedBuffer(byteCount: spec.parameterCount * 4)
+        let floats = gradient.floats(count: spec.parameterCount)
+        for i in 0..<spec.parameterCount { floats[i] = round % 7 == 0 ? .nan : 1e3 }
+        let result = ResultHeader(shard: UInt32(generator.nextIndex(below: 4)), sampleCount: 30, lossSum: 1,
+                                  correctCount: 1, parameterCount: UInt32(spec.parameterCount), computeMicroseconds: 1)
+        var message: [[UInt8]]
+        switch round % 6 {
+        case 0: message = (0..<(1 + generator.nextIndex(below: 4))).map { _ in random(generator.nextIndex(below: 80)) }
+        case 1: message = bytes(result.encode(step: UInt64(generator.nextIndex(below: 4000)), gradient: gradient))
+        case 2: message = bytes(Heartbeat.encode())
+        case 3: message = bytes(Hello(modelHash: random(32), pid: 1, name: "intruder").encode())
+        case 4: message = bytes(TaskHeader(shard: 0, sampleCount: 1, featureCount: 784).encode(step: 1, samples: .bytes(random(785))))
+        default: message = bytes(Notice(reason: "x").encode(.shutdown))
+        }
+        // Then break some of them further.
+        if round % 3 == 1, let frame = message.indices.randomElement(using: &generator), !message[frame].isEmpty {
+            let index = generator.nextIndex(below: message[frame].count)
+            switch generator.nextIndex(below: 3) {
+            case 0: message[frame][index] ^= UInt8(truncatingIfNeeded: generator.next() | 1)
+            case 1: message[frame] = Array(message[frame].prefix(index))
+            default: message[frame][min(5, message[frame].count - 1)] = 9  // version or type
+            }
+        }
+        return message
+    }
+}
