@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NeuralNet
 import Wire
@@ -16,6 +17,10 @@ public struct CoordinatorOptions: Sendable {
     public var startupTimeoutSeconds = 120.0
     /// Precision of weights and gradients on the wire.
     public var precision = WirePrecision.fp32
+    /// CURVE: this coordinator's secret key and the public keys of the workers it admits.
+    /// Without them, traffic is plain text and anyone who reaches the port may join.
+    public var curveSecretKey: String?
+    public var authorizedKeys: Set<String> = []
 
     public init() {}
 }
@@ -47,6 +52,7 @@ public final class CoordinatorServer: ShardGradientSource {
     var peers: [[UInt8]: WorkerPeer] = [:]
     var nextWorkerIndex = 0
     private var weightsPool: [SharedBuffer] = []
+    private var authenticator: ZAPAuthenticator?
     var loggedPeers: Set<[UInt8]> = []
 
     public internal(set) var timing = StepTiming()
@@ -67,6 +73,15 @@ public final class CoordinatorServer: ShardGradientSource {
         context = try ZMQContext()
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
+        if let secretKey = options.curveSecretKey {
+            let log = logger
+            let refused = RefusalLog()
+            authenticator = try ZAPAuthenticator(context: context, allowedKeys: options.authorizedKeys) { address, key in
+                // A refused client reconnects again and again: say it once per key.
+                if refused.isFirst(key) { log.warning("refused a CURVE client at \(address): key \(key) is not authorised") }
+            }
+            try socket.makeCurveServer(secretKey: secretKey, zapDomain: "zmq-trainer")
+        }
         // A result is the largest thing a worker sends; nothing bigger is accepted.
         try socket.setMaximumMessageSize(bytes: spec.parameterCount * options.precision.bytesPerValue + 4096)
         try socket.setSendHighWaterMark(64)
@@ -75,6 +90,8 @@ public final class CoordinatorServer: ShardGradientSource {
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.bind(options.bindEndpoint)
     }
+
+    deinit { authenticator?.stop() }
 
     /// The bound endpoint, with the port filled in.
     public var endpoint: String { socket.lastEndpoint }
@@ -283,5 +300,17 @@ public final class CoordinatorServer: ShardGradientSource {
                 assign(shard, to: target)
             }
         }
+    }
+}
+
+/// Keys already reported, shared with the ZAP thread.
+final class RefusalLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var seen: Set<String> = []
+
+    func isFirst(_ key: String) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return seen.insert(key).inserted
     }
 }

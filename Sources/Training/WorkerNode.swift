@@ -14,6 +14,9 @@ public struct WorkerOptions: Sendable {
     public var coordinatorTimeoutSeconds = 10.0
     /// Exit as soon as this process (the coordinator that spawned us) is gone.
     public var parentPID: Int32?
+    /// CURVE: the coordinator's public key and this worker's secret key.
+    public var curveServerKey: String?
+    public var curveSecretKey: String?
 
     public init() {}
 }
@@ -67,6 +70,10 @@ public final class WorkerNode {
         self.logger = logger
         context = try ZMQContext()
         socket = try ZMQSocket(context: context, type: .dealer)
+        if let serverKey = options.curveServerKey, let secretKey = options.curveSecretKey {
+            try socket.makeCurveClient(serverKey: serverKey, publicKey: CurveKeys.publicKey(forSecret: secretKey),
+                                       secretKey: secretKey)
+        }
         // Queue nothing onto a connection that is not up: hellos go out only once it is.
         try socket.setImmediate(true)
         try socket.setMaximumMessageSize(bytes: WireProtocol.maximumMessageBytes)

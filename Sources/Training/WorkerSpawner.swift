@@ -18,7 +18,11 @@ public final class WorkerSpawner {
 
     public init() {}
 
-    public func spawn(count: Int, endpoint: String, extraArguments: [String] = []) throws {
+    /// The environment variable through which a spawned worker gets its CURVE secret key
+    /// (not the command line, which other users can read in `ps`).
+    public static let secretKeyVariable = "ZMQ_TRAINER_CURVE_SECRET_KEY"
+
+    public func spawn(count: Int, endpoint: String, extraArguments: [String] = [], secretKeys: [String] = []) throws {
         let executable = Self.workerExecutable()
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw SpawnError(reason: "no worker executable at \(executable.path); build it with `swift build`")
@@ -28,6 +32,11 @@ public final class WorkerSpawner {
             process.executableURL = executable
             process.arguments = ["--connect", endpoint, "--name", "worker-\(index)",
                                  "--parent-pid", String(getpid())] + extraArguments
+            if index < secretKeys.count {
+                var environment = ProcessInfo.processInfo.environment
+                environment[Self.secretKeyVariable] = secretKeys[index]
+                process.environment = environment
+            }
             try process.run()
             processes.append(process)
         }

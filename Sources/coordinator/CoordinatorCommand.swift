@@ -16,7 +16,7 @@ struct CoordinatorCommand: ParsableCommand {
           coordinator --workers 4 --bind tcp://127.0.0.1:5555
                                                wait for 4 workers started elsewhere
         """,
-        subcommands: [TrainCommand.self],
+        subcommands: [TrainCommand.self, KeygenCommand.self],
         defaultSubcommand: TrainCommand.self
     )
 }

@@ -1,6 +1,7 @@
 import Logging
 import MNISTData
 import Training
+import Wire
 
 /// `coordinator --workers N` / `--spawn-workers N`: serve the workers, train, shut them down.
 struct DistributedRun {
@@ -18,13 +19,26 @@ struct DistributedRun {
         options.workerTimeoutSeconds = command.workerTimeout
         options.startupTimeoutSeconds = command.startupTimeout
         options.precision = command.precision
+        var spawnedWorkerSecrets: [String] = []
+        if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
+            options.curveSecretKey = try CurveKeys.load(secretPath)
+            options.authorizedKeys = try CurveKeys.loadAuthorized(authorized)
+            // Workers this process starts get throw-away keys of their own.
+            for _ in 0..<(command.spawnWorkers ?? 0) {
+                let pair = try CurveKeys.generate()
+                options.authorizedKeys.insert(pair.publicKey)
+                spawnedWorkerSecrets.append(pair.secretKey)
+            }
+        }
         let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
         logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")
 
         let spawner = WorkerSpawner()
         if let count = command.spawnWorkers {
-            try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint),
-                              extraArguments: ["--log-level", command.logLevel])
+            var arguments = ["--log-level", command.logLevel]
+            if let secret = options.curveSecretKey { arguments += ["--curve-server-key", try CurveKeys.publicKey(forSecret: secret)] }
+            try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
+                              secretKeys: spawnedWorkerSecrets)
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)

@@ -60,6 +60,15 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Precision of weights and gradients on the wire: fp32, fp16 or bf16 (16-bit halves the bytes; arithmetic stays fp32). --local rounds the same way, so it still matches a distributed run bit for bit.")
     var wirePrecision = "fp32"
 
+    @Option(help: "CURVE: this coordinator's secret key file (from `coordinator keygen`); encrypts all traffic and admits only --authorized-keys.")
+    var curveSecretKey: String?
+
+    @Option(help: "CURVE: a file of worker public keys (one per line) or a folder of .pub files.")
+    var authorizedKeys: String?
+
+    @Flag(help: "Allow binding to a non-loopback address without CURVE (anyone who reaches the port can join and read the data).")
+    var insecure = false
+
     @Option(help: "With fewer live workers than this, training pauses until more join (default 1).")
     var minWorkers = 1
 
@@ -115,6 +124,15 @@ struct TrainCommand: ParsableCommand {
         if !local && workers == nil && spawnWorkers == nil {
             throw ValidationError("say how to train: --local, --spawn-workers N, or --workers N (workers started with the `worker` command)")
         }
+        if (curveSecretKey == nil) != (authorizedKeys == nil) {
+            throw ValidationError("--curve-secret-key and --authorized-keys go together")
+        }
+        if !local && curveSecretKey == nil && !insecure && !isLoopback(bind) {
+            throw ValidationError("""
+                refusing to bind \(bind) without encryption: anyone who reaches it could join the run. \
+                Use CURVE (--curve-secret-key, --authorized-keys; see `coordinator keygen`), or say --insecure
+                """)
+        }
         guard minWorkers >= 1 else { throw ValidationError("--min-workers must be at least 1") }
         if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if checkpointEvery != nil && checkpoint == nil && resume == nil {
@@ -135,6 +153,15 @@ struct TrainCommand: ParsableCommand {
         let widths = hidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !widths.isEmpty, widths.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("bad --hidden") }
         return widths.map { $0! }
+    }
+
+    /// Loopback TCP addresses and host-local transports.
+    func isLoopback(_ endpoint: String) -> Bool {
+        if endpoint.hasPrefix("ipc://") || endpoint.hasPrefix("inproc://") { return true }
+        guard endpoint.hasPrefix("tcp://") else { return false }
+        let address = endpoint.dropFirst("tcp://".count)
+        let host = address.hasPrefix("[") ? String(address.prefix { $0 != "]" }.dropFirst()) : String(address.prefix { $0 != ":" })
+        return host.hasPrefix("127.") || host == "localhost" || host == "::1"
     }
 
     var precision: WirePrecision { WirePrecision(name: wirePrecision) ?? .fp32 }

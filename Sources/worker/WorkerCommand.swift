@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NeuralNet
 import Training
+import Wire
 
 struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,6 +42,12 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Seconds of silence after which the coordinator is taken to be gone.")
     var coordinatorTimeout: Double = 10
 
+    @Option(help: "CURVE: the coordinator's public key, or a file holding it.")
+    var curveServerKey: String?
+
+    @Option(help: "CURVE: this worker's secret key file (from `coordinator keygen`).")
+    var curveSecretKey: String?
+
     @Option(help: "Exit when this process is no longer the parent (set by --spawn-workers).")
     var parentPid: Int32?
 
@@ -78,6 +85,16 @@ struct WorkerCommand: ParsableCommand {
         options.connectTimeoutSeconds = connectTimeout
         options.coordinatorTimeoutSeconds = coordinatorTimeout
         options.parentPID = parentPid
+        if let serverKey = curveServerKey {
+            options.curveServerKey = try CurveKeys.load(serverKey)
+            if let path = curveSecretKey {
+                options.curveSecretKey = try CurveKeys.load(path)
+            } else if let secret = ProcessInfo.processInfo.environment[WorkerSpawner.secretKeyVariable] {
+                options.curveSecretKey = secret
+            } else {
+                throw ValidationError("--curve-server-key needs this worker's --curve-secret-key")
+            }
+        }
         let exit: WorkerExit
         do {
             exit = try WorkerNode(options: options, logger: logger).run()
