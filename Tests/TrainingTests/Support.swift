@@ -44,13 +44,18 @@ final class Child {
     let outputPath: String
     let errorPath: String
 
-    init(_ name: String, _ arguments: [String]) throws {
+    convenience init(_ name: String, _ arguments: [String]) throws {
+        try self.init(executable: try executable(name), arguments)
+    }
+
+    init(executable url: URL, _ arguments: [String]) throws {
+        let name = url.lastPathComponent
         let base = NSTemporaryDirectory() + "zmq-trainer-\(name)-\(UUID().uuidString.prefix(8))"
         outputPath = base + ".out"
         errorPath = base + ".err"
         FileManager.default.createFile(atPath: outputPath, contents: nil)
         FileManager.default.createFile(atPath: errorPath, contents: nil)
-        process.executableURL = try executable(name)
+        process.executableURL = url
         process.arguments = arguments
         process.standardOutput = FileHandle(forWritingAtPath: outputPath)
         process.standardError = FileHandle(forWritingAtPath: errorPath)
