@@ -2,7 +2,7 @@ import Foundation
 import NeuralNet
 
 /// What a person watching the run sees: a progress line during the epoch (redrawn in place
-/// on a terminal, nothing otherwise), one line per epoch, and a summary at the end.
+/// on a terminal, a plain line every 10 s otherwise), one line per epoch, and a summary.
 public final class ConsoleReporter {
     private let quiet: Bool
     private let isTerminal: Bool
@@ -14,16 +14,18 @@ public final class ConsoleReporter {
     }
 
     public func step(_ report: StepReport) {
-        guard !quiet, isTerminal else { return }
+        guard !quiet else { return }
         let now = MonotonicClock.now
-        guard now - lastDraw > 0.2 || report.stepInEpoch == report.stepsPerEpoch else { return }
+        if lastDraw == 0 { lastDraw = now }
+        let interval = isTerminal ? 0.2 : 10
+        guard now - lastDraw > interval else { return }
         lastDraw = now
         let rate = Double(report.epochSamples) / max(report.epochElapsedSeconds, 1e-9)
         let remaining = Double(report.stepsPerEpoch - report.stepInEpoch) / Double(report.stepInEpoch) * report.epochElapsedSeconds
         let line = String(format: "epoch %d  step %d/%d  loss %.4f  %.0f samples/s  ETA %.1fs",
                           report.epoch, report.stepInEpoch, report.stepsPerEpoch,
                           report.batchStatistics.meanLoss, rate, remaining)
-        write("\r\u{1B}[2K" + line)
+        write(isTerminal ? "\r\u{1B}[2K" + line : line + "\n")
     }
 
     public func epoch(_ report: EpochReport, of epochs: Int) {
@@ -40,7 +42,9 @@ public final class ConsoleReporter {
         guard !quiet else { return }
         var lines = [
             "",
-            "run summary (\(summary.mode), \(summary.model), \(summary.workers) worker\(summary.workers == 1 ? "" : "s"), \(summary.shards) shard\(summary.shards == 1 ? "" : "s"))",
+            "run summary (\(summary.mode), \(summary.model), "
+                + (summary.mode == "local" ? "" : "\(summary.workers) worker\(summary.workers == 1 ? "" : "s"), ")
+                + "\(summary.shards) shard\(summary.shards == 1 ? "" : "s"))",
             String(format: "  test accuracy   %@", summary.testAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "–"),
             String(format: "  test loss       %@", summary.testLoss.map { String(format: "%.4f", $0) } ?? "–"),
             String(format: "  steps           %d in %d epochs (batch %d)", summary.steps, summary.epochs, summary.batchSize),

@@ -243,6 +243,8 @@ public final class Trainer {
         Evaluation.statistics(of: model, on: dataset)
     }
 
+    public var liveWorkerCount: Int { source.liveWorkerCount }
+
     /// Phase timings of the run: the trainer's own plus the gradient source's.
     public var combinedTiming: StepTiming {
         var combined = source.timing

@@ -43,7 +43,7 @@ struct DistributedRun {
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)
             let trainer = try command.makeTrainer(config: config, train: train, test: test, source: server)
-            try trainer.run(onStep: reporter.step, onEpoch: { reporter.epoch($0, of: config.epochs) })
+            try command.run(trainer, reporter: reporter)
             server.shutdownWorkers(reason: "training finished")
             let summary = RunSummary(mode: "distributed", trainer: trainer, workers: workerCount,
                                      network: server.counters, workerStats: server.workerSummaries)

@@ -99,6 +99,12 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Write a JSON summary of the run to this file.")
     var summary: String?
 
+    @Option(help: "Write metrics as JSON Lines to this file: one line per epoch (and per --metrics-every steps).")
+    var metrics: String?
+
+    @Option(help: "Also write a metrics line every K steps.")
+    var metricsEvery: Int?
+
     @Flag(help: "Print no progress or summary, and log only warnings and errors.")
     var quiet = false
 
@@ -134,6 +140,8 @@ struct TrainCommand: ParsableCommand {
                 """)
         }
         guard minWorkers >= 1 else { throw ValidationError("--min-workers must be at least 1") }
+        if let metricsEvery, metricsEvery < 1 { throw ValidationError("--metrics-every must be at least 1") }
+        if metricsEvery != nil && metrics == nil { throw ValidationError("--metrics-every needs --metrics PATH") }
         if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if checkpointEvery != nil && checkpoint == nil && resume == nil {
             throw ValidationError("--checkpoint-every needs --checkpoint PATH")
@@ -212,13 +220,25 @@ struct TrainCommand: ParsableCommand {
         let summaryRecord: RunSummary
         if local {
             let trainer = try makeTrainer(config: config, train: trainSet, test: testSet, source: LocalShardSource(precision: precision))
-            try trainer.run(onStep: reporter.step, onEpoch: { reporter.epoch($0, of: config.epochs) })
+            try run(trainer, reporter: reporter)
             summaryRecord = RunSummary(mode: "local", trainer: trainer, workers: 0)
             try finish(trainer: trainer, summary: summaryRecord, reporter: reporter)
         } else {
             try DistributedRun(command: self, config: config, logger: logger)
                 .run(train: trainSet, test: testSet, reporter: reporter)
         }
+    }
+
+    /// Runs the trainer with the console reporter and the `--metrics` log attached.
+    func run(_ trainer: Trainer, reporter: ConsoleReporter) throws {
+        let log = try metrics.map { try MetricsLog(path: $0, every: metricsEvery) }
+        try trainer.run(onStep: { report in
+            reporter.step(report)
+            log?.step(report, trainer: trainer)
+        }, onEpoch: { report in
+            reporter.epoch(report, of: trainer.config.epochs)
+            log?.epoch(report, trainer: trainer)
+        })
     }
 
     /// A trainer, resumed from `--resume` if given, that writes `--checkpoint`s.
