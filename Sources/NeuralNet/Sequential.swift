@@ -11,6 +11,14 @@ public final class Sequential {
     public var parameters: [Float]
     private let offsets: [Int]
     private let workspace: Workspace
+    /// Dropout on the hidden layers' outputs in training passes (never in `forward` or
+    /// `evaluate`). Only after ReLU layers: their backward pass reads the dropped output.
+    public var dropout: Dropout? {
+        didSet {
+            precondition(dropout == nil || spec.layers.dropLast().allSatisfy { $0.activation == .relu },
+                         "Dropout needs ReLU hidden layers.")
+        }
+    }
 
     /// A freshly initialised model: He-normal weights for ReLU layers (they keep the
     /// activations' variance through the ReLU), Glorot-uniform for the others, zero biases.
@@ -47,17 +55,26 @@ public final class Sequential {
     /// layer's output (`rows × outputSize`), valid until the next call on this model.
     @discardableResult
     public func forward(input: UnsafePointer<Float>, rows: Int) -> UnsafePointer<Float> {
+        forward(input: input, rows: rows, dropoutKey: nil)
+    }
+
+    /// The forward pass; with a `dropoutKey` (training) the hidden outputs are dropped out.
+    private func forward(input: UnsafePointer<Float>, rows: Int, dropoutKey: UInt64?) -> UnsafePointer<Float> {
         workspace.reserve(rows: rows)
+        let last = spec.layers.count - 1
         parameters.withUnsafeBufferPointer { p in
             var layerInput = input
             for (index, layer) in spec.layers.enumerated() {
                 let output = workspace.outputs[index]
                 layer.forward(input: layerInput, rows: rows,
                               parameters: p.baseAddress! + offsets[index], output: output)
+                if let dropout, let dropoutKey, index < last {
+                    dropout.apply(to: output, rows: rows, columns: layer.outputSize, layer: index, key: dropoutKey)
+                }
                 layerInput = UnsafePointer(output)
             }
         }
-        return UnsafePointer(workspace.outputs[spec.layers.count - 1])
+        return UnsafePointer(workspace.outputs[last])
     }
 
     /// One forward and backward pass over `rows` samples in the thesis order: forward, the
@@ -66,10 +83,12 @@ public final class Sequential {
     ///
     /// Writes dL/dparameters summed over the rows to `gradient` (`parameterCount` floats, in
     /// the flat layout) and returns the summed loss and the number of correct predictions.
+    /// With `dropout` set, `dropoutKey` (see `Dropout.key`) picks this pass's masks.
     @discardableResult
     public func computeGradientSum(input: UnsafePointer<Float>, labels: UnsafePointer<UInt8>,
-                                   rows: Int, gradient: UnsafeMutablePointer<Float>) -> BatchStatistics {
-        let probabilities = forward(input: input, rows: rows)
+                                   rows: Int, gradient: UnsafeMutablePointer<Float>,
+                                   dropoutKey: UInt64 = 0) -> BatchStatistics {
+        let probabilities = forward(input: input, rows: rows, dropoutKey: dropoutKey)
         let classes = spec.outputSize
         let last = spec.layers.count - 1
         let lossSum = CategoricalCrossEntropy.lossSum(probabilities: probabilities, labels: labels,
@@ -98,6 +117,9 @@ public final class Sequential {
                                inputGradient: isFirst ? nil : workspace.gradients[index - 1])
                 if !isFirst {
                     let previous = spec.layers[index - 1]
+                    // The gradient reaches the kept units only, scaled as they were.
+                    dropout?.apply(to: workspace.gradients[index - 1], rows: rows,
+                                   columns: previous.outputSize, layer: index - 1, key: dropoutKey)
                     previous.activation.backward(output: workspace.outputs[index - 1],
                                                  gradient: workspace.gradients[index - 1],
                                                  rows: rows, columns: previous.outputSize)
@@ -110,20 +132,21 @@ public final class Sequential {
     /// `computeGradientSum` on raw 0–255 pixels, scaled to [0, 1] into the workspace first.
     @discardableResult
     public func computeGradientSum(pixels: UnsafePointer<UInt8>, labels: UnsafePointer<UInt8>,
-                                   rows: Int, gradient: UnsafeMutablePointer<Float>) -> BatchStatistics {
+                                   rows: Int, gradient: UnsafeMutablePointer<Float>,
+                                   dropoutKey: UInt64 = 0) -> BatchStatistics {
         let input = workspace.scaledInput(pixels: pixels, rows: rows)
-        return computeGradientSum(input: input, labels: labels, rows: rows, gradient: gradient)
+        return computeGradientSum(input: input, labels: labels, rows: rows, gradient: gradient, dropoutKey: dropoutKey)
     }
 
     /// Convenience for tools and tests: the gradient sum as a new array.
-    public func gradientSum(input: [Float], labels: [UInt8]) -> (gradient: [Float], statistics: BatchStatistics) {
+    public func gradientSum(input: [Float], labels: [UInt8], dropoutKey: UInt64 = 0) -> (gradient: [Float], statistics: BatchStatistics) {
         precondition(input.count == labels.count * spec.inputSize)
         var gradient = [Float](repeating: 0, count: spec.parameterCount)
         let statistics = input.withUnsafeBufferPointer { x in
             labels.withUnsafeBufferPointer { y in
                 gradient.withUnsafeMutableBufferPointer { g in
                     computeGradientSum(input: x.baseAddress!, labels: y.baseAddress!, rows: labels.count,
-                                       gradient: g.baseAddress!)
+                                       gradient: g.baseAddress!, dropoutKey: dropoutKey)
                 }
             }
         }

@@ -8,7 +8,8 @@ import NeuralNet
 /// File layout, little-endian:
 ///
 ///     magic "ZMQK" · format version UInt16 · header length UInt32 · header (JSON) ·
-///     parameter count UInt64 · parameters Float32 · velocity Float32 · SHA-256 of all before
+///     parameter count UInt64 · parameters Float32 · optimizer state buffer count UInt32 ·
+///     the buffers (Float32 each: SGD's velocity; Adam's two moments) · SHA-256 of all before
 public struct Checkpoint: Equatable, Sendable {
     public var config: TrainingConfig
     public var spec: ModelSpec
@@ -23,10 +24,11 @@ public struct Checkpoint: Equatable, Sendable {
     public var history: [EpochReport]
     public var iteration: Int
     public var parameters: [Float]
-    public var velocity: [Float]
+    /// The optimizer's buffers (`Optimizer.state`).
+    public var optimizerState: [[Float]]
 
     public static let magic: [UInt8] = Array("ZMQK".utf8)
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
 
     /// Refuses to continue a different run: the settings that decide the weights must match.
     func checkCompatible(with other: TrainingConfig, spec otherSpec: ModelSpec, trainCount otherCount: Int) throws {
@@ -39,6 +41,11 @@ public struct Checkpoint: Equatable, Sendable {
         compare("--learning-rate", config.learningRate, other.learningRate)
         compare("--decay", config.decay, other.decay)
         compare("--momentum", config.momentum, other.momentum)
+        compare("--optimizer", config.optimizer.rawValue, other.optimizer.rawValue)
+        compare("--beta1", config.beta1, other.beta1)
+        compare("--beta2", config.beta2, other.beta2)
+        compare("--l2", config.l2, other.l2)
+        compare("--dropout", config.dropout, other.dropout)
         compare("--seed", config.seed, other.seed)
         compare("--shards", config.shardCount, other.shardCount)
         compare("model", spec.description, otherSpec.description)
@@ -69,14 +76,15 @@ public struct Checkpoint: Equatable, Sendable {
                             epochStatistics: epochStatistics, epochSeconds: epochSeconds,
                             trainSeconds: trainSeconds, history: history, iteration: iteration)
         let json = try JSONEncoder().encode(header)
-        var writer = ByteWriter(capacity: 64 + json.count + parameters.count * 8)
+        var writer = ByteWriter(capacity: 64 + json.count + parameters.count * 4 * (1 + optimizerState.count))
         writer.write(raw: Self.magic)
         writer.write(Self.version)
         writer.write(UInt32(json.count))
         writer.write(raw: json)
         writer.write(UInt64(parameters.count))
         writer.write(floats: parameters)
-        writer.write(floats: velocity)
+        writer.write(UInt32(optimizerState.count))
+        for buffer in optimizerState { writer.write(floats: buffer) }
         writer.write(raw: Checksum.sha256(writer.bytes))
         return writer.bytes
     }
@@ -98,8 +106,14 @@ public struct Checkpoint: Equatable, Sendable {
                 let json = Data(try reader.readBytes(count: headerLength))
                 let header = try JSONDecoder().decode(Header.self, from: json)
                 let count = Int(try reader.read(UInt64.self))
-                guard count == header.spec.parameterCount, reader.remaining == count * 8 else {
+                guard count == header.spec.parameterCount, reader.remaining >= count * 4 + 4 else {
                     throw fail("holds \(count) parameters; \(header.spec) needs \(header.spec.parameterCount)")
+                }
+                let parameters = try reader.readFloats(count: count)
+                let bufferCount = Int(try reader.read(UInt32.self))
+                let expectedBuffers = header.config.optimizer == .adam ? 2 : 1
+                guard bufferCount == expectedBuffers, reader.remaining == bufferCount * count * 4 else {
+                    throw fail("holds \(bufferCount) optimizer buffers of the wrong size; \(header.config.optimizer.rawValue) needs \(expectedBuffers) of \(count)")
                 }
                 guard header.generatorState.count == 4, header.generatorState.contains(where: { $0 != 0 }) else {
                     throw fail("invalid data-order generator state")
@@ -109,8 +123,8 @@ public struct Checkpoint: Equatable, Sendable {
                                   generatorState: header.generatorState, epochStatistics: header.epochStatistics,
                                   epochSeconds: header.epochSeconds, trainSeconds: header.trainSeconds,
                                   history: header.history, iteration: header.iteration,
-                                  parameters: try reader.readFloats(count: count),
-                                  velocity: try reader.readFloats(count: count))
+                                  parameters: parameters,
+                                  optimizerState: try (0..<bufferCount).map { _ in try reader.readFloats(count: count) })
             } catch let error as CheckpointError {
                 throw error
             } catch {

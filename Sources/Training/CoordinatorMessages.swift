@@ -76,7 +76,7 @@ extension CoordinatorServer {
         }
         let welcome = Welcome(workerIndex: UInt32(peer.index),
                               heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
-                              precision: options.precision, spec: spec)
+                              precision: options.precision, spec: spec, dropout: options.dropout)
         sendRaw(welcome.encode(), to: identity)
         peer.lastSent = MonotonicClock.now
     }

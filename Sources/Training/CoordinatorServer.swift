@@ -17,6 +17,8 @@ public struct CoordinatorOptions: Sendable {
     public var startupTimeoutSeconds = 120.0
     /// Precision of weights and gradients on the wire.
     public var precision = WirePrecision.fp32
+    /// The run's dropout, which the workers must apply exactly as `--local` would.
+    public var dropout: Dropout?
     /// CURVE: this coordinator's secret key and the public keys of the workers it admits.
     /// Without them, traffic is plain text and anyone who reaches the port may join.
     public var curveSecretKey: String?

@@ -56,6 +56,7 @@ public final class LocalShardSource: ShardGradientSource {
         if precision != .fp32 {
             if roundedReplica == nil { roundedReplica = Sequential(spec: model.spec, parameters: model.parameters) }
             replica = roundedReplica!
+            replica.dropout = model.dropout
             replica.parameters = model.parameters
             let count = replica.parameters.count
             replica.parameters.withUnsafeMutableBufferPointer { precision.round($0.baseAddress!, count: count) }
@@ -70,7 +71,8 @@ public final class LocalShardSource: ShardGradientSource {
             } else {
                 statistics = replica.computeGradientSum(pixels: batch.pixels(ofShard: shard),
                                                         labels: batch.labels(ofShard: shard),
-                                                        rows: rows, gradient: results.gradient(shard))
+                                                        rows: rows, gradient: results.gradient(shard),
+                                                        dropoutKey: Dropout.key(step: UInt64(step), shard: UInt32(shard)))
             }
             precision.round(results.gradient(shard), count: results.parameterCount)
             results.complete(shard, statistics: statistics)

@@ -15,6 +15,9 @@ public struct RunSummary: Codable, Sendable {
     public var learningRate: Float
     public var decay: Float
     public var momentum: Float
+    public var optimizer: String
+    public var l2: Float
+    public var dropout: Float
     public var seed: UInt64
     public var finalLearningRate: Float
     /// Wall time of the training steps (data loading and evaluation excluded).
@@ -55,6 +58,9 @@ public struct RunSummary: Codable, Sendable {
         self.learningRate = trainer.config.learningRate
         self.decay = trainer.config.decay
         self.momentum = trainer.config.momentum
+        self.optimizer = trainer.config.optimizer.rawValue
+        self.l2 = trainer.config.l2
+        self.dropout = trainer.config.dropout
         self.seed = trainer.config.seed
         self.finalLearningRate = trainer.optimizer.currentLearningRate
         self.trainSeconds = trainer.trainSeconds

@@ -51,9 +51,9 @@ public final class ShardResults {
     }
 
     /// The whole batch's gradient sum, adding the shards in shard order.
-    public func reduce() -> UnsafePointer<Float> {
+    public func reduce() -> UnsafeMutablePointer<Float> {
         precondition(isComplete, "reduce() before every shard arrived")
-        if shardCount == 1 { return UnsafePointer(shardGradients[0]) }
+        if shardCount == 1 { return shardGradients[0] }
         let count = parameterCount
         let first = shardGradients[0], second = shardGradients[1]
         for i in 0..<count { total[i] = first[i] + second[i] }
@@ -61,6 +61,6 @@ public final class ShardResults {
             let next = shardGradients[shard]
             for i in 0..<count { total[i] += next[i] }
         }
-        return UnsafePointer(total)
+        return total
     }
 }

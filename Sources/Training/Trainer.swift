@@ -47,7 +47,7 @@ public enum TrainingError: Error, CustomStringConvertible {
 public final class Trainer {
     public let config: TrainingConfig
     public let model: Sequential
-    public private(set) var optimizer: SGD
+    public private(set) var optimizer: Optimizer
     public let train: Dataset
     public let test: Dataset?
     private let source: ShardGradientSource
@@ -83,8 +83,11 @@ public final class Trainer {
         self.config = config
         // The seed decides the initial weights; the data order uses a stream derived from it.
         self.model = Sequential(spec: spec, seed: config.seed)
-        self.optimizer = SGD(parameterCount: spec.parameterCount, learningRate: config.learningRate,
-                             decay: config.decay, momentum: config.momentum)
+        guard config.dropout >= 0 && config.dropout < 1 else {
+            throw TrainingError.invalidConfig("--dropout must be in [0, 1) (got \(config.dropout))")
+        }
+        guard config.l2 >= 0 else { throw TrainingError.invalidConfig("--l2 must not be negative") }
+        self.optimizer = config.makeOptimizer(parameterCount: spec.parameterCount)
         self.train = train
         self.test = test
         self.source = source
@@ -93,6 +96,7 @@ public final class Trainer {
         self.order = EpochOrder(sampleCount: train.count, batchSize: config.batchSize)
         self.builder = BatchBuilder(featureCount: train.featureCount, maximumBatchSize: config.batchSize)
         self.results = ShardResults(shardCount: config.shardCount, parameterCount: spec.parameterCount)
+        model.dropout = config.dropoutMasks
         if let checkpoint { try restore(checkpoint) }
     }
 
@@ -190,13 +194,13 @@ public final class Trainer {
                    generatorState: (stepInEpoch > 0 ? epochStartGenerator : dataGenerator).state,
                    epochStatistics: epochStatistics, epochSeconds: epochSeconds,
                    trainSeconds: trainSeconds, history: history, iteration: optimizer.iteration,
-                   parameters: model.parameters, velocity: optimizer.velocity)
+                   parameters: model.parameters, optimizerState: optimizer.state)
     }
 
     private func restore(_ checkpoint: Checkpoint) throws {
         try checkpoint.checkCompatible(with: config, spec: model.spec, trainCount: train.count)
         model.parameters = checkpoint.parameters
-        optimizer.velocity = checkpoint.velocity
+        optimizer.state = checkpoint.optimizerState
         optimizer.iteration = checkpoint.iteration
         step = checkpoint.step
         epoch = checkpoint.epoch
@@ -224,6 +228,8 @@ public final class Trainer {
         }
         lap(&mark)
         let gradientSum = results.reduce()
+        L2Regularization.addGradient(coefficient: config.l2, spec: model.spec, parameters: model.parameters,
+                                     sampleCount: batch.sampleCount, to: gradientSum)
         timing.reduceSeconds += lap(&mark)
         optimizer.step(parameters: &model.parameters, gradientSum: gradientSum, sampleCount: batch.sampleCount)
         timing.optimizerSeconds += lap(&mark)

@@ -10,6 +10,15 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
     public var learningRate: Float = 0.2
     public var decay: Float = 5e-4
     public var momentum: Float = 0.9
+    /// The update rule; Adam uses `beta1`, `beta2` and `epsilon` (and ignores `momentum`).
+    public var optimizer: OptimizerKind = .sgd
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var epsilon: Float = 1e-8
+    /// L2 coefficient λ: `λ/2 · Σ w²` over the weights joins the loss being minimised.
+    public var l2: Float = 0
+    /// Dropout rate on the hidden layers' outputs while training (0: none).
+    public var dropout: Float = 0
     public var seed: UInt64 = 1
     /// Shards per batch; each is computed (anywhere) as one gradient sum, and the sums are
     /// added in shard order.
@@ -23,5 +32,21 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
 
     public func modelSpec(inputSize: Int, classes: Int) throws -> ModelSpec {
         try ModelSpec.mlp(inputSize: inputSize, hidden: hidden, classes: classes)
+    }
+
+    /// The dropout of this run, whose masks derive from the seed; nil without dropout.
+    public var dropoutMasks: Dropout? {
+        dropout > 0 ? Dropout(rate: dropout, seed: seed ^ 0xD509_0D50_9D50_90D5) : nil
+    }
+
+    /// A fresh optimizer of the configured kind.
+    public func makeOptimizer(parameterCount: Int) -> Optimizer {
+        switch optimizer {
+        case .sgd:
+            .sgd(SGD(parameterCount: parameterCount, learningRate: learningRate, decay: decay, momentum: momentum))
+        case .adam:
+            .adam(Adam(parameterCount: parameterCount, learningRate: learningRate, decay: decay,
+                       beta1: beta1, beta2: beta2, epsilon: epsilon))
+        }
     }
 }

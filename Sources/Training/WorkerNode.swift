@@ -131,6 +131,7 @@ public final class WorkerNode {
                 case .welcome:
                     let welcome = try Welcome(envelope)
                     model = Sequential(spec: welcome.spec, parameters: Array(repeating: 0, count: welcome.spec.parameterCount))
+                    model?.dropout = welcome.dropout
                     heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
                     precision = welcome.precision
                     if precision != .fp32 { gradientScratch = Array(repeating: 0, count: welcome.spec.parameterCount) }
@@ -156,7 +157,7 @@ public final class WorkerNode {
             switch envelope.type {
             case .weights:
                 guard let model else { return nil }
-                try model.parameters.withUnsafeMutableBufferPointer { parameters in
+                _ = try model.parameters.withUnsafeMutableBufferPointer { parameters in
                     try WeightsMessage.decode(envelope, expectedCount: parameters.count, into: parameters.baseAddress!)
                 }
                 weightsStep = envelope.step
@@ -197,16 +198,17 @@ public final class WorkerNode {
         let (task, samples) = try TaskHeader.decode(envelope, featureCount: model.spec.inputSize)
         let rows = Int(task.sampleCount)
         let count = model.spec.parameterCount
+        let dropoutKey = Dropout.key(step: envelope.step, shard: task.shard)
         let gradient = takeGradientBuffer(byteCount: count * precision.bytesPerValue)
         let statistics = samples.withUnsafeBytes { raw in
             let labels = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
             if precision == .fp32 {
                 return model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
-                                                gradient: gradient.floats(count: count))
+                                                gradient: gradient.floats(count: count), dropoutKey: dropoutKey)
             }
             return gradientScratch.withUnsafeMutableBufferPointer { scratch in
                 let statistics = model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
-                                                          gradient: scratch.baseAddress!)
+                                                          gradient: scratch.baseAddress!, dropoutKey: dropoutKey)
                 precision.encode(scratch.baseAddress!, count: count, into: gradient.pointer)
                 return statistics
             }

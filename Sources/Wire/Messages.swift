@@ -38,12 +38,16 @@ public struct Welcome: Equatable, Sendable {
     /// The precision of weights and gradients on the wire for this run.
     public var precision: WirePrecision
     public var spec: ModelSpec
+    /// The run's dropout (rate 0: none), so every worker draws the same masks as `--local`.
+    public var dropout: Dropout?
 
-    public init(workerIndex: UInt32, heartbeatMilliseconds: UInt32, precision: WirePrecision = .fp32, spec: ModelSpec) {
+    public init(workerIndex: UInt32, heartbeatMilliseconds: UInt32, precision: WirePrecision = .fp32, spec: ModelSpec,
+                dropout: Dropout? = nil) {
         self.workerIndex = workerIndex
         self.heartbeatMilliseconds = heartbeatMilliseconds
         self.precision = precision
         self.spec = spec
+        self.dropout = dropout
     }
 
     public func encode() -> [OutgoingFrame] {
@@ -51,20 +55,30 @@ public struct Welcome: Equatable, Sendable {
         meta.write(workerIndex)
         meta.write(heartbeatMilliseconds)
         meta.write(precision.rawValue)
+        meta.write(dropout?.rate ?? 0)
+        meta.write(dropout?.seed ?? 0)
         ModelSpecCoding.write(spec, to: &meta)
         return encodeMessage(.welcome, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        (workerIndex, heartbeatMilliseconds, precision, spec) = try envelope.readMeta { reader in
+        (workerIndex, heartbeatMilliseconds, precision, dropout, spec) = try envelope.readMeta { reader in
             let index = try reader.read(UInt32.self)
             let heartbeat = try reader.read(UInt32.self)
             let code = try reader.read(UInt8.self)
             guard let precision = WirePrecision(rawValue: code) else {
                 throw ProtocolError.malformed(.welcome, "unknown precision \(code)")
             }
-            return (index, heartbeat, precision, try ModelSpecCoding.read(from: &reader))
+            let rate = try reader.readFloat()
+            let seed = try reader.read(UInt64.self)
+            guard rate >= 0 && rate < 1 else { throw ProtocolError.malformed(.welcome, "dropout rate \(rate) outside [0, 1)") }
+            let dropout = rate > 0 ? Dropout(rate: rate, seed: seed) : nil
+            let spec = try ModelSpecCoding.read(from: &reader)
+            if dropout != nil, !spec.layers.dropLast().allSatisfy({ $0.activation == .relu }) {
+                throw ProtocolError.malformed(.welcome, "dropout on non-ReLU hidden layers")
+            }
+            return (index, heartbeat, precision, dropout, spec)
         }
     }
 }

@@ -19,6 +19,7 @@ struct DistributedRun {
         options.workerTimeoutSeconds = command.workerTimeout
         options.startupTimeoutSeconds = command.startupTimeout
         options.precision = command.precision
+        options.dropout = config.dropoutMasks
         var spawnedWorkerSecrets: [String] = []
         if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
             options.curveSecretKey = try CurveKeys.load(secretPath)

@@ -36,8 +36,23 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Learning-rate decay: lr = lr0 / (1 + decay · step).")
     var decay: Float = TrainingConfig().decay
 
-    @Option(help: "SGD momentum.")
+    @Option(help: "SGD momentum (ignored by Adam).")
     var momentum: Float = TrainingConfig().momentum
+
+    @Option(help: "The update rule: sgd (momentum and decay, the default) or adam (use a smaller --learning-rate, e.g. 0.001).")
+    var optimizer = TrainingConfig().optimizer.rawValue
+
+    @Option(help: "Adam's first-moment decay β1.")
+    var beta1: Float = TrainingConfig().beta1
+
+    @Option(help: "Adam's second-moment decay β2.")
+    var beta2: Float = TrainingConfig().beta2
+
+    @Option(help: "L2 regularisation λ: adds λ/2·Σw² over the weights (not biases) to the loss (e.g. 1e-4).")
+    var l2: Float = 0
+
+    @Option(help: "Dropout rate on the hidden layers' outputs while training (e.g. 0.2); masks follow from the seed, so runs stay reproducible.")
+    var dropout: Float = 0
 
     @Option(help: "Seed for the initial weights and the data order.")
     var seed: UInt64 = TrainingConfig().seed
@@ -140,6 +155,14 @@ struct TrainCommand: ParsableCommand {
                 """)
         }
         guard minWorkers >= 1 else { throw ValidationError("--min-workers must be at least 1") }
+        guard OptimizerKind(rawValue: optimizer) != nil else {
+            throw ValidationError("--optimizer must be sgd or adam (got '\(optimizer)')")
+        }
+        guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1) (got \(dropout))") }
+        guard l2 >= 0 else { throw ValidationError("--l2 must not be negative (got \(l2))") }
+        guard beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 else {
+            throw ValidationError("--beta1 and --beta2 must be in [0, 1)")
+        }
         if let metricsEvery, metricsEvery < 1 { throw ValidationError("--metrics-every must be at least 1") }
         if metricsEvery != nil && metrics == nil { throw ValidationError("--metrics-every needs --metrics PATH") }
         if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
@@ -182,6 +205,11 @@ struct TrainCommand: ParsableCommand {
         config.learningRate = learningRate
         config.decay = decay
         config.momentum = momentum
+        config.optimizer = OptimizerKind(rawValue: optimizer) ?? .sgd
+        config.beta1 = beta1
+        config.beta2 = beta2
+        config.l2 = l2
+        config.dropout = dropout
         config.seed = seed
         config.shardCount = shards ?? (local ? 1 : (spawnWorkers ?? workers ?? 1))
         config.maximumSteps = maxSteps

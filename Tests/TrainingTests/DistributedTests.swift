@@ -36,6 +36,19 @@ final class DistributedTests: XCTestCase {
         }
     }
 
+    /// Adam, L2 and dropout: workers draw the same dropout masks as `--local`.
+    func testRegularisedAdamRunsMatchTheLocalRun() throws {
+        let options = ["--optimizer", "adam", "--learning-rate", "0.002", "--l2", "1e-4", "--dropout", "0.3"]
+        let local = try runCoordinator(common + options + ["--local", "--shards", "3"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        XCTAssertEqual(local.summary["optimizer"] as? String, "adam")
+        XCTAssertEqual(local.summary["dropout"] as? Double ?? 0, 0.3, accuracy: 1e-6)
+        let run = try runCoordinator(common + options + ["--spawn-workers", "2", "--shards", "3", "--bind", "tcp://127.0.0.1:*"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        XCTAssertEqual(run.sha, local.sha, run.errors)
+        XCTAssertGreaterThan(run.summary["test_accuracy"] as? Double ?? 0, 0.9)
+    }
+
     /// With 16-bit weights and gradients on the wire, `--local` rounds the same way.
     func testSixteenBitWireRunsMatchTheLocalRun() throws {
         for precision in ["fp16", "bf16"] {

@@ -10,7 +10,8 @@ final class TrainerTests: XCTestCase {
         return (try DataDirectory.load(.train, from: folder), try DataDirectory.load(.test, from: folder))
     }
 
-    private func train(shards: Int, steps: Int, data: (Dataset, Dataset), seed: UInt64 = 3) throws -> Trainer {
+    private func train(shards: Int, steps: Int, data: (Dataset, Dataset), seed: UInt64 = 3,
+                       adjust: (inout TrainingConfig) -> Void = { _ in }) throws -> Trainer {
         var config = TrainingConfig()
         config.hidden = [32]
         config.batchSize = 64
@@ -18,9 +19,41 @@ final class TrainerTests: XCTestCase {
         config.shardCount = shards
         config.maximumSteps = steps
         config.seed = seed
+        adjust(&config)
         let trainer = try Trainer(config: config, train: data.0, test: data.1, source: LocalShardSource())
         try trainer.run()
         return trainer
+    }
+
+    /// Adam with L2 and dropout learns, is reproducible, and a checkpoint taken mid-run
+    /// (with Adam's two moment buffers) continues to the same weights.
+    func testAdamWithL2AndDropoutLearnsAndResumesExactly() throws {
+        let data = try syntheticDataset()
+        let regularised: (inout TrainingConfig) -> Void = {
+            $0.optimizer = .adam
+            $0.learningRate = 0.002
+            $0.l2 = 1e-4
+            $0.dropout = 0.3
+        }
+        let full = try train(shards: 2, steps: 60, data: data, adjust: regularised)
+        XCTAssertEqual(full.model.parameters, try train(shards: 2, steps: 60, data: data, adjust: regularised).model.parameters)
+        XCTAssertGreaterThan(full.history.last!.testAccuracy!, 0.9)
+        XCTAssertNotEqual(full.model.parameters, try train(shards: 2, steps: 60, data: data).model.parameters)
+
+        let half = try train(shards: 2, steps: 25, data: data, adjust: regularised)
+        let saved = try Checkpoint.decode(half.checkpoint().encode(), path: "memory")
+        XCTAssertEqual(saved.optimizerState.count, 2)
+        var config = half.config
+        config.maximumSteps = 60
+        let resumed = try Trainer(config: config, train: data.0, test: data.1, source: LocalShardSource(), resume: saved)
+        try resumed.run()
+        XCTAssertEqual(resumed.model.parameters, full.model.parameters)
+
+        // A checkpoint of an SGD run is refused by an Adam run, naming the setting.
+        let sgd = try train(shards: 2, steps: 5, data: data).checkpoint()
+        XCTAssertThrowsError(try Trainer(config: config, train: data.0, test: nil, source: LocalShardSource(), resume: sgd)) {
+            XCTAssertTrue("\($0)".contains("--optimizer sgd"), "\($0)")
+        }
     }
 
     func testLearnsAndIsReproducibleFromTheSeed() throws {

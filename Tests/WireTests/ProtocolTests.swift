@@ -49,6 +49,8 @@ final class ProtocolTests: XCTestCase {
 
         let welcome = Welcome(workerIndex: 3, heartbeatMilliseconds: 1000, precision: .fp16, spec: spec)
         XCTAssertEqual(try Welcome(try roundTripToDealer(welcome.encode())), welcome)
+        let withDropout = Welcome(workerIndex: 1, heartbeatMilliseconds: 500, spec: spec, dropout: Dropout(rate: 0.25, seed: 42))
+        XCTAssertEqual(try Welcome(try roundTripToDealer(withDropout.encode())), withDropout)
 
         let notice = Notice(reason: "training finished ✓")
         let shutdown = try roundTripToDealer(notice.encode(.shutdown))
