@@ -54,7 +54,7 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
-        .testTarget(name: "MNISTDataTests", dependencies: ["MNISTData", "NeuralNet"]),
+        .testTarget(name: "MNISTDataTests", dependencies: ["MNISTData", "NeuralNet", "CZlib"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "NeuralNet"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "NeuralNet", "MNISTData", "Wire"]),
     ],

@@ -15,8 +15,14 @@ struct CoordinatorCommand: ParsableCommand {
           coordinator --spawn-workers 2        train with 2 local worker processes
           coordinator --workers 4 --bind tcp://127.0.0.1:5555
                                                wait for 4 workers started elsewhere
+          coordinator evaluate --model model.bin
+                                               accuracy, precision/recall, confusion matrix
+          coordinator predict --model model.bin digit.png
+                                               classify images
+          coordinator keygen --name coordinator
+                                               CURVE keys for runs across hosts
         """,
-        subcommands: [TrainCommand.self, KeygenCommand.self],
+        subcommands: [TrainCommand.self, EvaluateCommand.self, PredictCommand.self, KeygenCommand.self],
         defaultSubcommand: TrainCommand.self
     )
 }

@@ -1,0 +1,65 @@
+import Foundation
+
+/// Images to classify, from the files a user names: PGM/PNG images, or CSV rows of pixels
+/// (with or without a leading label, with or without a header line).
+public struct PredictionInput: Sendable, Equatable {
+    /// Where the image came from: `file.png`, or `file.csv:LINE`.
+    public let source: String
+    /// The label the CSV row carries, if it has one.
+    public let label: Int?
+    public let pixels: [UInt8]
+
+    public init(source: String, label: Int?, pixels: [UInt8]) {
+        self.source = source
+        self.label = label
+        self.pixels = pixels
+    }
+
+    /// Every image in `path`. CSV rows have `featureCount` pixels, optionally after a label;
+    /// an image must have `featureCount` pixels (28×28 for MNIST).
+    public static func load(path: String, featureCount: Int, classCount: Int = 10) throws -> [PredictionInput] {
+        if path.lowercased().hasSuffix(".csv") { return try loadCSV(path: path, featureCount: featureCount, classCount: classCount) }
+        let image = try ImageFile.load(path: path)
+        guard image.pixels.count == featureCount else {
+            throw DataError.unreadable(path: path, reason: "the image is \(image.width)×\(image.height) (\(image.pixels.count) pixels); the model takes \(featureCount)")
+        }
+        return [PredictionInput(source: path, label: nil, pixels: image.pixels)]
+    }
+
+    static func loadCSV(path: String, featureCount: Int, classCount: Int) throws -> [PredictionInput] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw DataError.missingFile(path: path) }
+        var inputs: [PredictionInput] = []
+        // `\r\n` is one Character in Swift, so both line endings split here.
+        let lines = String(decoding: data, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        for (offset, line) in lines.enumerated() {
+            let number = offset + 1
+            if line.allSatisfy({ $0 == " " }) { continue }
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+            // A header line (`label,1x1,…`) starts with a word, not a number.
+            if number == 1, let first = fields.first, Int(first.trimmingCharacters(in: .whitespaces)) == nil { continue }
+            guard fields.count == featureCount || fields.count == featureCount + 1 else {
+                throw DataError.wrongFieldCount(path: path, line: number, expected: featureCount + 1, got: fields.count)
+            }
+            var values: [Int] = []
+            values.reserveCapacity(fields.count)
+            for (index, field) in fields.enumerated() {
+                guard let value = Int(field.trimmingCharacters(in: .whitespaces)) else {
+                    throw DataError.notAnInteger(path: path, line: number, field: index + 1, text: String(field))
+                }
+                values.append(value)
+            }
+            let hasLabel = values.count == featureCount + 1
+            if hasLabel, !(0..<classCount).contains(values[0]) {
+                throw DataError.labelOutOfRange(path: path, line: number, value: values[0])
+            }
+            let pixels = hasLabel ? values.dropFirst() : values[...]
+            if let bad = pixels.firstIndex(where: { !(0...255).contains($0) }) {
+                throw DataError.pixelOutOfRange(path: path, line: number, field: bad + 1, value: pixels[bad])
+            }
+            inputs.append(PredictionInput(source: "\(path):\(number)", label: hasLabel ? values[0] : nil,
+                                          pixels: pixels.map { UInt8($0) }))
+        }
+        guard !inputs.isEmpty else { throw DataError.emptyFile(path: path) }
+        return inputs
+    }
+}

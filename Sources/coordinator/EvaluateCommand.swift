@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import MNISTData
+import NeuralNet
+import Training
+
+/// `coordinator evaluate`: a saved model's accuracy, per-class precision and recall, and the
+/// confusion matrix on the test set.
+struct EvaluateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Test accuracy, per-class precision/recall and the confusion matrix of a saved model.",
+        discussion: """
+        Examples:
+          coordinator --local --save-model model.bin && coordinator evaluate --model model.bin
+          coordinator evaluate --model model.bin --data /usr/share/fashion-mnist --json eval.json
+        """
+    )
+
+    @Option(help: "A model file written by --save-model.")
+    var model: String
+
+    @Option(help: "Folder with the test set (mnist_test.csv, or t10k-* IDX files).")
+    var data = "data"
+
+    @Option(help: "Also write the figures as JSON to this file.")
+    var json: String?
+
+    func run() throws {
+        do {
+            BLAS.setThreadCount(1)
+            let (spec, parameters) = try ModelFile.load(from: model)
+            let test = try DataDirectory.load(.test, from: data)
+            guard test.featureCount == spec.inputSize, test.classCount == spec.outputSize else {
+                throw ValidationError("\(model) takes \(spec.inputSize) inputs and \(spec.outputSize) classes; the data in \(data) has \(test.featureCount) and \(test.classCount)")
+            }
+            let matrix = ConfusionMatrix(model: Sequential(spec: spec, parameters: parameters), dataset: test)
+            print(Self.report(matrix, title: "\(model) (\(spec)) on \(test.count) test samples from \(data)"))
+            if let json {
+                try Self.json(matrix).write(to: URL(fileURLWithPath: json))
+            }
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    static func report(_ matrix: ConfusionMatrix, title: String) -> String {
+        func percent(_ value: Double?) -> String { value.map { String(format: "%6.2f%%", $0 * 100) } ?? "     –" }
+        var lines = [title,
+                     String(format: "  accuracy  %.2f%% (%d of %d)   loss %.4f", matrix.accuracy * 100, matrix.correct,
+                            matrix.total, matrix.meanLoss),
+                     "",
+                     "  class  precision   recall   support"]
+        for label in 0..<matrix.classCount {
+            lines.append("  \(String(label).leftPadded(5))    \(percent(matrix.precision(label)))  \(percent(matrix.recall(label)))   \(String(matrix.support(label)).leftPadded(7))")
+        }
+        lines += ["", "  confusion matrix (rows: actual, columns: predicted)",
+                  "        " + (0..<matrix.classCount).map { String($0).leftPadded(6) }.joined()]
+        for actual in 0..<matrix.classCount {
+            lines.append("  " + String(actual).leftPadded(5) + " " + matrix.counts[actual].map { String($0).leftPadded(6) }.joined())
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ matrix: ConfusionMatrix) throws -> Data {
+        let classes = (0..<matrix.classCount).map { label -> [String: Any] in
+            var entry: [String: Any] = ["class": label, "support": matrix.support(label)]
+            if let precision = matrix.precision(label) { entry["precision"] = precision }
+            if let recall = matrix.recall(label) { entry["recall"] = recall }
+            return entry
+        }
+        let object: [String: Any] = ["accuracy": matrix.accuracy, "loss": matrix.meanLoss, "samples": matrix.total,
+                                     "classes": classes, "confusion_matrix": matrix.counts]
+        return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}
