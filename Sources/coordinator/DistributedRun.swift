@@ -1,5 +1,6 @@
 import Logging
 import MNISTData
+import NeuralNet
 import Training
 import Wire
 
@@ -34,6 +35,10 @@ struct DistributedRun {
         let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
         logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")
 
+        if let path = command.endpointFile {
+            // For launchers (scripts/cluster.sh): workers read where to connect from here.
+            try AtomicFile.write(Array((connectableEndpoint(server.endpoint) + "\n").utf8), to: path)
+        }
         let spawner = WorkerSpawner()
         if let count = command.spawnWorkers {
             var arguments = ["--log-level", command.logLevel]

@@ -72,6 +72,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "ZeroMQ endpoint to bind.")
     var bind = "tcp://127.0.0.1:5555"
 
+    @Option(help: "Once bound, write the endpoint workers should connect to into this file (for launchers; the port filled in).")
+    var endpointFile: String?
+
     @Option(help: "Precision of weights and gradients on the wire: fp32, fp16 or bf16 (16-bit halves the bytes; arithmetic stays fp32). --local rounds the same way, so it still matches a distributed run bit for bit.")
     var wirePrecision = "fp32"
 

@@ -48,7 +48,8 @@ final class Child {
         try self.init(executable: try executable(name), arguments)
     }
 
-    init(executable url: URL, _ arguments: [String]) throws {
+    /// `environment` is added to this process's environment.
+    init(executable url: URL, _ arguments: [String], environment: [String: String] = [:]) throws {
         let name = url.lastPathComponent
         let base = NSTemporaryDirectory() + "zmq-trainer-\(name)-\(UUID().uuidString.prefix(8))"
         outputPath = base + ".out"
@@ -57,6 +58,9 @@ final class Child {
         FileManager.default.createFile(atPath: errorPath, contents: nil)
         process.executableURL = url
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = FileHandle(forWritingAtPath: outputPath)
         process.standardError = FileHandle(forWritingAtPath: errorPath)
         try process.run()
