@@ -40,6 +40,8 @@ extension CoordinatorServer {
             handleHello(envelope, from: identity)
         case .result:
             handleResult(envelope, from: identity)
+        case .attach:
+            handleAttach(envelope, from: identity)
         case .heartbeat:
             if peers[identity] == nil { askToRegister(identity, "heartbeat") }
         default:
@@ -74,11 +76,37 @@ extension CoordinatorServer {
             peers[identity] = peer
             logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live")
         }
+        // A worker (re)starting its session attaches again if it shares this host.
+        peer.gradientSegment = nil
         let welcome = Welcome(workerIndex: UInt32(peer.index),
                               heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
-                              precision: options.precision, spec: spec, dropout: options.dropout)
+                              precision: options.precision, spec: spec, dropout: options.dropout,
+                              sharedWeights: weightsSegment?.info)
         sendRaw(welcome.encode(), to: identity)
         peer.lastSent = MonotonicClock.now
+    }
+
+    /// A worker on this host offers its gradient segment: from its next step on it gets its
+    /// weights through shared memory too, which tells it to use the segment.
+    private func handleAttach(_ envelope: Envelope, from identity: [UInt8]) {
+        guard let peer = peers[identity] else {
+            askToRegister(identity, "attach")
+            return
+        }
+        do {
+            let attach = try AttachMessage(envelope)
+            guard weightsSegment != nil else { throw SharedSegmentError(name: attach.segment.name, reason: "shared memory is off in this run") }
+            let needed = spec.parameterCount * options.precision.bytesPerValue
+            guard attach.segment.slotBytes >= needed else {
+                throw SharedSegmentError(name: attach.segment.name, reason: "slots of \(attach.segment.slotBytes) bytes, a gradient needs \(needed)")
+            }
+            let segment = try SharedSegment(opening: attach.segment)
+            segment.unlinkName()
+            peer.gradientSegment = segment
+            logger.info("worker \(peer.name) shares this host: weights and gradients go through shared memory")
+        } catch {
+            reject(from: identity, reason: "\(error)")
+        }
     }
 
     private func handleResult(_ envelope: Envelope, from identity: [UInt8]) {
@@ -97,7 +125,7 @@ extension CoordinatorServer {
             return
         }
         let header: ResultHeader
-        let gradient: ZMQMessage
+        let gradient: ZMQMessage?
         do {
             (header, gradient) = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount)
         } catch {
@@ -131,8 +159,24 @@ extension CoordinatorServer {
             reject(from: identity, reason: "gradient in \(header.precision), this run uses \(options.precision)")
             return
         }
-        let finite = gradient.withUnsafeBytes {
-            header.precision.decode($0.baseAddress!, count: spec.parameterCount, into: results.gradient(shard))
+        let finite: Bool
+        if let slot = header.sharedSlot {
+            guard let segment = peer.gradientSegment else {
+                reject(from: identity, reason: "gradient in shared slot \(slot), but the worker attached no segment")
+                return
+            }
+            do {
+                finite = try segment.readValues(slot: slot, count: spec.parameterCount, precision: header.precision,
+                                                into: results.gradient(shard), scratch: &sharedScratch)
+            } catch {
+                peer.gradientSegment = nil  // broken: back to the socket from the next step on
+                reject(from: identity, reason: "\(error)")
+                return
+            }
+        } else {
+            finite = gradient!.withUnsafeBytes {
+                header.precision.decode($0.baseAddress!, count: spec.parameterCount, into: results.gradient(shard))
+            }
         }
         if !finite || !header.lossSum.isFinite {
             // Either the run diverged or the worker is broken: recompute the shard here and

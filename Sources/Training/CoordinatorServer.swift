@@ -19,6 +19,9 @@ public struct CoordinatorOptions: Sendable {
     public var precision = WirePrecision.fp32
     /// The run's dropout, which the workers must apply exactly as `--local` would.
     public var dropout: Dropout?
+    /// Offer workers on this host a shared-memory path for weights and gradients; the
+    /// socket still carries every message, only the bulk values move through memory.
+    public var sharedMemory = true
     /// CURVE: this coordinator's secret key and the public keys of the workers it admits.
     /// Without them, traffic is plain text and anyone who reaches the port may join.
     public var curveSecretKey: String?
@@ -54,6 +57,10 @@ public final class CoordinatorServer: ShardGradientSource {
     var peers: [[UInt8]: WorkerPeer] = [:]
     var nextWorkerIndex = 0
     private var weightsPool: [SharedBuffer] = []
+    /// Two slots of weights, by step parity, for workers on this host.
+    let weightsSegment: SharedSegment?
+    /// Scratch for decoding 16-bit values read from shared memory.
+    var sharedScratch: [UInt8] = []
     private var authenticator: ZAPAuthenticator?
     var loggedPeers: Set<[UInt8]> = []
 
@@ -72,6 +79,16 @@ public final class CoordinatorServer: ShardGradientSource {
         self.spec = spec
         self.modelHash = ModelSpecCoding.hash(spec)
         self.logger = logger
+        if options.sharedMemory {
+            do {
+                weightsSegment = try SharedSegment(slotCount: 2, slotBytes: spec.parameterCount * options.precision.bytesPerValue)
+            } catch {
+                logger.notice("no shared memory for local workers (\(error)); everything goes through the socket")
+                weightsSegment = nil
+            }
+        } else {
+            weightsSegment = nil
+        }
         context = try ZMQContext()
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
@@ -131,7 +148,7 @@ public final class CoordinatorServer: ShardGradientSource {
 
     // MARK: One step
 
-    public func computeShards(step: Int, model: Sequential, batch: BatchView, next: BatchView?,
+    public func computeShards(step: Int, model: Sequential, batch: BatchView, next: () -> BatchView?,
                               results: ShardResults) throws {
         var mark = MonotonicClock.now
         currentStep = step
@@ -141,12 +158,14 @@ public final class CoordinatorServer: ShardGradientSource {
         results.reset()
         for peer in peers.values { peer.outstanding = []; peer.stepComputeSeconds = 0 }
 
-        // One copy of the weights per step, sent to every worker without further copies.
-        let weights = takeWeightsBuffer()
-        model.parameters.withUnsafeBufferPointer {
-            options.precision.encode($0.baseAddress!, count: $0.count, into: weights.pointer)
+        // One copy of the weights per step: into the shared slot of this step's parity for
+        // workers on this host, and (only if someone needs it) into a buffer that goes to
+        // every other worker without further copies.
+        if let weightsSegment {
+            model.parameters.withUnsafeBufferPointer {
+                options.precision.encode($0.baseAddress!, count: $0.count, into: weightsSegment.slot(step % 2))
+            }
         }
-        currentWeights = weights
         defer { currentWeights = nil; currentBatch = nil; currentResults = nil }
 
         var pending: [Int] = []
@@ -165,9 +184,10 @@ public final class CoordinatorServer: ShardGradientSource {
         let live = livePeers
         for (position, shard) in pending.enumerated() { assign(shard, to: live[position % live.count]) }
         reassignOrphans()
-        if let next { prefetch(next, step: step + 1) }
         timing.sendSeconds += MonotonicClock.now - mark
         mark = MonotonicClock.now
+        // While the workers compute: gather the next batch and send its tasks ahead.
+        if let next = next() { prefetch(next, step: step + 1) }
 
         let receiveBefore = timing.receiveSeconds
         while !results.isComplete {
@@ -182,6 +202,17 @@ public final class CoordinatorServer: ShardGradientSource {
         for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
     }
 
+    /// This step's weights encoded for the wire, made on first use.
+    private func bulkWeights() -> SharedBuffer {
+        if let currentWeights { return currentWeights }
+        let weights = takeWeightsBuffer()
+        currentModel?.parameters.withUnsafeBufferPointer {
+            options.precision.encode($0.baseAddress!, count: $0.count, into: weights.pointer)
+        }
+        currentWeights = weights
+        return weights
+    }
+
     private func takeWeightsBuffer() -> SharedBuffer {
         for index in weightsPool.indices where isKnownUniquelyReferenced(&weightsPool[index]) {
             return weightsPool[index]
@@ -194,10 +225,15 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Sends `shard` (and this step's weights, if the worker lacks them) to `peer`; the
     /// task itself only if it was not sent ahead.
     private func assign(_ shard: Int, to peer: WorkerPeer) {
-        guard let batch = currentBatch, let weights = currentWeights else { return }
+        guard let batch = currentBatch else { return }
         if peer.weightsStep != currentStep {
-            send(WeightsMessage.encode(step: UInt64(currentStep), parameters: weights, count: spec.parameterCount,
-                                       precision: options.precision), to: peer)
+            if weightsSegment != nil && peer.gradientSegment != nil {
+                send(WeightsMessage.encodeShared(step: UInt64(currentStep), slot: currentStep % 2,
+                                                 count: spec.parameterCount, precision: options.precision), to: peer)
+            } else {
+                send(WeightsMessage.encode(step: UInt64(currentStep), parameters: bulkWeights(), count: spec.parameterCount,
+                                           precision: options.precision), to: peer)
+            }
             peer.weightsStep = currentStep
         }
         if !(peer.prefetchedStep == currentStep && peer.prefetched.contains(shard)) {

@@ -5,9 +5,10 @@ import Wire
 /// The training step is the same either way; only this differs.
 public protocol ShardGradientSource: AnyObject {
     /// Fills `results` with every shard's gradient sum of `batch` at `model`'s parameters.
-    /// `next` is the following step's batch, when known, so a remote source can ship its
-    /// samples while this step computes.
-    func computeShards(step: Int, model: Sequential, batch: BatchView, next: BatchView?, results: ShardResults) throws
+    /// `next` builds the following step's batch (nil at the end of the run); a remote source
+    /// calls it once this step's work is out, so the batch is gathered and its samples
+    /// shipped while the workers compute.
+    func computeShards(step: Int, model: Sequential, batch: BatchView, next: () -> BatchView?, results: ShardResults) throws
     /// Time spent so far, by phase.
     var timing: StepTiming { get }
     /// Workers currently computing (1 for a local source).
@@ -49,7 +50,7 @@ public final class LocalShardSource: ShardGradientSource {
         self.precision = precision
     }
 
-    public func computeShards(step: Int, model: Sequential, batch: BatchView, next: BatchView?,
+    public func computeShards(step: Int, model: Sequential, batch: BatchView, next: () -> BatchView?,
                               results: ShardResults) throws {
         let start = MonotonicClock.now
         var replica = model

@@ -138,17 +138,23 @@ public final class Trainer {
     /// The steps left in the current epoch.
     private func runSteps(onStep: (StepReport) -> Void) throws {
         let start = MonotonicClock.now - epochSeconds
-        var mark = MonotonicClock.now
         var batch = builder.build(from: train, indices: order.batch(stepInEpoch), shardCount: config.shardCount)
+        timing.batchSeconds += MonotonicClock.now - start - epochSeconds
         while stepInEpoch < stepsPerEpoch && step < totalSteps {
-            // The next batch is built before this step runs, so its samples can travel while
-            // this step computes.
+            // The source asks for the next batch once this step's work is out, so that it is
+            // gathered (and its samples travel) while this step computes.
             let hasNext = stepInEpoch + 1 < stepsPerEpoch && step + 1 < totalSteps
-            let next = hasNext ? builder.build(from: train, indices: order.batch(stepInEpoch + 1), shardCount: config.shardCount) : nil
-            timing.batchSeconds += lap(&mark)
-            let statistics = try trainStep(batch: batch, next: next)
-            mark = MonotonicClock.now
-            if let next { batch = next }
+            var next: BatchView?
+            let buildNext = { [self] () -> BatchView? in
+                if next == nil && hasNext {
+                    let start = MonotonicClock.now
+                    next = builder.build(from: train, indices: order.batch(stepInEpoch + 1), shardCount: config.shardCount)
+                    timing.batchSeconds += MonotonicClock.now - start
+                }
+                return next
+            }
+            let statistics = try trainStep(batch: batch, next: buildNext)
+            if let next = buildNext() { batch = next }
             epochStatistics += statistics
             stepInEpoch += 1
             epochSeconds = MonotonicClock.now - start
@@ -159,7 +165,6 @@ public final class Trainer {
                               epochSamples: epochStatistics.sampleCount))
             if let every = checkpointEvery, every > 0, step % every == 0, stepInEpoch < stepsPerEpoch {
                 try onCheckpoint?(checkpoint())
-                mark = MonotonicClock.now
             }
         }
     }
@@ -219,7 +224,7 @@ public final class Trainer {
     }
 
     /// One step: the batch, every shard's gradient sum, their ordered sum, the SGD update.
-    private func trainStep(batch: BatchView, next: BatchView?) throws -> BatchStatistics {
+    private func trainStep(batch: BatchView, next: () -> BatchView?) throws -> BatchStatistics {
         var mark = MonotonicClock.now
         try source.computeShards(step: step, model: model, batch: batch, next: next, results: results)
         let statistics = results.batchStatistics

@@ -17,6 +17,8 @@ public struct WorkerOptions: Sendable {
     /// CURVE: the coordinator's public key and this worker's secret key.
     public var curveServerKey: String?
     public var curveSecretKey: String?
+    /// Move weights and gradients through shared memory when the coordinator shares this host.
+    public var sharedMemory = true
 
     public init() {}
 }
@@ -62,6 +64,15 @@ public final class WorkerNode {
     /// fp32 gradient scratch for 16-bit wire precisions (fp32 computes straight into the
     /// outgoing buffer).
     private var gradientScratch: [Float] = []
+    /// Shared memory with a coordinator on this host: its weights segment (read) and ours
+    /// (gradients, written). Used while the coordinator sends weights through its segment.
+    private var weightsSegment: SharedSegment?
+    private var gradientSegment: SharedSegment?
+    private var sharedActive = false
+    private var sharedScratch: [UInt8] = []
+    /// Results sent for `resultStep`: each takes the next slot of our segment.
+    private var resultStep: UInt64 = .max
+    private var resultsInStep = 0
     public private(set) var tasksDone = 0
     public private(set) var rejectedMessages = 0
 
@@ -137,6 +148,7 @@ public final class WorkerNode {
                     if precision != .fp32 { gradientScratch = Array(repeating: 0, count: welcome.spec.parameterCount) }
                     lastHeard = MonotonicClock.now
                     logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
+                    try attachSharedMemory(welcome)
                     return nil
                 case .reject:
                     return .rejected(reason: try Notice(envelope).reason)
@@ -157,9 +169,12 @@ public final class WorkerNode {
             switch envelope.type {
             case .weights:
                 guard let model else { return nil }
-                _ = try model.parameters.withUnsafeMutableBufferPointer { parameters in
-                    try WeightsMessage.decode(envelope, expectedCount: parameters.count, into: parameters.baseAddress!)
+                let slot = try model.parameters.withUnsafeMutableBufferPointer { parameters in
+                    try WeightsMessage.decode(envelope, expectedCount: parameters.count, into: parameters.baseAddress!,
+                                              shared: weightsSegment, scratch: &sharedScratch)
                 }
+                // The coordinator sends weights through memory once it has our segment.
+                sharedActive = slot != nil && gradientSegment != nil
                 weightsStep = envelope.step
                 // Tasks that came ahead of these weights can run now; older ones never will.
                 let ready = waitingTasks.filter { $0.step == envelope.step }
@@ -183,7 +198,7 @@ public final class WorkerNode {
                 if let exit = try connect() { return exit }
             case .heartbeat, .welcome:
                 break
-            case .hello, .result:
+            case .hello, .result, .attach:
                 throw ProtocolError.unexpected(envelope.type)
             }
         } catch {
@@ -199,26 +214,62 @@ public final class WorkerNode {
         let rows = Int(task.sampleCount)
         let count = model.spec.parameterCount
         let dropoutKey = Dropout.key(step: envelope.step, shard: task.shard)
-        let gradient = takeGradientBuffer(byteCount: count * precision.bytesPerValue)
+        if resultStep != envelope.step {
+            resultStep = envelope.step
+            resultsInStep = 0
+        }
+        // This step's n-th result goes to slot n of our segment; the coordinator reads it when
+        // the result message arrives, before it sends the next step's weights. Beyond the
+        // slots, and whenever the coordinator sends weights by socket, the socket carries it.
+        var sharedSlot: Int?
+        if sharedActive, let segment = gradientSegment, resultsInStep < segment.info.slotCount { sharedSlot = resultsInStep }
+        resultsInStep += 1
+        let gradient = sharedSlot == nil ? takeGradientBuffer(byteCount: count * precision.bytesPerValue) : nil
+        let output = sharedSlot.map { gradientSegment!.slot($0) } ?? gradient!.pointer
         let statistics = samples.withUnsafeBytes { raw in
             let labels = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
             if precision == .fp32 {
                 return model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
-                                                gradient: gradient.floats(count: count), dropoutKey: dropoutKey)
+                                                gradient: output.bindMemory(to: Float.self, capacity: count),
+                                                dropoutKey: dropoutKey)
             }
             return gradientScratch.withUnsafeMutableBufferPointer { scratch in
                 let statistics = model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
                                                           gradient: scratch.baseAddress!, dropoutKey: dropoutKey)
-                precision.encode(scratch.baseAddress!, count: count, into: gradient.pointer)
+                precision.encode(scratch.baseAddress!, count: count, into: output)
                 return statistics
             }
         }
         let result = ResultHeader(shard: task.shard, sampleCount: task.sampleCount, lossSum: statistics.lossSum,
                                   correctCount: UInt32(statistics.correctCount),
                                   parameterCount: UInt32(count), precision: precision,
-                                  computeMicroseconds: UInt64((MonotonicClock.now - start) * 1e6))
-        try send(result.encode(step: envelope.step, gradient: gradient))
+                                  computeMicroseconds: UInt64((MonotonicClock.now - start) * 1e6),
+                                  sharedSlot: sharedSlot)
+        if let gradient {
+            try send(result.encode(step: envelope.step, gradient: gradient))
+        } else {
+            try send(result.encodeShared(step: envelope.step))
+        }
         tasksDone += 1
+    }
+
+    /// On the coordinator's host (its segment opens and carries the announced nonce), makes
+    /// our own gradient segment and offers it. Elsewhere everything stays on the socket.
+    private func attachSharedMemory(_ welcome: Welcome) throws {
+        weightsSegment = nil
+        gradientSegment = nil
+        sharedActive = false
+        guard options.sharedMemory, let offered = welcome.sharedWeights else { return }
+        do {
+            let weights = try SharedSegment(opening: offered)
+            let own = try SharedSegment(slotCount: 4, slotBytes: welcome.spec.parameterCount * welcome.precision.bytesPerValue)
+            weightsSegment = weights
+            gradientSegment = own
+            try send(AttachMessage(segment: own.info).encode())
+            logger.info("sharing memory with the coordinator on this host")
+        } catch {
+            logger.info("no shared memory with the coordinator (\(error)); using the socket only")
+        }
     }
 
     /// A gradient buffer that no message in flight still points into.

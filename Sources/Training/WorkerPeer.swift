@@ -1,3 +1,5 @@
+import Wire
+
 /// What the coordinator knows about one connected worker.
 final class WorkerPeer {
     let identity: [UInt8]
@@ -17,6 +19,8 @@ final class WorkerPeer {
     /// Compute time the worker reported for the current step.
     var stepComputeSeconds = 0.0
     var lastStepCounted = -1
+    /// The worker's own segment, where it leaves its gradients (same host only).
+    var gradientSegment: SharedSegment?
 
     var shardsDone = 0
     var stepsDone = 0

@@ -40,14 +40,17 @@ public struct Welcome: Equatable, Sendable {
     public var spec: ModelSpec
     /// The run's dropout (rate 0: none), so every worker draws the same masks as `--local`.
     public var dropout: Dropout?
+    /// The coordinator's weights segment, for a worker on its host (nil: sockets only).
+    public var sharedWeights: SharedSegmentInfo?
 
     public init(workerIndex: UInt32, heartbeatMilliseconds: UInt32, precision: WirePrecision = .fp32, spec: ModelSpec,
-                dropout: Dropout? = nil) {
+                dropout: Dropout? = nil, sharedWeights: SharedSegmentInfo? = nil) {
         self.workerIndex = workerIndex
         self.heartbeatMilliseconds = heartbeatMilliseconds
         self.precision = precision
         self.spec = spec
         self.dropout = dropout
+        self.sharedWeights = sharedWeights
     }
 
     public func encode() -> [OutgoingFrame] {
@@ -58,12 +61,13 @@ public struct Welcome: Equatable, Sendable {
         meta.write(dropout?.rate ?? 0)
         meta.write(dropout?.seed ?? 0)
         ModelSpecCoding.write(spec, to: &meta)
+        meta.write(segment: sharedWeights)
         return encodeMessage(.welcome, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        (workerIndex, heartbeatMilliseconds, precision, dropout, spec) = try envelope.readMeta { reader in
+        (workerIndex, heartbeatMilliseconds, precision, dropout, spec, sharedWeights) = try envelope.readMeta { reader in
             let index = try reader.read(UInt32.self)
             let heartbeat = try reader.read(UInt32.self)
             let code = try reader.read(UInt8.self)
@@ -78,7 +82,7 @@ public struct Welcome: Equatable, Sendable {
             if dropout != nil, !spec.layers.dropLast().allSatisfy({ $0.activation == .relu }) {
                 throw ProtocolError.malformed(.welcome, "dropout on non-ReLU hidden layers")
             }
-            return (index, heartbeat, precision, dropout, spec)
+            return (index, heartbeat, precision, dropout, spec, try reader.readSegment())
         }
     }
 }
@@ -107,22 +111,43 @@ public enum Heartbeat {
 
 /// The parameters a worker computes the next tasks with.
 public enum WeightsMessage {
+    /// The slot byte of a message whose values travel in its data frame.
+    static let inFrame: UInt8 = 0xFF
+
     /// `parameters` holds `count` values already encoded in `precision`.
     public static func encode(step: UInt64, parameters: SharedBuffer, count: Int, precision: WirePrecision) -> [OutgoingFrame] {
+        encodeMessage(.weights, step: step, meta: meta(count: count, precision: precision, slot: inFrame),
+                      bulk: .shared(parameters, offset: 0, count: count * precision.bytesPerValue))
+    }
+
+    /// The weights wait in slot `slot` of the segment named in the welcome: no data frame.
+    public static func encodeShared(step: UInt64, slot: Int, count: Int, precision: WirePrecision) -> [OutgoingFrame] {
+        encodeMessage(.weights, step: step, meta: meta(count: count, precision: precision, slot: UInt8(slot)))
+    }
+
+    private static func meta(count: Int, precision: WirePrecision, slot: UInt8) -> ByteWriter {
         var meta = ByteWriter()
         meta.write(UInt32(count))
         meta.write(precision.rawValue)
-        return encodeMessage(.weights, step: step, meta: meta,
-                             bulk: .shared(parameters, offset: 0, count: count * precision.bytesPerValue))
+        meta.write(slot)
+        return meta
     }
 
-    /// Checks the message against the expected parameter count, decodes the values to fp32,
-    /// and returns the precision they came in.
+    /// `decode` for a peer without shared memory.
     @discardableResult
-    public static func decode(_ envelope: Envelope, expectedCount: Int,
-                              into destination: UnsafeMutablePointer<Float>) throws -> WirePrecision {
-        let (count, code) = try envelope.readMeta { reader in
-            (Int(try reader.read(UInt32.self)), try reader.read(UInt8.self))
+    public static func decode(_ envelope: Envelope, expectedCount: Int, into destination: UnsafeMutablePointer<Float>) throws -> Int? {
+        var scratch: [UInt8] = []
+        return try decode(envelope, expectedCount: expectedCount, into: destination, shared: nil, scratch: &scratch)
+    }
+
+    /// Checks the message against the expected parameter count and decodes the values to
+    /// fp32, from its data frame or from `shared` (the welcome's segment). Returns the slot
+    /// they came from (nil: the frame).
+    @discardableResult
+    public static func decode(_ envelope: Envelope, expectedCount: Int, into destination: UnsafeMutablePointer<Float>,
+                              shared: SharedSegment? = nil, scratch: inout [UInt8]) throws -> Int? {
+        let (count, code, slot) = try envelope.readMeta { reader in
+            (Int(try reader.read(UInt32.self)), try reader.read(UInt8.self), try reader.read(UInt8.self))
         }
         guard count == expectedCount else {
             throw ProtocolError.malformed(.weights, "\(count) parameters, the model has \(expectedCount)")
@@ -130,10 +155,38 @@ public enum WeightsMessage {
         guard let precision = WirePrecision(rawValue: code) else {
             throw ProtocolError.malformed(.weights, "unknown precision \(code)")
         }
-        let bulk = try envelope.requireBulk(count * precision.bytesPerValue)
-        let finite = bulk.withUnsafeBytes { precision.decode($0.baseAddress!, count: count, into: destination) }
+        let finite: Bool
+        if slot == inFrame {
+            let bulk = try envelope.requireBulk(count * precision.bytesPerValue)
+            finite = bulk.withUnsafeBytes { precision.decode($0.baseAddress!, count: count, into: destination) }
+        } else {
+            try envelope.requireNoBulk()
+            guard let shared else { throw ProtocolError.malformed(.weights, "weights in shared slot \(slot), but no segment is open") }
+            finite = try shared.readValues(slot: Int(slot), count: count, precision: precision, into: destination, scratch: &scratch)
+        }
         guard finite else { throw ProtocolError.malformed(.weights, "NaN or infinite weights") }
-        return precision
+        return slot == inFrame ? nil : Int(slot)
+    }
+}
+
+/// A worker on the coordinator's host offers its own segment for its gradients.
+public struct AttachMessage: Equatable, Sendable {
+    public var segment: SharedSegmentInfo
+
+    public init(segment: SharedSegmentInfo) { self.segment = segment }
+
+    public func encode() -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(segment: segment)
+        return encodeMessage(.attach, step: 0, meta: meta)
+    }
+
+    public init(_ envelope: Envelope) throws {
+        try envelope.requireNoBulk()
+        guard let segment = try envelope.readMeta({ try $0.readSegment() }) else {
+            throw ProtocolError.malformed(.attach, "no segment named")
+        }
+        self.segment = segment
     }
 }
 
@@ -181,9 +234,13 @@ public struct ResultHeader: Equatable, Sendable {
     public var parameterCount: UInt32
     public var precision: WirePrecision
     public var computeMicroseconds: UInt64
+    /// The slot of the worker's segment that holds the gradient (nil: the data frame).
+    public var sharedSlot: Int?
 
     public init(shard: UInt32, sampleCount: UInt32, lossSum: Double, correctCount: UInt32,
-                parameterCount: UInt32, precision: WirePrecision = .fp32, computeMicroseconds: UInt64) {
+                parameterCount: UInt32, precision: WirePrecision = .fp32, computeMicroseconds: UInt64,
+                sharedSlot: Int? = nil) {
+        self.sharedSlot = sharedSlot
         self.shard = shard
         self.sampleCount = sampleCount
         self.lossSum = lossSum
@@ -203,13 +260,29 @@ public struct ResultHeader: Equatable, Sendable {
         meta.write(parameterCount)
         meta.write(precision.rawValue)
         meta.write(computeMicroseconds)
+        meta.write(WeightsMessage.inFrame)
         return encodeMessage(.result, step: step, meta: meta,
                              bulk: .shared(gradient, offset: 0, count: Int(parameterCount) * precision.bytesPerValue))
     }
 
-    /// Decodes the header and checks the gradient frame's size; the caller decodes the
-    /// frame with `header.precision.decode`, which also refuses NaN and infinity.
-    public static func decode(_ envelope: Envelope, parameterCount expected: Int) throws -> (ResultHeader, ZMQMessage) {
+    /// The gradient waits in `sharedSlot` of the worker's segment: no data frame.
+    public func encodeShared(step: UInt64) -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(shard)
+        meta.write(sampleCount)
+        meta.write(lossSum)
+        meta.write(correctCount)
+        meta.write(parameterCount)
+        meta.write(precision.rawValue)
+        meta.write(computeMicroseconds)
+        meta.write(UInt8(sharedSlot ?? 0))
+        return encodeMessage(.result, step: step, meta: meta)
+    }
+
+    /// Decodes the header and checks the gradient frame's size (nil when the gradient is in
+    /// a shared slot); the caller decodes the values with `header.precision.decode` or
+    /// `SharedSegment.readValues`, which also refuse NaN and infinity.
+    public static func decode(_ envelope: Envelope, parameterCount expected: Int) throws -> (ResultHeader, ZMQMessage?) {
         let header = try envelope.readMeta { reader -> ResultHeader in
             let shard = try reader.read(UInt32.self)
             let samples = try reader.read(UInt32.self)
@@ -220,8 +293,11 @@ public struct ResultHeader: Equatable, Sendable {
             guard let precision = WirePrecision(rawValue: code) else {
                 throw ProtocolError.malformed(.result, "unknown precision \(code)")
             }
+            let compute = try reader.read(UInt64.self)
+            let slot = try reader.read(UInt8.self)
             return ResultHeader(shard: shard, sampleCount: samples, lossSum: loss, correctCount: correct,
-                                parameterCount: count, precision: precision, computeMicroseconds: try reader.read())
+                                parameterCount: count, precision: precision, computeMicroseconds: compute,
+                                sharedSlot: slot == WeightsMessage.inFrame ? nil : Int(slot))
         }
         guard Int(header.parameterCount) == expected else {
             throw ProtocolError.malformed(.result, "gradient of \(header.parameterCount) values, the model has \(expected)")
@@ -229,6 +305,10 @@ public struct ResultHeader: Equatable, Sendable {
         // A NaN or infinite loss passes here: the coordinator decides whether the run diverged.
         guard !(header.lossSum < 0), header.correctCount <= header.sampleCount else {
             throw ProtocolError.malformed(.result, "impossible statistics (loss \(header.lossSum), \(header.correctCount) of \(header.sampleCount) correct)")
+        }
+        if header.sharedSlot != nil {
+            try envelope.requireNoBulk()
+            return (header, nil)
         }
         return (header, try envelope.requireBulk(expected * header.precision.bytesPerValue))
     }

@@ -41,7 +41,7 @@ public enum WireProtocol {
 }
 
 public enum MessageType: UInt16, Sendable, CaseIterable {
-    case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown
+    case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown, attach
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

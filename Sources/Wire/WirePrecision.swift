@@ -46,8 +46,13 @@ public enum WirePrecision: UInt8, Sendable, CaseIterable, CustomStringConvertibl
             let input = source.bindMemory(to: UInt16.self, capacity: count)
             for i in 0..<count { destination[i] = Float(bitPattern: UInt32(input[i]) << 16) }
         }
-        // Finite floats have an exponent below all ones; checking the bits vectorises.
-        let bits = UnsafeRawPointer(destination).assumingMemoryBound(to: UInt32.self)
+        return Self.allFinite(destination, count: count)
+    }
+
+    /// True if no value is NaN or infinite. Finite floats have an exponent below all ones;
+    /// checking the bits vectorises.
+    public static func allFinite(_ values: UnsafePointer<Float>, count: Int) -> Bool {
+        let bits = UnsafeRawPointer(values).assumingMemoryBound(to: UInt32.self)
         var bad: UInt32 = 0
         for i in 0..<count { bad |= (bits[i] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
         return bad == 0

@@ -21,6 +21,7 @@ struct DistributedRun {
         options.startupTimeoutSeconds = command.startupTimeout
         options.precision = command.precision
         options.dropout = config.dropoutMasks
+        options.sharedMemory = command.sharedMemory
         var spawnedWorkerSecrets: [String] = []
         if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
             options.curveSecretKey = try CurveKeys.load(secretPath)

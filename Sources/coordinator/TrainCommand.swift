@@ -72,6 +72,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "ZeroMQ endpoint to bind.")
     var bind = "tcp://127.0.0.1:5555"
 
+    @Flag(inversion: .prefixedNo, help: "Workers on this host move weights and gradients through shared memory (messages still go through the socket); --no-shared-memory sends everything through the socket.")
+    var sharedMemory = true
+
     @Option(help: "Once bound, write the endpoint workers should connect to into this file (for launchers; the port filled in).")
     var endpointFile: String?
 

@@ -48,6 +48,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "CURVE: this worker's secret key file (from `coordinator keygen`).")
     var curveSecretKey: String?
 
+    @Flag(inversion: .prefixedNo, help: "On the coordinator's host, move weights and gradients through shared memory (messages still go through the socket).")
+    var sharedMemory = true
+
     @Option(help: "Exit when this process is no longer the parent (set by --spawn-workers).")
     var parentPid: Int32?
 
@@ -85,6 +88,7 @@ struct WorkerCommand: ParsableCommand {
         options.connectTimeoutSeconds = connectTimeout
         options.coordinatorTimeoutSeconds = coordinatorTimeout
         options.parentPID = parentPid
+        options.sharedMemory = sharedMemory
         if let serverKey = curveServerKey {
             options.curveServerKey = try CurveKeys.load(serverKey)
             if let path = curveSecretKey {

@@ -49,6 +49,24 @@ final class DistributedTests: XCTestCase {
         XCTAssertGreaterThan(run.summary["test_accuracy"] as? Double ?? 0, 0.9)
     }
 
+    /// Workers on the coordinator's host move weights and gradients through shared memory by
+    /// default; with --no-shared-memory everything goes through the socket. Same bits.
+    func testSharedMemoryAndSocketOnlyRunsAgree() throws {
+        let local = try runCoordinator(common + ["--local", "--shards", "2"])
+        let shared = try runCoordinator(common + ["--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*", "--log-level", "info"])
+        XCTAssertEqual(shared.status, 0, shared.errors)
+        XCTAssertEqual(shared.errors.components(separatedBy: "sharing memory with the coordinator").count - 1, 2, shared.errors)
+        let socketOnly = try runCoordinator(common + ["--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*", "--log-level", "info",
+                                                      "--no-shared-memory"])
+        XCTAssertEqual(socketOnly.status, 0, socketOnly.errors)
+        XCTAssertFalse(socketOnly.errors.contains("sharing memory"), socketOnly.errors)
+        XCTAssertEqual(shared.sha, local.sha)
+        XCTAssertEqual(socketOnly.sha, local.sha)
+        // Every segment is gone once the run is over.
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm"))?.filter { $0.hasPrefix("zmqt-") } ?? []
+        XCTAssertEqual(left, [], "segments left behind")
+    }
+
     /// With 16-bit weights and gradients on the wire, `--local` rounds the same way.
     func testSixteenBitWireRunsMatchTheLocalRun() throws {
         for precision in ["fp16", "bf16"] {

@@ -54,7 +54,8 @@ final class HostileInputTests: XCTestCase {
     }
 
     /// A message from a mix of random bytes, protocol messages with broken fields, results
-    /// for shards and steps that were never given, NaN gradients, and wrong versions.
+    /// for shards and steps that were never given, NaN gradients, wrong versions, and offers
+    /// of shared memory that does not exist or is not ours.
     private func hostileMessage(_ round: Int, spec: ModelSpec, generator: inout SeededGenerator) -> [[UInt8]] {
         func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
         func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
@@ -71,13 +72,22 @@ final class HostileInputTests: XCTestCase {
         let result = ResultHeader(shard: UInt32(generator.nextIndex(below: 4)), sampleCount: 30, lossSum: 1,
                                   correctCount: 1, parameterCount: UInt32(spec.parameterCount), computeMicroseconds: 1)
         var message: [[UInt8]]
-        switch round % 6 {
+        switch round % 8 {
         case 0: message = (0..<(1 + generator.nextIndex(below: 4))).map { _ in random(generator.nextIndex(below: 80)) }
         case 1: message = bytes(result.encode(step: UInt64(generator.nextIndex(below: 4000)), gradient: gradient))
         case 2: message = bytes(Heartbeat.encode())
         case 3: message = bytes(Hello(modelHash: random(32), pid: 1, name: "intruder").encode())
         case 4: message = bytes(TaskHeader(shard: 0, sampleCount: 1, featureCount: 784).encode(step: 1, samples: .bytes(random(785))))
-        default: message = bytes(Notice(reason: "x").encode(.shutdown))
+        case 5: message = bytes(Notice(reason: "x").encode(.shutdown))
+        case 6:
+            let names = ["/zmqt-nope", "/../etc/passwd", "/zmqt-\(getpid())-00", "not-ours"]
+            let segment = SharedSegmentInfo(name: names[generator.nextIndex(below: names.count)], nonce: random(16),
+                                            slotCount: 4, slotBytes: spec.parameterCount * 4)
+            message = bytes(AttachMessage(segment: segment).encode())
+        default:
+            var shared = result
+            shared.sharedSlot = generator.nextIndex(below: 4)
+            message = bytes(shared.encodeShared(step: UInt64(generator.nextIndex(below: 4000))))
         }
         // Then break some of them further.
         if round % 3 == 1, let frame = message.indices.randomElement(using: &generator), !message[frame].isEmpty {

@@ -66,6 +66,23 @@ final class ProtocolTests: XCTestCase {
         XCTAssertEqual(decoded, (0..<spec.parameterCount).map { Float($0) * 0.5 })
         XCTAssertThrowsError(try WeightsMessage.decode(weightsEnvelope, expectedCount: 3, into: &decoded))
 
+        // Weights waiting in a shared slot: no data frame, read from the segment.
+        let segment = try SharedSegment(slotCount: 2, slotBytes: spec.parameterCount * 4)
+        segment.slot(1).copyMemory(from: weights.pointer, byteCount: spec.parameterCount * 4)
+        let sharedEnvelope = try roundTripToDealer(WeightsMessage.encodeShared(step: 78, slot: 1, count: spec.parameterCount, precision: .fp32))
+        XCTAssertNil(sharedEnvelope.bulk)
+        decoded = Array(repeating: 0, count: spec.parameterCount)
+        var scratch: [UInt8] = []
+        let slot = try WeightsMessage.decode(sharedEnvelope, expectedCount: spec.parameterCount, into: &decoded,
+                                             shared: try SharedSegment(opening: segment.info), scratch: &scratch)
+        XCTAssertEqual(slot, 1)
+        XCTAssertEqual(decoded, (0..<spec.parameterCount).map { Float($0) * 0.5 })
+        XCTAssertThrowsError(try WeightsMessage.decode(sharedEnvelope, expectedCount: spec.parameterCount, into: &decoded)) {
+            XCTAssertTrue("\($0)".contains("no segment is open"), "\($0)")
+        }
+        let attach = AttachMessage(segment: segment.info)
+        XCTAssertEqual(try AttachMessage(try roundTripToRouter(attach.encode())), attach)
+
         let samples = SharedBuffer(byteCount: 2 * 7)
         for i in 0..<14 { samples.pointer.storeBytes(of: UInt8(i), toByteOffset: i, as: UInt8.self) }
         let task = TaskHeader(shard: 1, sampleCount: 2, featureCount: 6)
@@ -83,9 +100,16 @@ final class ProtocolTests: XCTestCase {
         let (decodedResult, gradientFrame) = try ResultHeader.decode(resultEnvelope, parameterCount: spec.parameterCount)
         XCTAssertEqual(decodedResult, result)
         var values = [Float](repeating: 0, count: spec.parameterCount)
-        XCTAssertTrue(gradientFrame.withUnsafeBytes { WirePrecision.fp32.decode($0.baseAddress!, count: spec.parameterCount, into: &values) })
+        XCTAssertTrue(gradientFrame!.withUnsafeBytes { WirePrecision.fp32.decode($0.baseAddress!, count: spec.parameterCount, into: &values) })
         XCTAssertEqual(values, (0..<spec.parameterCount).map { -Float($0) })
         XCTAssertThrowsError(try ResultHeader.decode(resultEnvelope, parameterCount: spec.parameterCount + 1))
+
+        var shared = result
+        shared.sharedSlot = 3
+        let sharedResult = try roundTripToRouter(shared.encodeShared(step: 6))
+        let (decodedShared, noFrame) = try ResultHeader.decode(sharedResult, parameterCount: spec.parameterCount)
+        XCTAssertEqual(decodedShared, shared)
+        XCTAssertNil(noFrame)
     }
 
     func testNonFiniteGradientsAreDetected() throws {
@@ -97,7 +121,7 @@ final class ProtocolTests: XCTestCase {
             let result = ResultHeader(shard: 0, sampleCount: 1, lossSum: 0.5, correctCount: 0, parameterCount: 4, computeMicroseconds: 0)
             let (_, frame) = try ResultHeader.decode(try roundTripToRouter(result.encode(step: 1, gradient: gradient)), parameterCount: 4)
             var values = [Float](repeating: 0, count: 4)
-            XCTAssertFalse(frame.withUnsafeBytes { WirePrecision.fp32.decode($0.baseAddress!, count: 4, into: &values) }, "\(bad)")
+            XCTAssertFalse(frame!.withUnsafeBytes { WirePrecision.fp32.decode($0.baseAddress!, count: 4, into: &values) }, "\(bad)")
         }
     }
 
@@ -187,6 +211,7 @@ final class ProtocolTests: XCTestCase {
                 case .weights:
                     var values = [Float](repeating: 0, count: spec.parameterCount)
                     try WeightsMessage.decode(envelope, expectedCount: spec.parameterCount, into: &values)
+                case .attach: _ = try AttachMessage(envelope)
                 case .heartbeat: break
                 }
             } catch is ProtocolError {

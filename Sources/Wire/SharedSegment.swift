@@ -1,0 +1,208 @@
+import Foundation
+import NeuralNet
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a shared-memory segment is and what it holds, as sent in welcome and attach
+/// messages: a worker on the coordinator's host moves weights and gradients through it
+/// instead of through the socket.
+public struct SharedSegmentInfo: Equatable, Sendable {
+    /// A POSIX shared-memory name, `/zmqt-…`.
+    public var name: String
+    /// 16 random bytes written into the segment's header: proof that the segment a peer
+    /// opened by name is the one it was told about (and so that it shares the host).
+    public var nonce: [UInt8]
+    public var slotCount: Int
+    public var slotBytes: Int
+
+    public init(name: String, nonce: [UInt8], slotCount: Int, slotBytes: Int) {
+        self.name = name
+        self.nonce = nonce
+        self.slotCount = slotCount
+        self.slotBytes = slotBytes
+    }
+
+    /// Names a peer may ask us to open: our own prefix and a short, plain suffix.
+    public static func isValidName(_ name: String) -> Bool {
+        name.hasPrefix("/zmqt-") && name.utf8.count <= 64
+            && name.utf8.dropFirst(6).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
+    }
+}
+
+public struct SharedSegmentError: Error, CustomStringConvertible {
+    public let name: String
+    public let reason: String
+
+    public init(name: String, reason: String) {
+        self.name = name
+        self.reason = reason
+    }
+    public var description: String { "shared memory \(name): \(reason)" }
+}
+
+/// A POSIX shared-memory segment of equal slots after a 64-byte header (magic `ZMQS`,
+/// nonce, slot count, slot size).
+///
+/// The process that creates a segment maps it and writes into its slots; it unlinks the
+/// name when the segment is released. Other processes never map it: they copy slots out
+/// with `pread`, so a segment that shrinks under them gives a short read and an error,
+/// never a SIGBUS.
+public final class SharedSegment {
+    public let info: SharedSegmentInfo
+    private let descriptor: Int32
+    private let mapping: UnsafeMutableRawPointer?
+    private let byteCount: Int
+    private static let headerBytes = 64
+    private static let magic: [UInt8] = Array("ZMQS".utf8)
+
+    /// Creates a fresh segment (mode 0600: only this user's processes can open it).
+    public init(slotCount: Int, slotBytes: Int) throws {
+        precondition(slotCount > 0 && slotBytes > 0)
+        Self.removeStale()
+        var nonce = [UInt8](repeating: 0, count: 16)
+        for index in nonce.indices { nonce[index] = UInt8.random(in: 0...255) }
+        let name = "/zmqt-\(getpid())-" + nonce.prefix(6).map { String($0, radix: 16) }.joined()
+        byteCount = Self.headerBytes + slotCount * slotBytes
+        descriptor = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else { throw SharedSegmentError(name: name, reason: "cannot create: \(String(cString: strerror(errno)))") }
+        guard ftruncate(descriptor, off_t(byteCount)) == 0,
+              let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
+            let reason = String(cString: strerror(errno))
+            close(descriptor)
+            shm_unlink(name)
+            throw SharedSegmentError(name: name, reason: "cannot size or map \(byteCount) bytes: \(reason)")
+        }
+        mapping = mapped
+        info = SharedSegmentInfo(name: name, nonce: nonce, slotCount: slotCount, slotBytes: slotBytes)
+        var header = ByteWriter(capacity: Self.headerBytes)
+        header.write(raw: Self.magic)
+        header.write(raw: nonce)
+        header.write(UInt32(slotCount))
+        header.write(UInt64(slotBytes))
+        header.bytes.withUnsafeBytes { mapped.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
+    /// Opens a segment another process created, read-only, and checks that its header
+    /// matches `info` (and so that it is on this host and is the one meant).
+    public init(opening info: SharedSegmentInfo) throws {
+        guard SharedSegmentInfo.isValidName(info.name) else {
+            throw SharedSegmentError(name: info.name, reason: "not a name this program makes")
+        }
+        guard info.nonce.count == 16, info.slotCount > 0, info.slotCount <= 64, info.slotBytes > 0,
+              info.slotBytes <= WireProtocol.maximumMessageBytes else {
+            throw SharedSegmentError(name: info.name, reason: "implausible layout (\(info.slotCount) slots of \(info.slotBytes) bytes)")
+        }
+        descriptor = shm_open(info.name, O_RDONLY, 0)
+        guard descriptor >= 0 else {
+            throw SharedSegmentError(name: info.name, reason: "cannot open: \(String(cString: strerror(errno)))")
+        }
+        mapping = nil
+        byteCount = Self.headerBytes + info.slotCount * info.slotBytes
+        self.info = info
+        var expected = ByteWriter(capacity: 32)
+        expected.write(raw: Self.magic)
+        expected.write(raw: info.nonce)
+        expected.write(UInt32(info.slotCount))
+        expected.write(UInt64(info.slotBytes))
+        var header = [UInt8](repeating: 0, count: expected.bytes.count)
+        let read = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress!, $0.count, 0) }
+        var status = stat()
+        guard read == header.count, header == expected.bytes, fstat(descriptor, &status) == 0, Int(status.st_size) >= byteCount else {
+            close(descriptor)
+            throw SharedSegmentError(name: info.name, reason: "its header or size does not match what the peer announced")
+        }
+    }
+
+    /// Removes the name (the memory stays until every process has let go of it). The reader
+    /// of a worker's segment calls this once it has it open: nobody else needs the name, and
+    /// a worker killed with SIGKILL then leaves nothing behind.
+    public func unlinkName() {
+        shm_unlink(info.name)
+    }
+
+    /// Removes the segments of processes that are gone (names carry the creator's pid): a
+    /// coordinator killed with SIGKILL cannot remove its own.
+    static func removeStale() {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
+        for entry in entries where entry.hasPrefix("zmqt-") {
+            let fields = entry.split(separator: "-")
+            guard fields.count == 3, let pid = pid_t(fields[1]), pid > 0 else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { shm_unlink("/" + entry) }
+        }
+    }
+
+    deinit {
+        if let mapping {
+            munmap(mapping, byteCount)
+            shm_unlink(info.name)
+        }
+        close(descriptor)
+    }
+
+    /// Slot `index` of a segment this process created.
+    public func slot(_ index: Int) -> UnsafeMutableRawPointer {
+        precondition(mapping != nil, "only the creator writes into a segment")
+        precondition(index >= 0 && index < info.slotCount)
+        return mapping! + Self.headerBytes + index * info.slotBytes
+    }
+
+    /// Copies the first `byteCount` bytes of slot `index` into `destination`.
+    public func read(slot index: Int, byteCount: Int, into destination: UnsafeMutableRawPointer) throws {
+        guard index >= 0 && index < info.slotCount, byteCount <= info.slotBytes else {
+            throw SharedSegmentError(name: info.name, reason: "slot \(index) of \(byteCount) bytes is outside the segment")
+        }
+        var done = 0
+        let offset = Self.headerBytes + index * info.slotBytes
+        while done < byteCount {
+            let n = pread(descriptor, destination + done, byteCount - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw SharedSegmentError(name: info.name, reason: n == 0 ? "it shrank (short read)" : String(cString: strerror(errno)))
+            }
+            done += n
+        }
+    }
+}
+
+extension SharedSegment {
+    /// Reads `count` values in `precision` from slot `index` and decodes them to fp32 in
+    /// `destination` (fp32 straight in; 16-bit through `scratch`, grown once). Returns false
+    /// if any value is NaN or infinite.
+    public func readValues(slot index: Int, count: Int, precision: WirePrecision,
+                           into destination: UnsafeMutablePointer<Float>, scratch: inout [UInt8]) throws -> Bool {
+        let byteCount = count * precision.bytesPerValue
+        if precision == .fp32 {
+            try read(slot: index, byteCount: byteCount, into: UnsafeMutableRawPointer(destination))
+            return WirePrecision.allFinite(destination, count: count)
+        }
+        if scratch.count < byteCount { scratch = [UInt8](repeating: 0, count: byteCount) }
+        return try scratch.withUnsafeMutableBytes { raw in
+            try read(slot: index, byteCount: byteCount, into: raw.baseAddress!)
+            return precision.decode(raw.baseAddress!, count: count, into: destination)
+        }
+    }
+}
+
+extension ByteWriter {
+    /// A segment's description; an empty name (and nothing else) stands for none.
+    public mutating func write(segment: SharedSegmentInfo?) {
+        guard let segment else {
+            write(string: "")
+            return
+        }
+        write(string: segment.name)
+        write(raw: segment.nonce)
+        write(UInt32(segment.slotCount))
+        write(UInt64(segment.slotBytes))
+    }
+}
+
+extension ByteReader {
+    public mutating func readSegment() throws -> SharedSegmentInfo? {
+        let name = try readString(maximumLength: 64)
+        guard !name.isEmpty else { return nil }
+        return SharedSegmentInfo(name: name, nonce: Array(try readBytes(count: 16)),
+                                 slotCount: Int(try read(UInt32.self)), slotBytes: Int(try read(UInt64.self)))
+    }
+}
