@@ -66,6 +66,9 @@ public final class Trainer {
     private var epochStartGenerator: SeededGenerator
     private var epochStatistics = BatchStatistics()
     private var epochSeconds = 0.0
+    /// The next step's batch, once built (see `buildNextBatch`).
+    private var nextBatch: BatchView?
+    private var nextBatchWanted = false
 
     /// Called with a snapshot every `checkpointEvery` steps and at the end of every epoch.
     public var onCheckpoint: ((Checkpoint) throws -> Void)?
@@ -143,18 +146,10 @@ public final class Trainer {
         while stepInEpoch < stepsPerEpoch && step < totalSteps {
             // The source asks for the next batch once this step's work is out, so that it is
             // gathered (and its samples travel) while this step computes.
-            let hasNext = stepInEpoch + 1 < stepsPerEpoch && step + 1 < totalSteps
-            var next: BatchView?
-            let buildNext = { [self] () -> BatchView? in
-                if next == nil && hasNext {
-                    let start = MonotonicClock.now
-                    next = builder.build(from: train, indices: order.batch(stepInEpoch + 1), shardCount: config.shardCount)
-                    timing.batchSeconds += MonotonicClock.now - start
-                }
-                return next
-            }
-            let statistics = try trainStep(batch: batch, next: buildNext)
-            if let next = buildNext() { batch = next }
+            nextBatch = nil
+            nextBatchWanted = stepInEpoch + 1 < stepsPerEpoch && step + 1 < totalSteps
+            let statistics = try trainStep(batch: batch, next: { buildNextBatch() })
+            if let next = buildNextBatch() { batch = next }
             epochStatistics += statistics
             stepInEpoch += 1
             epochSeconds = MonotonicClock.now - start
@@ -167,6 +162,17 @@ public final class Trainer {
                 try onCheckpoint?(checkpoint())
             }
         }
+    }
+
+    /// The batch after the current step's, built on first call (nil at the end of an epoch
+    /// or the run). A method rather than a closure over locals, which would allocate a box
+    /// every step.
+    private func buildNextBatch() -> BatchView? {
+        guard nextBatch == nil, nextBatchWanted else { return nextBatch }
+        let start = MonotonicClock.now
+        nextBatch = builder.build(from: train, indices: order.batch(stepInEpoch + 1), shardCount: config.shardCount)
+        timing.batchSeconds += MonotonicClock.now - start
+        return nextBatch
     }
 
     private func finishEpoch() -> EpochReport {
