@@ -3,7 +3,9 @@
 #   - the single-thread sgemm roofline for the products a training step performs,
 #   - single-process training throughput and its fraction of that roofline,
 #   - allocations per training step (a preloaded malloc counter), CSV loading time,
-#   - distributed throughput with 1 and 2 local workers at batch 128 and 512.
+#   - distributed throughput with 1 and 2 local workers at batch 128 and 512, with shared
+#     memory (the default on one host) and through the socket only,
+#   - a worker's peak memory.
 # Prints a table and writes every figure as JSON.
 #
 #   scripts/bench.sh [--epochs N] [--json PATH] [--wire-precision fp32|fp16|bf16]
@@ -36,6 +38,7 @@ LD_PRELOAD=$PWD/.build/bench/malloc-counter.so .build/release/bench --epochs "$e
 
 echo
 echo "== distributed, local workers over TCP loopback ($precision on the wire), $epochs epochs each =="
+echo "   (-socket: --no-shared-memory, every value through the socket)"
 run() {  # name, coordinator arguments...
     local name=$1; shift
     .build/release/coordinator --quiet --epochs "$epochs" --summary ".build/bench/$name.json" "$@"
@@ -45,20 +48,35 @@ for batch in 128 512; do
     for workers in 1 2; do
         run "w$workers-b$batch" --spawn-workers "$workers" --batch-size "$batch" --bind "tcp://127.0.0.1:*" \
             --wire-precision "$precision"
+        # The same through the socket only, as workers on other hosts would move the values.
+        run "w$workers-b$batch-socket" --spawn-workers "$workers" --batch-size "$batch" --bind "tcp://127.0.0.1:*" \
+            --wire-precision "$precision" --no-shared-memory
     done
 done
+
+# A worker's peak memory (maximum resident set) over a whole run, 784-128-10 at batch 512.
+port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+.build/release/coordinator --quiet --epochs 1 --batch-size 512 --workers 1 --bind "tcp://127.0.0.1:$port" &
+coordinator=$!
+python3 - "$port" > .build/bench/worker-memory.txt <<'PY'
+import resource, subprocess, sys
+subprocess.run([".build/release/worker", "--connect", f"tcp://127.0.0.1:{sys.argv[1]}", "--log-level", "warning"], check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # KiB
+PY
+wait $coordinator
 
 python3 - "$json" "$precision" <<'PY'
 import json, sys
 path, precision = sys.argv[1], sys.argv[2]
 load = lambda name: json.load(open(f".build/bench/{name}.json"))
 single = load("single")
-out = {"single_process": single, "wire_precision": precision, "distributed": {}}
+worker_kib = int(open(".build/bench/worker-memory.txt").read().split()[-1])
+out = {"single_process": single, "wire_precision": precision, "worker_peak_memory_mib": worker_kib / 1024, "distributed": {}}
 print(f"{'run':<14}{'samples/s':>12}{'vs local':>10}{'vs 1 worker':>13}   per step: compute / send / wait / receive / optimizer (ms)")
 for batch in (128, 512):
     local = load(f"local-b{batch}")
     one = load(f"w1-b{batch}")
-    for name in (f"local-b{batch}", f"w1-b{batch}", f"w2-b{batch}"):
+    for name in (f"local-b{batch}", f"w1-b{batch}", f"w2-b{batch}", f"w1-b{batch}-socket", f"w2-b{batch}-socket"):
         run = load(name)
         t, steps = run["timing"], run["steps"]
         ms = lambda key: t[key] / steps * 1000
@@ -73,6 +91,10 @@ for batch in (128, 512):
         print(f"{name:<14}{row['samples_per_second']:>12.0f}{row['vs_local']:>10.2f}{row['vs_one_worker']:>13.2f}   "
               f"{ms('compute_seconds'):.3f} / {ms('send_seconds'):.3f} / {ms('network_wait_seconds'):.3f} / "
               f"{ms('receive_seconds'):.3f} / {ms('optimizer_seconds'):.3f}")
+print(f"\nworker peak memory (784-128-10, batch 512): {worker_kib / 1024:.1f} MiB")
+print(f"2 workers vs 1 at batch 512: {out['distributed']['w2-b512']['vs_one_worker']:.2f}x "
+      f"(socket only: {out['distributed']['w2-b512-socket']['samples_per_second'] / out['distributed']['w1-b512-socket']['samples_per_second']:.2f}x); "
+      f"2 workers vs --local at batch 128: {out['distributed']['w2-b128']['vs_local']:.2f}x")
 json.dump(out, open(path, "w"), indent=2, sort_keys=True)
 print(f"\nfigures written to {path}")
 PY
