@@ -58,7 +58,7 @@ def curves(args):
     if "test_accuracy" in epochs[0]:
         accuracy_axis.plot(x, [100 * e["test_accuracy"] for e in epochs], "s-", label="test")
         best = max(epochs, key=lambda e: e["test_accuracy"])
-        accuracy_axis.annotate(f"{100 * best['test_accuracy']:.2f}%", (best["epoch"], 100 * best["test_accuracy"]),
+        accuracy_axis.annotate(f"best {100 * best['test_accuracy']:.2f}%", (best["epoch"], 100 * best["test_accuracy"]),
                                textcoords="offset points", xytext=(-30, -18))
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     accuracy_axis.grid(alpha=0.3)
