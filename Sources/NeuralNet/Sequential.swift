@@ -11,6 +11,17 @@ public final class Sequential {
     public var parameters: [Float]
     private let offsets: [Int]
     private let workspace: Workspace
+    /// When set, forward and backward passes read the parameters from here instead of
+    /// `parameters`: `parameterCount` floats that the caller keeps valid and unchanged
+    /// during each pass (a worker points it at the coordinator's shared weights, which
+    /// saves copying them every step).
+    public var parameterSource: UnsafePointer<Float>?
+
+    private func withParameterPointer<R>(_ body: (UnsafePointer<Float>) -> R) -> R {
+        if let parameterSource { return body(parameterSource) }
+        return parameters.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
     /// Dropout on the hidden layers' outputs in training passes (never in `forward` or
     /// `evaluate`). Only after ReLU layers: their backward pass reads the dropped output.
     public var dropout: Dropout? {
@@ -62,12 +73,12 @@ public final class Sequential {
     private func forward(input: UnsafePointer<Float>, rows: Int, dropoutKey: UInt64?) -> UnsafePointer<Float> {
         workspace.reserve(rows: rows)
         let last = spec.layers.count - 1
-        parameters.withUnsafeBufferPointer { p in
+        withParameterPointer { p in
             var layerInput = input
             for (index, layer) in spec.layers.enumerated() {
                 let output = workspace.outputs[index]
                 layer.forward(input: layerInput, rows: rows,
-                              parameters: p.baseAddress! + offsets[index], output: output)
+                              parameters: p + offsets[index], output: output)
                 if let dropout, let dropoutKey, index < last {
                     dropout.apply(to: output, rows: rows, columns: layer.outputSize, layer: index, key: dropoutKey)
                 }
@@ -105,13 +116,13 @@ public final class Sequential {
             spec.layers[last].activation.backward(output: probabilities, gradient: lastGradient,
                                                   rows: rows, columns: classes)
         }
-        parameters.withUnsafeBufferPointer { p in
+        withParameterPointer { p in
             for index in stride(from: last, through: 0, by: -1) {
                 let layer = spec.layers[index]
                 let isFirst = index == 0
                 let layerInput = isFirst ? input : UnsafePointer(workspace.outputs[index - 1])
                 layer.backward(input: layerInput, rows: rows,
-                               parameters: p.baseAddress! + offsets[index],
+                               parameters: p + offsets[index],
                                outputGradient: workspace.gradients[index],
                                parameterGradient: gradient + offsets[index],
                                inputGradient: isFirst ? nil : workspace.gradients[index - 1])

@@ -169,9 +169,19 @@ public final class WorkerNode {
             switch envelope.type {
             case .weights:
                 guard let model else { return nil }
-                let slot = try model.parameters.withUnsafeMutableBufferPointer { parameters in
-                    try WeightsMessage.decode(envelope, expectedCount: parameters.count, into: parameters.baseAddress!,
-                                              shared: weightsSegment, scratch: &sharedScratch)
+                let slot: Int?
+                if let weightsSegment, case let (.fp32, shared?) = try WeightsMessage.header(envelope, expectedCount: model.spec.parameterCount) {
+                    // fp32 weights in the coordinator's segment: compute straight from its
+                    // read-only mapping, no copy. The coordinator writes the other parity's
+                    // slot next, never this one while this step runs.
+                    model.parameterSource = try weightsSegment.mappedSlot(shared).assumingMemoryBound(to: Float.self)
+                    slot = shared
+                } else {
+                    model.parameterSource = nil
+                    slot = try model.parameters.withUnsafeMutableBufferPointer { parameters in
+                        try WeightsMessage.decode(envelope, expectedCount: parameters.count, into: parameters.baseAddress!,
+                                                  shared: weightsSegment, scratch: &sharedScratch)
+                    }
                 }
                 // The coordinator sends weights through memory once it has our segment.
                 sharedActive = slot != nil && gradientSegment != nil

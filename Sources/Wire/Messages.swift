@@ -133,6 +133,26 @@ public enum WeightsMessage {
         return meta
     }
 
+    /// The precision and, for weights waiting in shared memory, the slot, after checking the
+    /// parameter count and the frame layout.
+    public static func header(_ envelope: Envelope, expectedCount: Int) throws -> (precision: WirePrecision, slot: Int?) {
+        let (count, code, slot) = try envelope.readMeta { reader in
+            (Int(try reader.read(UInt32.self)), try reader.read(UInt8.self), try reader.read(UInt8.self))
+        }
+        guard count == expectedCount else {
+            throw ProtocolError.malformed(.weights, "\(count) parameters, the model has \(expectedCount)")
+        }
+        guard let precision = WirePrecision(rawValue: code) else {
+            throw ProtocolError.malformed(.weights, "unknown precision \(code)")
+        }
+        if slot == inFrame {
+            _ = try envelope.requireBulk(count * precision.bytesPerValue)
+            return (precision, nil)
+        }
+        try envelope.requireNoBulk()
+        return (precision, Int(slot))
+    }
+
     /// `decode` for a peer without shared memory.
     @discardableResult
     public static func decode(_ envelope: Envelope, expectedCount: Int, into destination: UnsafeMutablePointer<Float>) throws -> Int? {
@@ -146,15 +166,9 @@ public enum WeightsMessage {
     @discardableResult
     public static func decode(_ envelope: Envelope, expectedCount: Int, into destination: UnsafeMutablePointer<Float>,
                               shared: SharedSegment? = nil, scratch: inout [UInt8]) throws -> Int? {
-        let (count, code, slot) = try envelope.readMeta { reader in
-            (Int(try reader.read(UInt32.self)), try reader.read(UInt8.self), try reader.read(UInt8.self))
-        }
-        guard count == expectedCount else {
-            throw ProtocolError.malformed(.weights, "\(count) parameters, the model has \(expectedCount)")
-        }
-        guard let precision = WirePrecision(rawValue: code) else {
-            throw ProtocolError.malformed(.weights, "unknown precision \(code)")
-        }
+        let (precision, sharedSlot) = try header(envelope, expectedCount: expectedCount)
+        let count = expectedCount
+        let slot = sharedSlot.map(UInt8.init) ?? inFrame
         let finite: Bool
         if slot == inFrame {
             let bulk = try envelope.requireBulk(count * precision.bytesPerValue)
@@ -252,21 +266,16 @@ public struct ResultHeader: Equatable, Sendable {
 
     /// `gradient` holds `parameterCount` values already encoded in `precision`.
     public func encode(step: UInt64, gradient: SharedBuffer) -> [OutgoingFrame] {
-        var meta = ByteWriter()
-        meta.write(shard)
-        meta.write(sampleCount)
-        meta.write(lossSum)
-        meta.write(correctCount)
-        meta.write(parameterCount)
-        meta.write(precision.rawValue)
-        meta.write(computeMicroseconds)
-        meta.write(WeightsMessage.inFrame)
-        return encodeMessage(.result, step: step, meta: meta,
-                             bulk: .shared(gradient, offset: 0, count: Int(parameterCount) * precision.bytesPerValue))
+        encodeMessage(.result, step: step, meta: meta(slot: WeightsMessage.inFrame),
+                      bulk: .shared(gradient, offset: 0, count: Int(parameterCount) * precision.bytesPerValue))
     }
 
     /// The gradient waits in `sharedSlot` of the worker's segment: no data frame.
     public func encodeShared(step: UInt64) -> [OutgoingFrame] {
+        encodeMessage(.result, step: step, meta: meta(slot: UInt8(sharedSlot ?? 0)))
+    }
+
+    private func meta(slot: UInt8) -> ByteWriter {
         var meta = ByteWriter()
         meta.write(shard)
         meta.write(sampleCount)
@@ -275,8 +284,8 @@ public struct ResultHeader: Equatable, Sendable {
         meta.write(parameterCount)
         meta.write(precision.rawValue)
         meta.write(computeMicroseconds)
-        meta.write(UInt8(sharedSlot ?? 0))
-        return encodeMessage(.result, step: step, meta: meta)
+        meta.write(slot)
+        return meta
     }
 
     /// Decodes the header and checks the gradient frame's size (nil when the gradient is in

@@ -52,6 +52,8 @@ public final class SharedSegment {
     public let info: SharedSegmentInfo
     private let descriptor: Int32
     private let mapping: UnsafeMutableRawPointer?
+    /// A reader's read-only mapping, made on request (`mappedSlot`).
+    private var readMapping: UnsafeRawPointer?
     private let byteCount: Int
     private static let headerBytes = 64
     private static let magic: [UInt8] = Array("ZMQS".utf8)
@@ -132,7 +134,23 @@ public final class SharedSegment {
         }
     }
 
+    /// Slot `index` of another process's segment, mapped read-only: no copy, but a segment
+    /// that its creator shrinks would fault on access. Only for a creator that this process
+    /// trusts anyway — a worker maps its coordinator's weights; the coordinator never maps
+    /// a worker's segment, it copies with `read`.
+    public func mappedSlot(_ index: Int) throws -> UnsafeRawPointer {
+        precondition(index >= 0 && index < info.slotCount)
+        if readMapping == nil {
+            guard let mapped = mmap(nil, byteCount, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
+                throw SharedSegmentError(name: info.name, reason: "cannot map: \(String(cString: strerror(errno)))")
+            }
+            readMapping = UnsafeRawPointer(mapped)
+        }
+        return readMapping! + Self.headerBytes + index * info.slotBytes
+    }
+
     deinit {
+        if let readMapping { munmap(UnsafeMutableRawPointer(mutating: readMapping), byteCount) }
         if let mapping {
             munmap(mapping, byteCount)
             shm_unlink(info.name)

@@ -29,6 +29,24 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// A pass reading the parameters from outside memory gives the bits of a pass reading
+    /// the model's own array; changing the array then changes nothing.
+    func testParameterSourceReplacesTheParameterArray() throws {
+        let spec = try ModelSpec.mlp(inputSize: 5, hidden: [4], classes: 3)
+        let model = Sequential(spec: spec, seed: 4)
+        let input = randomValues(10, seed: 8)
+        let expected = model.gradientSum(input: input, labels: [1, 2]).gradient
+        let outside = model.parameters
+        try outside.withUnsafeBufferPointer { pointer in
+            model.parameterSource = pointer.baseAddress!
+            model.parameters = Array(repeating: 0, count: spec.parameterCount)
+            XCTAssertEqual(model.gradientSum(input: input, labels: [1, 2]).gradient, expected)
+            model.parameterSource = nil
+            XCTAssertNotEqual(model.gradientSum(input: input, labels: [1, 2]).gradient, expected)
+            _ = try XCTUnwrap(pointer.baseAddress)
+        }
+    }
+
     func testGradientIsASumOverSamples() throws {
         let spec = try ModelSpec.mlp(inputSize: 4, hidden: [3], classes: 2)
         let model = Sequential(spec: spec, seed: 9)
