@@ -55,12 +55,13 @@ struct EvaluateCommand: ParsableCommand {
                      "",
                      "  class  precision   recall   support"]
         for label in 0..<matrix.classCount {
-            lines.append("  \(String(label).leftPadded(5))    \(percent(matrix.precision(label)))  \(percent(matrix.recall(label)))   \(String(matrix.support(label)).leftPadded(7))")
+            lines.append(String(format: "  %5d    %@  %@   %7d", label, percent(matrix.precision(label)),
+                                percent(matrix.recall(label)), matrix.support(label)))
         }
         lines += ["", "  confusion matrix (rows: actual, columns: predicted)",
-                  "        " + (0..<matrix.classCount).map { String($0).leftPadded(6) }.joined()]
+                  "        " + (0..<matrix.classCount).map { String(format: "%6d", $0) }.joined()]
         for actual in 0..<matrix.classCount {
-            lines.append("  " + String(actual).leftPadded(5) + " " + matrix.counts[actual].map { String($0).leftPadded(6) }.joined())
+            lines.append(String(format: "  %5d ", actual) + matrix.counts[actual].map { String(format: "%6d", $0) }.joined())
         }
         return lines.joined(separator: "\n")
     }
@@ -75,11 +76,5 @@ struct EvaluateCommand: ParsableCommand {
         let object: [String: Any] = ["accuracy": matrix.accuracy, "loss": matrix.meanLoss, "samples": matrix.total,
                                      "classes": classes, "confusion_matrix": matrix.counts]
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-    }
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: " ", count: width - count) + self
     }
 }

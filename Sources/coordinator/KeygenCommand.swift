@@ -10,8 +10,8 @@ struct KeygenCommand: ParsableCommand {
         Examples:
           coordinator keygen --name coordinator        coordinator.key, coordinator.pub
           coordinator keygen --name worker-a --output keys/
-        Give the coordinator its .key and a file or folder of the workers' .pub files \\
-        (--curve-secret-key, --authorized-keys); give each worker its own .key and the \\
+        Give the coordinator its .key and a file or folder of the workers' .pub files \
+        (--curve-secret-key, --authorized-keys); give each worker its own .key and the \
         coordinator's .pub (--curve-secret-key, --curve-server-key).
         """
     )
