@@ -62,6 +62,11 @@ final class DistributedTests: XCTestCase {
         XCTAssertFalse(socketOnly.errors.contains("sharing memory"), socketOnly.errors)
         XCTAssertEqual(shared.sha, local.sha)
         XCTAssertEqual(socketOnly.sha, local.sha)
+        // More shards in a step than a worker's segment has slots: the rest go by socket.
+        let manyLocal = try runCoordinator(common + ["--local", "--shards", "6"])
+        let many = try runCoordinator(common + ["--spawn-workers", "1", "--shards", "6", "--bind", "tcp://127.0.0.1:*"])
+        XCTAssertEqual(many.status, 0, many.errors)
+        XCTAssertEqual(many.sha, manyLocal.sha)
         // Every segment is gone once the run is over.
         let left = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm"))?.filter { $0.hasPrefix("zmqt-") } ?? []
         XCTAssertEqual(left, [], "segments left behind")
