@@ -25,6 +25,8 @@ let package = Package(
                        providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        // sched_setaffinity, which Swift's Glibc module does not expose.
+        .target(name: "CAffinity"),
 
         // The network math: matrices, layers, activations, loss, optimizer, model files.
         .target(name: "NeuralNet",
@@ -44,7 +46,7 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "worker",
-                          dependencies: ["Training", "Wire",
+                          dependencies: ["Training", "Wire", "CAffinity",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
 

@@ -22,7 +22,10 @@ public final class WorkerSpawner {
     /// (not the command line, which other users can read in `ps`).
     public static let secretKeyVariable = "ZMQ_TRAINER_CURVE_SECRET_KEY"
 
-    public func spawn(count: Int, endpoint: String, extraArguments: [String] = [], secretKeys: [String] = []) throws {
+    /// With `pinning`, worker i is pinned to CPU i mod the CPU count (`worker --cpu`), so the
+    /// scheduler cannot leave two workers queued on one CPU while another idles.
+    public func spawn(count: Int, endpoint: String, extraArguments: [String] = [], secretKeys: [String] = [],
+                      pinning: Bool = false) throws {
         let executable = Self.workerExecutable()
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw SpawnError(reason: "no worker executable at \(executable.path); build it with `swift build`")
@@ -32,11 +35,13 @@ public final class WorkerSpawner {
             process.executableURL = executable
             process.arguments = ["--connect", endpoint, "--name", "worker-\(index)",
                                  "--parent-pid", String(getpid())] + extraArguments
-            if index < secretKeys.count {
-                var environment = ProcessInfo.processInfo.environment
-                environment[Self.secretKeyVariable] = secretKeys[index]
-                process.environment = environment
-            }
+                + (pinning ? ["--cpu", String(index % ProcessInfo.processInfo.activeProcessorCount)] : [])
+            var environment = ProcessInfo.processInfo.environment
+            // Workers compute on one thread each: no OpenBLAS thread pool (it would be made
+            // when the library loads, before the worker could pin itself).
+            if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
+            if index < secretKeys.count { environment[Self.secretKeyVariable] = secretKeys[index] }
+            process.environment = environment
             try process.run()
             processes.append(process)
         }

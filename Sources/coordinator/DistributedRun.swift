@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import MNISTData
 import NeuralNet
@@ -45,7 +46,8 @@ struct DistributedRun {
             var arguments = ["--log-level", command.logLevel]
             if let secret = options.curveSecretKey { arguments += ["--curve-server-key", try CurveKeys.publicKey(forSecret: secret)] }
             try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
-                              secretKeys: spawnedWorkerSecrets)
+                              secretKeys: spawnedWorkerSecrets,
+                              pinning: command.pinWorkers && count <= ProcessInfo.processInfo.activeProcessorCount)
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)

@@ -1,3 +1,4 @@
+import CAffinity
 import ArgumentParser
 import Foundation
 import Logging
@@ -54,6 +55,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Exit when this process is no longer the parent (set by --spawn-workers).")
     var parentPid: Int32?
 
+    @Option(help: "Pin this worker and its threads to CPU N (coordinator --spawn-workers N --pin-workers gives each its own).")
+    var cpu: Int32?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
 
@@ -63,6 +67,7 @@ struct WorkerCommand: ParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         guard connectTimeout > 0, coordinatorTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+        if let cpu, cpu < 0 { throw ValidationError("--cpu must be a CPU number (0 or more)") }
     }
 
     private func parseHidden(_ text: String) throws -> ModelSpec {
@@ -72,6 +77,8 @@ struct WorkerCommand: ParsableCommand {
     }
 
     func run() throws {
+        // First, so that libzmq's I/O thread starts on the same CPU.
+        let pinError = cpu.flatMap { zmqt_pin_to_cpu($0) == 0 ? nil : String(cString: strerror(errno)) }
         let level = Logger.Level(rawValue: logLevel) ?? .notice
         let workerName = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         LoggingSystem.bootstrap { label in
@@ -81,6 +88,7 @@ struct WorkerCommand: ParsableCommand {
         }
         BLAS.setThreadCount(1)
         let logger = Logger(label: workerName)
+        if let pinError, let cpu { logger.warning("could not pin to CPU \(cpu): \(pinError); running unpinned") }
         var options = WorkerOptions()
         options.endpoint = connect
         options.name = workerName

@@ -72,6 +72,31 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(left, [], "segments left behind")
     }
 
+    /// `worker --cpu N` pins the worker's main thread and libzmq's threads, which it starts
+    /// afterwards. (OpenBLAS's pool, made at load time, is not: the spawner sets
+    /// OPENBLAS_NUM_THREADS=1 so that workers have none.)
+    func testWorkerPinsItselfToACPU() throws {
+        let worker = try Child("worker", ["--cpu", "0", "--connect", "tcp://127.0.0.1:\(freePort())", "--connect-timeout", "5"])
+        defer { kill(worker.pid, SIGTERM); worker.wait() }
+        func read(_ task: String, _ file: String) -> String {
+            (try? String(contentsOfFile: "/proc/\(worker.pid)/task/\(task)/\(file)", encoding: .utf8)) ?? ""
+        }
+        var allowed: [String: String] = [:]
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline && !allowed.keys.contains(where: { $0.hasPrefix("ZMQbg/IO") }) {
+            usleep(20_000)
+            for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(worker.pid)/task")) ?? [] {
+                let name = read(task, "comm").trimmingCharacters(in: .whitespacesAndNewlines)
+                guard task == String(worker.pid) || name.hasPrefix("ZMQbg") else { continue }
+                let line = read(task, "status").split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
+                allowed[task == String(worker.pid) ? "main" : name] = line?.split(separator: "\t").last.map(String.init)
+            }
+        }
+        XCTAssertNotNil(allowed["main"])
+        XCTAssertNotNil(allowed["ZMQbg/IO/0"], "\(allowed)")
+        XCTAssertTrue(allowed.values.allSatisfy { $0 == "0" }, "\(allowed)")
+    }
+
     /// With 16-bit weights and gradients on the wire, `--local` rounds the same way.
     func testSixteenBitWireRunsMatchTheLocalRun() throws {
         for precision in ["fp16", "bf16"] {
