@@ -62,6 +62,19 @@ final class DistributedTests: XCTestCase {
         XCTAssertFalse(socketOnly.errors.contains("sharing memory"), socketOnly.errors)
         XCTAssertEqual(shared.sha, local.sha)
         XCTAssertEqual(socketOnly.sha, local.sha)
+        // Mixed: one worker through shared memory, one (as if on another host) by socket.
+        let port = freePort()
+        let coordinator = try Child("coordinator", common + ["--workers", "2", "--bind", "tcp://127.0.0.1:\(port)",
+                                                             "--summary", NSTemporaryDirectory() + "mixed-\(getpid()).json"])
+        let near = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--log-level", "info"])
+        let far = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--log-level", "info", "--no-shared-memory"])
+        XCTAssertEqual(coordinator.wait(), 0, coordinator.errors)
+        XCTAssertEqual(near.wait(), 0, near.errors)
+        XCTAssertEqual(far.wait(), 0, far.errors)
+        XCTAssertTrue(near.errors.contains("sharing memory with the coordinator"), near.errors)
+        XCTAssertFalse(far.errors.contains("sharing memory"), far.errors)
+        let mixed = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: NSTemporaryDirectory() + "mixed-\(getpid()).json"))) as? [String: Any]
+        XCTAssertEqual(mixed?["weights_sha256"] as? String, local.sha)
         // More shards in a step than a worker's segment has slots: the rest go by socket.
         let manyLocal = try runCoordinator(common + ["--local", "--shards", "6"])
         let many = try runCoordinator(common + ["--spawn-workers", "1", "--shards", "6", "--bind", "tcp://127.0.0.1:*"])
