@@ -54,8 +54,8 @@ final class Child {
         let base = NSTemporaryDirectory() + "zmq-trainer-\(name)-\(UUID().uuidString.prefix(8))"
         outputPath = base + ".out"
         errorPath = base + ".err"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         process.executableURL = url
         process.arguments = arguments
         if !environment.isEmpty {

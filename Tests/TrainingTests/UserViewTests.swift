@@ -90,7 +90,7 @@ final class UserViewTests: XCTestCase {
         try rows.joined(separator: "\n").write(toFile: csv, atomically: true, encoding: .utf8)
         let pixels = rows[rows.startIndex].split(separator: ",").dropFirst().map { UInt8($0)! }
         let pgm = scratch + "/digit.pgm"
-        FileManager.default.createFile(atPath: pgm, contents: Data(Array("P5\n28 28\n255\n".utf8) + pixels))
+        _ = FileManager.default.createFile(atPath: pgm, contents: Data(Array("P5\n28 28\n255\n".utf8) + pixels))
         let predict = try Child("coordinator", ["predict", "--model", model, "--top", "2", csv, pgm])
         XCTAssertEqual(predict.wait(), 0, predict.errors)
         let lines = predict.output.split(separator: "\n")
