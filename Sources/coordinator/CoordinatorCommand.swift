@@ -7,7 +7,8 @@ struct CoordinatorCommand: ParsableCommand {
         discussion: """
         The coordinator owns the model and the optimizer. For every global batch it \
         hands shards to the workers, adds their gradient sums in shard order, and \
-        applies the SGD step. With --local it computes everything in this process.
+        applies the optimizer step (SGD or Adam). With --local it computes everything \
+        in this process.
         `train` is the default subcommand: `coordinator train --help` lists its options.
 
         Examples:
@@ -16,7 +17,7 @@ struct CoordinatorCommand: ParsableCommand {
           coordinator --workers 4 --bind tcp://127.0.0.1:5555
                                                wait for 4 workers started elsewhere
           coordinator evaluate --model model.bin
-                                               accuracy, precision/recall, confusion matrix
+                                               accuracy and confusion matrix
           coordinator predict --model model.bin digit.png
                                                classify images
           coordinator keygen --name coordinator

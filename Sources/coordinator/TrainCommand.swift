@@ -24,13 +24,13 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Passes over the training set.")
     var epochs = TrainingConfig().epochs
 
-    @Option(help: "Samples per global batch (one SGD step).")
+    @Option(help: "Samples per global batch (one optimizer step).")
     var batchSize = TrainingConfig().batchSize
 
     @Option(help: "Hidden layer widths, comma-separated (e.g. 256,128); ReLU layers, then a softmax output.")
     var hidden = "128"
 
-    @Option(help: "Initial SGD learning rate lr0.")
+    @Option(help: "Initial learning rate lr0 (SGD or Adam).")
     var learningRate: Float = TrainingConfig().learningRate
 
     @Option(help: "Learning-rate decay: lr = lr0 / (1 + decay · step).")
