@@ -9,25 +9,38 @@ import NeuralNet
 ///              magic "ZMQT" (4) · protocol version UInt16 · message type UInt16 ·
 ///              step UInt64 · payload length UInt64 (bytes in the frames after the header)
 ///     frame 1  meta: the message type's fixed fields (below)
-///     frame 2  bulk, for weights, task and result: raw little-endian data
+///     frame 2  bulk, for weights, task and result: raw little-endian data (absent when the
+///              values wait in shared memory, see below)
 ///
 /// | type          | dir | meta                                                            | bulk                     |
 /// |---------------|-----|-----------------------------------------------------------------|--------------------------|
 /// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string   | –                        |
 /// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · precision UInt8 ·   | –                        |
-/// |               |     | model spec                                                      |                          |
+/// |               |     | dropout rate Float32 · dropout seed UInt64 · model spec ·       |                          |
+/// |               |     | weights segment                                                 |                          |
 /// | 3 reject      | c→w | reason string                                                   | –                        |
-/// | 4 weights     | c→w | parameter count UInt32 · precision UInt8                        | parameters (precision)   |
+/// | 4 weights     | c→w | parameter count UInt32 · precision UInt8 · slot UInt8           | parameters (precision),  |
+/// |               |     |                                                                 | none if slot ≠ 0xFF      |
 /// | 5 task        | c→w | shard UInt32 · sample count UInt32 · feature count UInt32       | labels, then pixels      |
-/// | 6 result      | w→c | shard UInt32 · sample count UInt32 · loss sum Float64 ·         | gradient sum (precision) |
-/// |               |     | correct UInt32 · parameter count UInt32 · precision UInt8 ·     |                          |
-/// |               |     | compute µs UInt64                                               |                          |
+/// | 6 result      | w→c | shard UInt32 · sample count UInt32 · loss sum Float64 ·         | gradient sum (precision),|
+/// |               |     | correct UInt32 · parameter count UInt32 · precision UInt8 ·     | none if slot ≠ 0xFF      |
+/// |               |     | compute µs UInt64 · slot UInt8                                  |                          |
 /// | 7 heartbeat   | both| –                                                               | –                        |
 /// | 8 shutdown    | c→w | reason string                                                   | –                        |
+/// | 9 attach      | w→c | the worker's gradient segment                                   | –                        |
 ///
 /// Precision: 0 fp32, 1 fp16, 2 bf16 (`WirePrecision`); 16-bit values are little-endian
 /// UInt16 bit patterns. Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer
 /// count UInt32, then output size UInt32 and activation UInt8 per layer.
+///
+/// Shared memory (workers on the coordinator's host): a segment is a name string (`/zmqt-…`;
+/// empty: no segment, and nothing follows), a 16-byte nonce, a slot count UInt32 and a slot
+/// size UInt64. The welcome names the coordinator's weights segment (two slots, written for
+/// step s into slot s mod 2); a worker that opens it and finds the nonce in its header sends
+/// attach with a segment of its own for gradients. From then on the coordinator sends that
+/// worker weights messages with the slot instead of a data frame, which tells the worker to
+/// return each step's n-th gradient in its slot n (while it has slots) the same way. Slot
+/// 0xFF means "in the data frame". See `SharedSegment` for the layout and who may map what.
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
     public static let version: UInt16 = 2
