@@ -22,18 +22,22 @@ public final class MetricsLog {
     private var epochStart = MonotonicClock.now
     private var epochFirstStep = 0
 
-    public init(path: String, every: Int?) throws {
+    /// Starts the log for `trainer`, before it runs: timings and steps count from here (a
+    /// resumed run starts mid-epoch, with the timings of the steps it did not run at zero).
+    public init(path: String, every: Int?, trainer: Trainer) throws {
         guard FileManager.default.createFile(atPath: path, contents: nil) else {
             throw MetricsError(path: path)
         }
         handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         self.every = every
+        windowTiming = trainer.combinedTiming
+        epochTiming = windowTiming
+        epochFirstStep = trainer.step
     }
 
     deinit { try? handle.close() }
 
     public func step(_ report: StepReport, trainer: Trainer) {
-        if report.stepInEpoch == 1 && windowSteps == 0 { epochTiming = trainer.combinedTiming; epochFirstStep = report.step - 1 }
         guard let every, every > 0 else { return }
         window += report.batchStatistics
         windowSteps += 1

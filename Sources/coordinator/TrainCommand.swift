@@ -268,7 +268,7 @@ struct TrainCommand: ParsableCommand {
 
     /// Runs the trainer with the console reporter and the `--metrics` log attached.
     func run(_ trainer: Trainer, reporter: ConsoleReporter) throws {
-        let log = try metrics.map { try MetricsLog(path: $0, every: metricsEvery) }
+        let log = try metrics.map { try MetricsLog(path: $0, every: metricsEvery, trainer: trainer) }
         try trainer.run(onStep: { report in
             reporter.step(report)
             log?.step(report, trainer: trainer)

@@ -58,6 +58,12 @@ final class UserViewTests: XCTestCase {
             XCTAssertNotNil(epoch["test_loss"] as? Double)
         }
         XCTAssertEqual(epochs.last?["test_accuracy"] as? Double, run.summary["test_accuracy"] as? Double)
+        // Per-epoch timings add up to the run's: every step counted once.
+        let timing = try XCTUnwrap(run.summary["timing"] as? [String: Double])
+        for (phase, key) in [("compute", "compute_seconds"), ("optimizer", "optimizer_seconds")] {
+            let total = epochs.reduce(0.0) { $0 + ((($1["ms_per_step"] as? [String: Double])?[phase] ?? 0) * 12) }
+            XCTAssertEqual(total, (timing[key] ?? 0) * 1000, accuracy: 1e-6 * max(1, total), phase)
+        }
     }
 
     /// evaluate agrees with the training run's own test accuracy; predict classifies CSV rows
