@@ -9,13 +9,6 @@ public enum Optimizer: Sendable, Equatable {
     case sgd(SGD)
     case adam(Adam)
 
-    public var kind: OptimizerKind {
-        switch self {
-        case .sgd: .sgd
-        case .adam: .adam
-        }
-    }
-
     public var currentLearningRate: Float {
         switch self {
         case let .sgd(sgd): sgd.currentLearningRate

@@ -111,7 +111,7 @@ public struct Checkpoint: Equatable, Sendable {
                 }
                 let parameters = try reader.readFloats(count: count)
                 let bufferCount = Int(try reader.read(UInt32.self))
-                let expectedBuffers = header.config.optimizer == .adam ? 2 : 1
+                let expectedBuffers = header.config.makeOptimizer(parameterCount: 0).state.count
                 guard bufferCount == expectedBuffers, reader.remaining == bufferCount * count * 4 else {
                     throw fail("holds \(bufferCount) optimizer buffers of the wrong size; \(header.config.optimizer.rawValue) needs \(expectedBuffers) of \(count)")
                 }
