@@ -4,22 +4,45 @@ import Wire
 
 /// The coordinator's handling of incoming messages: decode, check, then act.
 extension CoordinatorServer {
-    /// Receives and handles whatever arrives within the timeout.
+    /// Receives and handles whatever arrives within the timeout, on the socket and on the
+    /// pipes of workers on this host.
     func pump(timeoutMilliseconds: Int) throws {
-        var timeout = timeoutMilliseconds
-        // Drain everything that is already queued, then return.
-        while let frames = try socket.receive(timeoutMilliseconds: timeout) {
-            timeout = 0
+        var piped: [Int32: WorkerPeer] = [:]
+        for peer in peers.values { if let pipe = peer.fromWorker { piped[pipe.descriptor] = peer } }
+        let ready = try socket.waitForInput(timeoutMilliseconds: timeoutMilliseconds, alsoWatching: Array(piped.keys))
+        for descriptor in ready.descriptors { if let peer = piped[descriptor] { drainPipe(of: peer) } }
+        // Drain everything that is already queued on the socket, then return.
+        guard ready.socket else { return }
+        while let frames = try socket.receive(timeoutMilliseconds: 0) {
             counters.bytesReceived += frames.reduce(0) { $0 + $1.count }
-            handle(frames)
+            handle(frames[1...], from: frames[0].bytes)
         }
     }
 
-    private func handle(_ frames: [ZMQMessage]) {
-        let identity = frames[0].bytes
+    private func drainPipe(of peer: WorkerPeer) {
+        guard let pipe = peer.fromWorker else { return }
+        do {
+            for frames in try pipe.receive() {
+                counters.bytesReceived += frames.reduce(0) { $0 + $1.count }
+                handle(frames[...], from: peer.identity)
+            }
+        } catch {
+            reject(from: peer.identity, reason: "\(error)")
+            peer.detach()
+            if peer.isAlive { lose(peer, reason: "its pipe broke (\(error))") }
+            return
+        }
+        if pipe.isClosed {
+            // The worker held the only write end: it exited, or dropped the pipe.
+            peer.detach()
+            lose(peer, reason: "its pipe closed (the worker exited, or gave up on the pipe)")
+        }
+    }
+
+    private func handle(_ frames: ArraySlice<ZMQMessage>, from identity: [UInt8]) {
         let envelope: Envelope
         do {
-            envelope = try Envelope(frames: frames[1...])
+            envelope = try Envelope(frames: frames)
         } catch {
             reject(from: identity, reason: "\(error)")
             return
@@ -77,11 +100,11 @@ extension CoordinatorServer {
             logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live")
         }
         // A worker (re)starting its session attaches again if it shares this host.
-        peer.gradientSegment = nil
+        peer.detach()
         let welcome = Welcome(workerIndex: UInt32(peer.index),
                               heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
                               precision: options.precision, spec: spec, dropout: options.dropout,
-                              sharedWeights: weightsSegment?.info)
+                              sharedWeights: weightsSegment?.info, sharedBatches: batchSegment?.info)
         sendRaw(welcome.encode(), to: identity)
         peer.lastSent = MonotonicClock.now
     }
@@ -102,8 +125,18 @@ extension CoordinatorServer {
             }
             let segment = try SharedSegment(opening: attach.segment)
             segment.unlinkName()
+            peer.detach()
             peer.gradientSegment = segment
-            logger.info("worker \(peer.name) shares this host: weights and gradients go through shared memory")
+            if !attach.toWorkerPipe.isEmpty {
+                do {
+                    let toWorker = try PipeChannel(opening: attach.toWorkerPipe, forWriting: true)
+                    peer.fromWorker = try PipeChannel(opening: attach.toCoordinatorPipe, forWriting: false)
+                    peer.toWorker = toWorker
+                } catch {
+                    logger.info("worker \(peer.name): no pipes (\(error)); small messages take the socket")
+                }
+            }
+            logger.info("worker \(peer.name) shares this host: weights and gradients go through shared memory\(peer.toWorker == nil ? "" : ", step messages through pipes")")
         } catch {
             reject(from: identity, reason: "\(error)")
         }

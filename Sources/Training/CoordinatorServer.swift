@@ -22,6 +22,9 @@ public struct CoordinatorOptions: Sendable {
     /// Offer workers on this host a shared-memory path for weights and gradients; the
     /// socket still carries every message, only the bulk values move through memory.
     public var sharedMemory = true
+    /// The largest batch, in samples: sizes the shared batch slots (0: no batch segment, the
+    /// samples travel in the tasks even on this host).
+    public var batchSlotSamples = 0
     /// CURVE: this coordinator's secret key and the public keys of the workers it admits.
     /// Without them, traffic is plain text and anyone who reaches the port may join.
     public var curveSecretKey: String?
@@ -59,6 +62,9 @@ public final class CoordinatorServer: ShardGradientSource {
     private var weightsPool: [SharedBuffer] = []
     /// Two slots of weights, by step parity, for workers on this host.
     let weightsSegment: SharedSegment?
+    /// Two slots of batches (labels and pixels), by step parity, and the step each holds.
+    let batchSegment: SharedSegment?
+    private var batchSlotSteps = [-1, -1]
     /// Scratch for decoding 16-bit values read from shared memory.
     var sharedScratch: [UInt8] = []
     private var authenticator: ZAPAuthenticator?
@@ -79,16 +85,18 @@ public final class CoordinatorServer: ShardGradientSource {
         self.spec = spec
         self.modelHash = ModelSpecCoding.hash(spec)
         self.logger = logger
+        var segments: (weights: SharedSegment, batches: SharedSegment?)?
         if options.sharedMemory {
             do {
-                weightsSegment = try SharedSegment(slotCount: 2, slotBytes: spec.parameterCount * options.precision.bytesPerValue)
+                segments = (try SharedSegment(slotCount: 2, slotBytes: spec.parameterCount * options.precision.bytesPerValue),
+                            options.batchSlotSamples > 0
+                                ? try SharedSegment(slotCount: 2, slotBytes: options.batchSlotSamples * (spec.inputSize + 1)) : nil)
             } catch {
                 logger.notice("no shared memory for local workers (\(error)); everything goes through the socket")
-                weightsSegment = nil
             }
-        } else {
-            weightsSegment = nil
         }
+        weightsSegment = segments?.weights
+        batchSegment = segments?.batches
         context = try ZMQContext()
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
@@ -188,7 +196,6 @@ public final class CoordinatorServer: ShardGradientSource {
         mark = MonotonicClock.now
         // While the workers compute: gather the next batch and send its tasks ahead.
         if let next = next() { prefetch(next, step: step + 1) }
-
         let receiveBefore = timing.receiveSeconds
         while !results.isComplete {
             try pump(timeoutMilliseconds: 50)
@@ -247,9 +254,26 @@ public final class CoordinatorServer: ShardGradientSource {
     private func sendTask(_ shard: Int, of batch: BatchView, step: Int, to peer: WorkerPeer) {
         let count = batch.sampleCount(ofShard: shard)
         let task = TaskHeader(shard: UInt32(shard), sampleCount: UInt32(count), featureCount: UInt32(batch.featureCount))
-        send(task.encode(step: UInt64(step),
-                         samples: .shared(batch.buffer, offset: batch.offset(ofShard: shard), count: count * (batch.featureCount + 1))),
-             to: peer)
+        if peer.gradientSegment != nil, placeInBatchSlot(batch, step: step) {
+            send(task.encodeShared(step: UInt64(step), slot: step % 2, offset: batch.offset(ofShard: shard)), to: peer)
+        } else {
+            send(task.encode(step: UInt64(step),
+                             samples: .shared(batch.buffer, offset: batch.offset(ofShard: shard), count: count * (batch.featureCount + 1))),
+                 to: peer)
+        }
+    }
+
+    /// Copies the batch of `step` into the batch slot of its parity, once; false if there is
+    /// no batch segment or the batch does not fit. The other slot may still be read by a
+    /// worker computing the step before, never this one: every result of step s - 2 came
+    /// in before step s began (late answers are dropped as stale).
+    private func placeInBatchSlot(_ batch: BatchView, step: Int) -> Bool {
+        guard let batchSegment, batch.sampleCount * (batch.featureCount + 1) <= batchSegment.info.slotBytes else { return false }
+        if batchSlotSteps[step % 2] != step {
+            batchSegment.slot(step % 2).copyMemory(from: batch.buffer.pointer, byteCount: batch.sampleCount * (batch.featureCount + 1))
+            batchSlotSteps[step % 2] = step
+        }
+        return true
     }
 
     /// Sends the next step's tasks ahead, with the same shard-to-worker mapping the next step
@@ -268,10 +292,13 @@ public final class CoordinatorServer: ShardGradientSource {
         }
     }
 
+    /// Sends through the peer's pipe when it has one and the message fits, else the socket.
     private func send(_ frames: [OutgoingFrame], to peer: WorkerPeer) {
         guard peer.isAlive else { return }
         do {
-            guard try socket.send([.bytes(peer.identity)] + frames, dontWait: true) else {
+            if let pipe = peer.toWorker, try pipe.send(frames) {
+                // sent
+            } else if try !socket.send([.bytes(peer.identity)] + frames, dontWait: true) {
                 lose(peer, reason: "its queue is full (it stopped reading)")
                 return
             }
@@ -308,7 +335,7 @@ public final class CoordinatorServer: ShardGradientSource {
     }
 
     /// Declares `peer` lost; its unfinished shards go to the others at the next chance.
-    private func lose(_ peer: WorkerPeer, reason: String) {
+    func lose(_ peer: WorkerPeer, reason: String) {
         guard peer.isAlive else { return }
         peer.isAlive = false
         peer.timesLost += 1

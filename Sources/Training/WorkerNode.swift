@@ -67,8 +67,14 @@ public final class WorkerNode {
     /// Shared memory with a coordinator on this host: its weights segment (read) and ours
     /// (gradients, written). Used while the coordinator sends weights through its segment.
     private var weightsSegment: SharedSegment?
+    private var batchSegment: SharedSegment?
     private var gradientSegment: SharedSegment?
     private var sharedActive = false
+    /// Pipes to and from a coordinator on this host; `pipesActive` once it wrote to us
+    /// through ours, which says it opened both.
+    private var fromCoordinator: PipeChannel?
+    private var toCoordinator: PipeChannel?
+    private var pipesActive = false
     private var sharedScratch: [UInt8] = []
     /// Results sent for `resultStep`: each takes the next slot of our segment.
     private var resultStep: UInt64 = .max
@@ -99,9 +105,32 @@ public final class WorkerNode {
         if let exit = try connect() { return exit }
         while true {
             if let parent = options.parentPID, getppid() != parent { return .parentExited }
-            if let frames = try socket.receive(timeoutMilliseconds: Int(heartbeatSeconds * 1000)) {
-                lastHeard = MonotonicClock.now
-                if let exit = try handle(frames) { return exit }
+            let ready = try socket.waitForInput(timeoutMilliseconds: Int(heartbeatSeconds * 1000),
+                                                alsoWatching: fromCoordinator.map { [$0.descriptor] } ?? [])
+            if !ready.descriptors.isEmpty, let pipe = fromCoordinator {
+                let messages: [[ZMQMessage]]
+                do { messages = try pipe.receive() } catch {
+                    noteRejected("\(error)")
+                    dropPipes()  // its framing is lost; the socket still works
+                    messages = []
+                }
+                for frames in messages {
+                    lastHeard = MonotonicClock.now
+                    pipesActive = true
+                    if let exit = try handle(frames) { return exit }
+                }
+                if fromCoordinator?.isClosed == true {
+                    // Its process exited. Back to the socket, where a restarted coordinator
+                    // will hear our heartbeats and ask us to say hello again.
+                    logger.notice("the coordinator's process has exited; waiting on the socket")
+                    dropPipes()
+                }
+            }
+            if ready.socket {
+                while let frames = try socket.receive(timeoutMilliseconds: 0) {
+                    lastHeard = MonotonicClock.now
+                    if let exit = try handle(frames) { return exit }
+                }
             }
             let now = MonotonicClock.now
             if now - lastHeard > options.coordinatorTimeoutSeconds {
@@ -109,6 +138,12 @@ public final class WorkerNode {
             }
             if now - lastSent > heartbeatSeconds { try send(Heartbeat.encode()) }
         }
+    }
+
+    private func dropPipes() {
+        fromCoordinator = nil
+        toCoordinator = nil
+        pipesActive = false
     }
 
     /// Says hello until the coordinator answers; nil once welcomed.
@@ -236,8 +271,8 @@ public final class WorkerNode {
         resultsInStep += 1
         let gradient = sharedSlot == nil ? takeGradientBuffer(byteCount: count * precision.bytesPerValue) : nil
         let output = sharedSlot.map { gradientSegment!.slot($0) } ?? gradient!.pointer
-        let statistics = samples.withUnsafeBytes { raw in
-            let labels = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let statistics = try withSamples(samples, byteCount: task.sampleBytes) { raw in
+            let labels = raw.assumingMemoryBound(to: UInt8.self)
             if precision == .fp32 {
                 return model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
                                                 gradient: output.bindMemory(to: Float.self, capacity: count),
@@ -263,19 +298,38 @@ public final class WorkerNode {
         tasksDone += 1
     }
 
+    /// Runs `body` on a task's samples, in its data frame or in the coordinator's batch slot.
+    private func withSamples<R>(_ samples: TaskHeader.Samples, byteCount: Int, _ body: (UnsafeRawPointer) -> R) throws -> R {
+        switch samples {
+        case let .frame(frame):
+            return frame.withUnsafeBytes { body($0.baseAddress!) }
+        case let .shared(slot, offset):
+            guard let batchSegment else { throw ProtocolError.malformed(.task, "samples in shared slot \(slot), but no batch segment is open") }
+            return body(try batchSegment.mapped(slot: slot, offset: offset, byteCount: byteCount))
+        }
+    }
+
     /// On the coordinator's host (its segment opens and carries the announced nonce), makes
     /// our own gradient segment and offers it. Elsewhere everything stays on the socket.
     private func attachSharedMemory(_ welcome: Welcome) throws {
         weightsSegment = nil
+        batchSegment = nil
         gradientSegment = nil
         sharedActive = false
+        dropPipes()
         guard options.sharedMemory, let offered = welcome.sharedWeights else { return }
         do {
             let weights = try SharedSegment(opening: offered)
             let own = try SharedSegment(slotCount: 4, slotBytes: welcome.spec.parameterCount * welcome.precision.bytesPerValue)
             weightsSegment = weights
             gradientSegment = own
-            try send(AttachMessage(segment: own.info).encode())
+            batchSegment = try welcome.sharedBatches.map(SharedSegment.init(opening:))
+            // Pipes are an extra: without them the step messages take the socket.
+            let pipes = try? (toWorker: PipeChannel(forWriting: false), toCoordinator: PipeChannel(forWriting: true))
+            fromCoordinator = pipes?.toWorker
+            toCoordinator = pipes?.toCoordinator
+            try send(AttachMessage(segment: own.info, toWorkerPipe: pipes?.toWorker.path ?? "",
+                                   toCoordinatorPipe: pipes?.toCoordinator.path ?? "").encode())
             logger.info("sharing memory with the coordinator on this host")
         } catch {
             logger.info("no shared memory with the coordinator (\(error)); using the socket only")
@@ -292,7 +346,19 @@ public final class WorkerNode {
         return buffer
     }
 
+    /// Through our pipe once the coordinator uses it (and the message fits), else the socket.
     private func send(_ frames: [OutgoingFrame]) throws {
+        if pipesActive, let pipe = toCoordinator {
+            do {
+                if try pipe.send(frames) {
+                    lastSent = MonotonicClock.now
+                    return
+                }
+            } catch {
+                logger.warning("the pipe to the coordinator failed (\(error)); using the socket")
+                dropPipes()
+            }
+        }
         if try socket.send(frames, dontWait: true) {
             lastSent = MonotonicClock.now
         }

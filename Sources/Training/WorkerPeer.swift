@@ -21,6 +21,9 @@ final class WorkerPeer {
     var lastStepCounted = -1
     /// The worker's own segment, where it leaves its gradients (same host only).
     var gradientSegment: SharedSegment?
+    /// Its pipes (same host only): small messages to it and from it, past the socket.
+    var toWorker: PipeChannel?
+    var fromWorker: PipeChannel?
 
     var shardsDone = 0
     var stepsDone = 0
@@ -34,6 +37,13 @@ final class WorkerPeer {
         self.index = index
         self.lastHeard = now
         self.lastSent = now
+    }
+
+    /// Forgets its shared memory and pipes (it starts a new session, or broke them).
+    func detach() {
+        gradientSegment = nil
+        toWorker = nil
+        fromWorker = nil
     }
 
     var summary: WorkerSummary {

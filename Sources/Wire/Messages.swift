@@ -42,15 +42,18 @@ public struct Welcome: Equatable, Sendable {
     public var dropout: Dropout?
     /// The coordinator's weights segment, for a worker on its host (nil: sockets only).
     public var sharedWeights: SharedSegmentInfo?
+    /// Its batch segment: each step's samples, in slot step mod 2 (nil: in the tasks).
+    public var sharedBatches: SharedSegmentInfo?
 
     public init(workerIndex: UInt32, heartbeatMilliseconds: UInt32, precision: WirePrecision = .fp32, spec: ModelSpec,
-                dropout: Dropout? = nil, sharedWeights: SharedSegmentInfo? = nil) {
+                dropout: Dropout? = nil, sharedWeights: SharedSegmentInfo? = nil, sharedBatches: SharedSegmentInfo? = nil) {
         self.workerIndex = workerIndex
         self.heartbeatMilliseconds = heartbeatMilliseconds
         self.precision = precision
         self.spec = spec
         self.dropout = dropout
         self.sharedWeights = sharedWeights
+        self.sharedBatches = sharedBatches
     }
 
     public func encode() -> [OutgoingFrame] {
@@ -62,12 +65,13 @@ public struct Welcome: Equatable, Sendable {
         meta.write(dropout?.seed ?? 0)
         ModelSpecCoding.write(spec, to: &meta)
         meta.write(segment: sharedWeights)
+        meta.write(segment: sharedBatches)
         return encodeMessage(.welcome, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        (workerIndex, heartbeatMilliseconds, precision, dropout, spec, sharedWeights) = try envelope.readMeta { reader in
+        (workerIndex, heartbeatMilliseconds, precision, dropout, spec, sharedWeights, sharedBatches) = try envelope.readMeta { reader in
             let index = try reader.read(UInt32.self)
             let heartbeat = try reader.read(UInt32.self)
             let code = try reader.read(UInt8.self)
@@ -82,7 +86,7 @@ public struct Welcome: Equatable, Sendable {
             if dropout != nil, !spec.layers.dropLast().allSatisfy({ $0.activation == .relu }) {
                 throw ProtocolError.malformed(.welcome, "dropout on non-ReLU hidden layers")
             }
-            return (index, heartbeat, precision, dropout, spec, try reader.readSegment())
+            return (index, heartbeat, precision, dropout, spec, try reader.readSegment(), try reader.readSegment())
         }
     }
 }
@@ -183,24 +187,39 @@ public enum WeightsMessage {
     }
 }
 
-/// A worker on the coordinator's host offers its own segment for its gradients.
+/// A worker on the coordinator's host offers its own segment for its gradients, and two
+/// pipes for the small messages of every step (see `PipeChannel`).
 public struct AttachMessage: Equatable, Sendable {
     public var segment: SharedSegmentInfo
+    /// The pipe the coordinator writes to this worker, and the one it reads from it
+    /// (empty: none; the socket carries everything).
+    public var toWorkerPipe: String
+    public var toCoordinatorPipe: String
 
-    public init(segment: SharedSegmentInfo) { self.segment = segment }
+    public init(segment: SharedSegmentInfo, toWorkerPipe: String = "", toCoordinatorPipe: String = "") {
+        self.segment = segment
+        self.toWorkerPipe = toWorkerPipe
+        self.toCoordinatorPipe = toCoordinatorPipe
+    }
 
     public func encode() -> [OutgoingFrame] {
         var meta = ByteWriter()
         meta.write(segment: segment)
+        meta.write(string: toWorkerPipe)
+        meta.write(string: toCoordinatorPipe)
         return encodeMessage(.attach, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        guard let segment = try envelope.readMeta({ try $0.readSegment() }) else {
-            throw ProtocolError.malformed(.attach, "no segment named")
+        let (segment, toWorker, toCoordinator) = try envelope.readMeta { reader in
+            (try reader.readSegment(), try reader.readString(maximumLength: 80), try reader.readString(maximumLength: 80))
         }
+        guard let segment else { throw ProtocolError.malformed(.attach, "no segment named") }
+        guard toWorker.isEmpty == toCoordinator.isEmpty else { throw ProtocolError.malformed(.attach, "one pipe without the other") }
         self.segment = segment
+        self.toWorkerPipe = toWorker
+        self.toCoordinatorPipe = toCoordinator
     }
 }
 
@@ -216,26 +235,55 @@ public struct TaskHeader: Equatable, Sendable {
         self.featureCount = featureCount
     }
 
-    /// `samples` holds the labels (`sampleCount` bytes) then the pixels.
+    /// Where a task's samples are: in its data frame, or at `offset` of a slot of the
+    /// coordinator's batch segment (named in the welcome).
+    public enum Samples {
+        case frame(ZMQMessage)
+        case shared(slot: Int, offset: Int)
+    }
+
+    /// The bytes a task's samples take: the labels (`sampleCount` bytes) then the pixels.
+    public var sampleBytes: Int { Int(sampleCount) * (1 + Int(featureCount)) }
+
+    /// `samples` holds the labels then the pixels.
     public func encode(step: UInt64, samples: OutgoingFrame) -> [OutgoingFrame] {
+        encodeMessage(.task, step: step, meta: meta(slot: WeightsMessage.inFrame, offset: 0), bulk: samples)
+    }
+
+    /// The samples wait at `offset` of slot `slot` of the batch segment: no data frame.
+    public func encodeShared(step: UInt64, slot: Int, offset: Int) -> [OutgoingFrame] {
+        encodeMessage(.task, step: step, meta: meta(slot: UInt8(slot), offset: UInt64(offset)))
+    }
+
+    private func meta(slot: UInt8, offset: UInt64) -> ByteWriter {
         var meta = ByteWriter()
         meta.write(shard)
         meta.write(sampleCount)
         meta.write(featureCount)
-        return encodeMessage(.task, step: step, meta: meta, bulk: samples)
+        meta.write(slot)
+        meta.write(offset)
+        return meta
     }
 
-    /// Decodes the header and checks that the data frame matches it; returns the data frame.
-    public static func decode(_ envelope: Envelope, featureCount expected: Int) throws -> (TaskHeader, ZMQMessage) {
-        let header = try envelope.readMeta { reader in
-            TaskHeader(shard: try reader.read(), sampleCount: try reader.read(), featureCount: try reader.read())
+    /// Decodes the header and checks that the data frame matches it, if the samples travel
+    /// in one (a shared slot's bounds are checked by whoever opens it).
+    public static func decode(_ envelope: Envelope, featureCount expected: Int) throws -> (TaskHeader, Samples) {
+        let (header, slot, offset) = try envelope.readMeta { reader in
+            (TaskHeader(shard: try reader.read(), sampleCount: try reader.read(), featureCount: try reader.read()),
+             try reader.read(UInt8.self), try reader.read(UInt64.self))
         }
         guard Int(header.featureCount) == expected else {
             throw ProtocolError.malformed(.task, "\(header.featureCount) features per sample, the model takes \(expected)")
         }
         guard header.sampleCount > 0 else { throw ProtocolError.malformed(.task, "no samples") }
-        let bulk = try envelope.requireBulk(Int(header.sampleCount) * (1 + expected))
-        return (header, bulk)
+        if slot == WeightsMessage.inFrame {
+            return (header, .frame(try envelope.requireBulk(header.sampleBytes)))
+        }
+        try envelope.requireNoBulk()
+        guard offset <= UInt64(WireProtocol.maximumMessageBytes) else {
+            throw ProtocolError.malformed(.task, "samples at offset \(offset) of a batch slot")
+        }
+        return (header, .shared(slot: Int(slot), offset: Int(offset)))
     }
 }
 

@@ -17,17 +17,19 @@ import NeuralNet
 /// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string   | –                        |
 /// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · precision UInt8 ·   | –                        |
 /// |               |     | dropout rate Float32 · dropout seed UInt64 · model spec ·       |                          |
-/// |               |     | weights segment                                                 |                          |
+/// |               |     | weights segment · batch segment                                 |                          |
 /// | 3 reject      | c→w | reason string                                                   | –                        |
 /// | 4 weights     | c→w | parameter count UInt32 · precision UInt8 · slot UInt8           | parameters (precision),  |
 /// |               |     |                                                                 | none if slot ≠ 0xFF      |
-/// | 5 task        | c→w | shard UInt32 · sample count UInt32 · feature count UInt32       | labels, then pixels      |
+/// | 5 task        | c→w | shard UInt32 · sample count UInt32 · feature count UInt32 ·     | labels, then pixels;     |
+/// |               |     | slot UInt8 · offset UInt64                                      | none if slot ≠ 0xFF      |
 /// | 6 result      | w→c | shard UInt32 · sample count UInt32 · loss sum Float64 ·         | gradient sum (precision),|
 /// |               |     | correct UInt32 · parameter count UInt32 · precision UInt8 ·     | none if slot ≠ 0xFF      |
 /// |               |     | compute µs UInt64 · slot UInt8                                  |                          |
 /// | 7 heartbeat   | both| –                                                               | –                        |
 /// | 8 shutdown    | c→w | reason string                                                   | –                        |
-/// | 9 attach      | w→c | the worker's gradient segment                                   | –                        |
+/// | 9 attach      | w→c | the worker's gradient segment · pipe to the worker string ·     | –                        |
+/// |               |     | pipe to the coordinator string (both empty: no pipes)           |                          |
 ///
 /// Precision: 0 fp32, 1 fp16, 2 bf16 (`WirePrecision`); 16-bit values are little-endian
 /// UInt16 bit patterns. Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer
@@ -36,14 +38,23 @@ import NeuralNet
 /// Shared memory (workers on the coordinator's host): a segment is a name string (`/zmqt-…`;
 /// empty: no segment, and nothing follows), a 16-byte nonce, a slot count UInt32 and a slot
 /// size UInt64. The welcome names the coordinator's weights segment (two slots, written for
-/// step s into slot s mod 2); a worker that opens it and finds the nonce in its header sends
-/// attach with a segment of its own for gradients. From then on the coordinator sends that
-/// worker weights messages with the slot instead of a data frame, which tells the worker to
-/// return each step's n-th gradient in its slot n (while it has slots) the same way. Slot
-/// 0xFF means "in the data frame". See `SharedSegment` for the layout and who may map what.
+/// step s into slot s mod 2) and its batch segment (the same, for each step's batch, laid
+/// out shard by shard, each shard's labels then its pixels); a worker that opens them and
+/// finds the nonces in their headers sends attach with a segment of its own for gradients.
+/// From then on the coordinator sends that worker weights messages with the slot instead of
+/// a data frame, which tells the worker to return each step's n-th gradient in its slot n
+/// (while it has slots) the same way, and tasks with the slot and the shard's byte offset
+/// in it. Slot 0xFF means "in the data frame". See `SharedSegment` for the layout and who may map what.
+///
+/// Pipes (same host too): the attach also names two FIFOs the worker made. Once the
+/// coordinator has opened them, it sends that worker every message of at most `PIPE_BUF`
+/// bytes through its pipe instead of the socket (each framed as a UInt32 length, then each
+/// frame as a UInt32 length and its bytes), and the worker, once something came that way,
+/// answers through the other pipe. The messages are the same; only the path is shorter
+/// (see `PipeChannel`).
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
     public static let headerSize = 24
     /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
     /// `ZMQ_MAXMSGSIZE` and again by the decoder.

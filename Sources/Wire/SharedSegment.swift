@@ -139,14 +139,22 @@ public final class SharedSegment {
     /// trusts anyway — a worker maps its coordinator's weights; the coordinator never maps
     /// a worker's segment, it copies with `read`.
     public func mappedSlot(_ index: Int) throws -> UnsafeRawPointer {
-        precondition(index >= 0 && index < info.slotCount)
+        try mapped(slot: index, offset: 0, byteCount: info.slotBytes)
+    }
+
+    /// `byteCount` bytes at `offset` of slot `index`, mapped read-only as `mappedSlot`; a
+    /// range outside the slot is an error, as the numbers come from a message.
+    public func mapped(slot index: Int, offset: Int, byteCount: Int) throws -> UnsafeRawPointer {
+        guard index >= 0 && index < info.slotCount, offset >= 0, byteCount >= 0, offset + byteCount <= info.slotBytes else {
+            throw SharedSegmentError(name: info.name, reason: "\(byteCount) bytes at \(offset) of slot \(index) lie outside its \(info.slotCount) slots of \(info.slotBytes) bytes")
+        }
         if readMapping == nil {
-            guard let mapped = mmap(nil, byteCount, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
+            guard let mapped = mmap(nil, self.byteCount, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
                 throw SharedSegmentError(name: info.name, reason: "cannot map: \(String(cString: strerror(errno)))")
             }
             readMapping = UnsafeRawPointer(mapped)
         }
-        return readMapping! + Self.headerBytes + index * info.slotBytes
+        return readMapping! + Self.headerBytes + index * info.slotBytes + offset
     }
 
     deinit {

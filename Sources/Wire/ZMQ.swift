@@ -100,6 +100,14 @@ public final class ZMQMessage {
         zmq_msg_init(message)
     }
 
+    /// A frame holding a copy of `bytes` (a message that came another way than a socket).
+    public convenience init(copying bytes: UnsafeRawBufferPointer) {
+        self.init()
+        zmq_msg_close(message)
+        zmq_msg_init_size(message, bytes.count)
+        if bytes.count > 0 { zmq_msg_data(message).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+    }
+
     deinit {
         zmq_msg_close(message)
         message.deallocate()
@@ -246,6 +254,19 @@ public final class ZMQSocket {
             // Ask before the frame can be closed: zmq_msg_more reads the message itself.
             if zmq_msg_more(frame.message) == 0 { return frames }
         }
+    }
+
+    /// Waits until a message can be read from this socket or one of `descriptors` (pipes) is
+    /// readable or closed. Returns whether the socket is readable and which descriptors are.
+    public func waitForInput(timeoutMilliseconds: Int, alsoWatching descriptors: [Int32]) throws -> (socket: Bool, descriptors: [Int32]) {
+        if descriptors.isEmpty { return (try waitForInput(timeoutMilliseconds: timeoutMilliseconds), []) }
+        var items = [zmq_pollitem_t(socket: handle, fd: -1, events: Int16(ZMQ_POLLIN), revents: 0)]
+        for descriptor in descriptors { items.append(zmq_pollitem_t(socket: nil, fd: descriptor, events: Int16(ZMQ_POLLIN), revents: 0)) }
+        let ready = try check("poll") { zmq_poll(&items, Int32(items.count), timeoutMilliseconds) }
+        guard ready > 0 else { return (false, []) }
+        // A closed pipe reports POLLHUP (or POLLERR) without POLLIN: its reader must see it too.
+        let events = Int16(ZMQ_POLLIN) | Int16(POLLHUP) | Int16(ZMQ_POLLERR)
+        return (items[0].revents & Int16(ZMQ_POLLIN) != 0, items.dropFirst().filter { $0.revents & events != 0 }.map(\.fd))
     }
 
     /// Waits until a message can be read.

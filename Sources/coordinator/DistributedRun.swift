@@ -23,6 +23,7 @@ struct DistributedRun {
         options.precision = command.precision
         options.dropout = config.dropoutMasks
         options.sharedMemory = command.sharedMemory
+        options.batchSlotSamples = config.batchSize
         var spawnedWorkerSecrets: [String] = []
         if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
             options.curveSecretKey = try CurveKeys.load(secretPath)

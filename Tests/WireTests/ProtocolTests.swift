@@ -82,15 +82,30 @@ final class ProtocolTests: XCTestCase {
         }
         let attach = AttachMessage(segment: segment.info)
         XCTAssertEqual(try AttachMessage(try roundTripToRouter(attach.encode())), attach)
+        let withPipes = AttachMessage(segment: segment.info, toWorkerPipe: "/dev/shm/zmqt-1-ap", toCoordinatorPipe: "/dev/shm/zmqt-1-bp")
+        XCTAssertEqual(try AttachMessage(try roundTripToRouter(withPipes.encode())), withPipes)
+        XCTAssertThrowsError(try AttachMessage(try roundTripToRouter(AttachMessage(segment: segment.info, toWorkerPipe: "/dev/shm/zmqt-1-ap").encode()))) {
+            XCTAssertTrue("\($0)".contains("one pipe without the other"), "\($0)")
+        }
+        let batches = try SharedSegment(slotCount: 2, slotBytes: 64)
+        let welcomeShared = Welcome(workerIndex: 2, heartbeatMilliseconds: 100, spec: spec, sharedWeights: segment.info, sharedBatches: batches.info)
+        XCTAssertEqual(try Welcome(try roundTripToDealer(welcomeShared.encode())), welcomeShared)
 
         let samples = SharedBuffer(byteCount: 2 * 7)
         for i in 0..<14 { samples.pointer.storeBytes(of: UInt8(i), toByteOffset: i, as: UInt8.self) }
         let task = TaskHeader(shard: 1, sampleCount: 2, featureCount: 6)
         let taskEnvelope = try roundTripToDealer(task.encode(step: 5, samples: .shared(samples, offset: 0, count: 14)))
-        let (decodedTask, bulk) = try TaskHeader.decode(taskEnvelope, featureCount: 6)
+        let (decodedTask, samplesIn) = try TaskHeader.decode(taskEnvelope, featureCount: 6)
         XCTAssertEqual(decodedTask, task)
+        guard case let .frame(bulk) = samplesIn else { return XCTFail("samples should be in the frame") }
         XCTAssertEqual(bulk.bytes, Array(0..<14))
         XCTAssertThrowsError(try TaskHeader.decode(taskEnvelope, featureCount: 784))
+        // Samples waiting in a batch slot: no data frame, the slot and offset instead.
+        let sharedTask = try roundTripToDealer(task.encodeShared(step: 6, slot: 1, offset: 28))
+        XCTAssertNil(sharedTask.bulk)
+        let (decodedSharedTask, where_) = try TaskHeader.decode(sharedTask, featureCount: 6)
+        XCTAssertEqual(decodedSharedTask, task)
+        guard case .shared(slot: 1, offset: 28) = where_ else { return XCTFail("\(where_)") }
 
         let gradient = SharedBuffer(byteCount: spec.parameterCount * 4)
         for i in 0..<spec.parameterCount { gradient.floats(count: spec.parameterCount)[i] = -Float(i) }

@@ -59,6 +59,20 @@ final class SharedSegmentTests: XCTestCase {
         XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { try reader.read(slot: 5, byteCount: 16, into: $0.baseAddress!) })
     }
 
+    /// Slot and offset come from messages: out of range is an error, never a crash.
+    func testMappedRangesAreChecked() throws {
+        let owner = try SharedSegment(slotCount: 2, slotBytes: 100)
+        owner.slot(1).storeBytes(of: 0xAB, toByteOffset: 40, as: UInt8.self)
+        let reader = try SharedSegment(opening: owner.info)
+        XCTAssertEqual(try reader.mapped(slot: 1, offset: 40, byteCount: 60).load(as: UInt8.self), 0xAB)
+        for (slot, offset, count) in [(2, 0, 1), (-1, 0, 1), (0, 50, 51), (1, -1, 2), (0xFE, 0, 0)] {
+            XCTAssertThrowsError(try reader.mapped(slot: slot, offset: offset, byteCount: count)) {
+                XCTAssertTrue("\($0)".contains("outside"), "\($0)")
+            }
+        }
+        XCTAssertThrowsError(try reader.mappedSlot(7))
+    }
+
     func testReleasingTheOwnerRemovesTheName() throws {
         var owner: SharedSegment? = try SharedSegment(slotCount: 1, slotBytes: 8)
         let info = owner!.info
