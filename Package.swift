@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "Wire", dependencies: ["CZeroMQ", "NeuralNet"]),
         // The processes: training loop, coordinator and worker.
         .target(name: "Training",
-                dependencies: ["NeuralNet", "MNISTData", "Wire",
+                dependencies: ["NeuralNet", "MNISTData", "Wire", "CAffinity",
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "Crypto", package: "swift-crypto")]),
 
@@ -46,7 +46,7 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "worker",
-                          dependencies: ["Training", "Wire", "CAffinity",
+                          dependencies: ["Training", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
 

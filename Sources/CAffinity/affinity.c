@@ -1,10 +1,30 @@
 #define _GNU_SOURCE
+#include <errno.h>
 #include <sched.h>
 #include "affinity.h"
 
 int zmqt_pin_to_cpu(int cpu) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE) {
+        errno = EINVAL;
+        return -1;
+    }
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof(set), &set);
+}
+
+int zmqt_allowed_cpu(int index) {
+    cpu_set_t set;
+    if (index < 0 || sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &set) && index-- == 0) return cpu;
+    }
+    return -1;
+}
+
+int zmqt_allowed_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
+    return CPU_COUNT(&set);
 }

@@ -194,11 +194,19 @@ public final class CoordinatorServer: ShardGradientSource {
         reassignOrphans()
         timing.sendSeconds += MonotonicClock.now - mark
         mark = MonotonicClock.now
-        // While the workers compute: gather the next batch and send its tasks ahead.
-        if let next = next() { prefetch(next, step: step + 1) }
+        // While the workers compute: gather the next batch and send its tasks ahead. That
+        // takes a core; when workers on this host hold every core, the first one to finish
+        // frees one, so wait for it rather than delay a worker that is about to start.
+        var nextSent = !workersFillTheCores
+        if nextSent, let next = next() { prefetch(next, step: step + 1) }
+        let completeBefore = results.completeCount
         let receiveBefore = timing.receiveSeconds
         while !results.isComplete {
             try pump(timeoutMilliseconds: 50)
+            if !nextSent && results.completeCount > completeBefore && !results.isComplete {
+                nextSent = true
+                if let next = next() { prefetch(next, step: step + 1) }
+            }
             try checkLiveness()
             reassignOrphans()
         }
@@ -207,6 +215,12 @@ public final class CoordinatorServer: ShardGradientSource {
         timing.computeSeconds += slowest
         timing.networkWaitSeconds += max(0, waited - slowest - (timing.receiveSeconds - receiveBefore))
         for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
+    }
+
+    /// Whether workers on this host (they attached shared memory) occupy every CPU, so that
+    /// whatever the coordinator computes during a step takes a core from one of them.
+    private var workersFillTheCores: Bool {
+        peers.values.filter { $0.isAlive && $0.gradientSegment != nil }.count >= CPUAffinity.allowedCount
     }
 
     /// This step's weights encoded for the wire, made on first use.

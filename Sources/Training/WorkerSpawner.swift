@@ -22,8 +22,9 @@ public final class WorkerSpawner {
     /// (not the command line, which other users can read in `ps`).
     public static let secretKeyVariable = "ZMQ_TRAINER_CURVE_SECRET_KEY"
 
-    /// With `pinning`, worker i is pinned to CPU i mod the CPU count (`worker --cpu`), so the
-    /// scheduler cannot leave two workers queued on one CPU while another idles.
+    /// With `pinning`, worker i is pinned to the i-th CPU this process may use, wrapping
+    /// around (`worker --cpu`), so the scheduler cannot leave two workers queued on one CPU
+    /// while another idles.
     public func spawn(count: Int, endpoint: String, extraArguments: [String] = [], secretKeys: [String] = [],
                       pinning: Bool = false) throws {
         let executable = Self.workerExecutable()
@@ -35,7 +36,7 @@ public final class WorkerSpawner {
             process.executableURL = executable
             process.arguments = ["--connect", endpoint, "--name", "worker-\(index)",
                                  "--parent-pid", String(getpid())] + extraArguments
-                + (pinning ? ["--cpu", String(index % ProcessInfo.processInfo.activeProcessorCount)] : [])
+                + (pinning ? ["--cpu", String(CPUAffinity.allowedCPU(index))] : [])
             var environment = ProcessInfo.processInfo.environment
             // Workers compute on one thread each: no OpenBLAS thread pool (it would be made
             // when the library loads, before the worker could pin itself).

@@ -48,7 +48,7 @@ struct DistributedRun {
             if let secret = options.curveSecretKey { arguments += ["--curve-server-key", try CurveKeys.publicKey(forSecret: secret)] }
             try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
                               secretKeys: spawnedWorkerSecrets,
-                              pinning: command.pinWorkers && count <= ProcessInfo.processInfo.activeProcessorCount)
+                              pinning: command.pinWorkers && count <= CPUAffinity.allowedCount)
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)

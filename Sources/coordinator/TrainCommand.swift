@@ -72,10 +72,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "ZeroMQ endpoint to bind.")
     var bind = "tcp://127.0.0.1:5555"
 
-    @Flag(help: "Pin each spawned worker to a CPU of its own (when there are no more workers than CPUs), as `mpirun --bind-to core` does.")
-    var pinWorkers = false
+    @Flag(inversion: .prefixedNo, help: "Pin each spawned worker to a CPU of its own when there are no more workers than CPUs this process may use, as `mpirun --bind-to core` does; --no-pin-workers leaves them to the scheduler.")
+    var pinWorkers = true
 
-    @Flag(inversion: .prefixedNo, help: "Workers on this host move weights and gradients through shared memory (messages still go through the socket); --no-shared-memory sends everything through the socket.")
+    @Flag(inversion: .prefixedNo, help: "Workers on this host move weights, gradients and batches through shared memory and the step's messages through pipes; --no-shared-memory sends everything through the socket.")
     var sharedMemory = true
 
     @Option(help: "Once bound, write the endpoint workers should connect to into this file (for launchers; the port filled in).")

@@ -1,4 +1,3 @@
-import CAffinity
 import ArgumentParser
 import Foundation
 import Logging
@@ -49,7 +48,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "CURVE: this worker's secret key file (from `coordinator keygen`).")
     var curveSecretKey: String?
 
-    @Flag(inversion: .prefixedNo, help: "On the coordinator's host, move weights and gradients through shared memory (messages still go through the socket).")
+    @Flag(inversion: .prefixedNo, help: "On the coordinator's host, move weights, gradients and batches through shared memory and the step's messages through pipes; --no-shared-memory uses the socket for everything.")
     var sharedMemory = true
 
     @Option(help: "Exit when this process is no longer the parent (set by --spawn-workers).")
@@ -78,7 +77,7 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         // First, so that libzmq's I/O thread starts on the same CPU.
-        let pinError = cpu.flatMap { zmqt_pin_to_cpu($0) == 0 ? nil : String(cString: strerror(errno)) }
+        let pinError = cpu.flatMap { CPUAffinity.pinCurrentThread(to: Int($0)) }
         let level = Logger.Level(rawValue: logLevel) ?? .notice
         let workerName = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         LoggingSystem.bootstrap { label in

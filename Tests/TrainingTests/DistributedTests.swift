@@ -110,6 +110,15 @@ final class DistributedTests: XCTestCase {
         XCTAssertTrue(allowed.values.allSatisfy { $0 == "0" }, "\(allowed)")
     }
 
+    /// A CPU the kernel cannot have (beyond its CPU set size) is a warning, and the worker
+    /// goes on unpinned; it must not write outside the CPU set.
+    func testAnImpossibleCPUIsAWarning() throws {
+        let worker = try Child("worker", ["--cpu", "5000", "--connect", "tcp://127.0.0.1:\(freePort())", "--connect-timeout", "1"])
+        XCTAssertEqual(worker.wait(seconds: 30), 2, worker.errors)
+        XCTAssertTrue(worker.errors.contains("could not pin to CPU 5000"), worker.errors)
+        XCTAssertTrue(worker.errors.contains("no coordinator answered"), worker.errors)
+    }
+
     /// With 16-bit weights and gradients on the wire, `--local` rounds the same way.
     func testSixteenBitWireRunsMatchTheLocalRun() throws {
         for precision in ["fp16", "bf16"] {

@@ -3,7 +3,13 @@
 
 /// Pins the calling thread, and the threads it starts afterwards, to one CPU.
 /// Returns 0, or -1 with errno set. (sched_setaffinity needs _GNU_SOURCE, which Swift's
-/// Glibc module is not built with; hence this one-function shim.)
+/// Glibc module is not built with; hence this shim.)
 int zmqt_pin_to_cpu(int cpu);
+
+/// The index-th CPU (counting from 0) this process may run on, or -1 if there are fewer.
+int zmqt_allowed_cpu(int index);
+
+/// How many CPUs this process may run on (its affinity mask: taskset, cgroup cpusets), or -1.
+int zmqt_allowed_cpu_count(void);
 
 #endif

@@ -1,0 +1,21 @@
+import CAffinity
+import Foundation
+
+/// Which CPUs this process runs on: `taskset`, cgroup cpusets and `mpirun --bind-to` all
+/// narrow it, so CPUs are counted within the allowed set, never by raw number.
+public enum CPUAffinity {
+    /// How many CPUs this process may use.
+    public static var allowedCount: Int { max(1, Int(zmqt_allowed_cpu_count())) }
+
+    /// The `index`-th allowed CPU (wrapping around), by its kernel number.
+    public static func allowedCPU(_ index: Int) -> Int {
+        let cpu = zmqt_allowed_cpu(Int32(index % allowedCount))
+        return cpu >= 0 ? Int(cpu) : index
+    }
+
+    /// Pins the calling thread (and the threads it starts afterwards) to `cpu`; nil, or why not.
+    @discardableResult
+    public static func pinCurrentThread(to cpu: Int) -> String? {
+        zmqt_pin_to_cpu(Int32(cpu)) == 0 ? nil : String(cString: strerror(errno))
+    }
+}
