@@ -27,12 +27,14 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         // sched_setaffinity, which Swift's Glibc module does not expose.
         .target(name: "CAffinity"),
+        // Gathering a batch's rows with prefetch, which Swift cannot express.
+        .target(name: "CGather"),
 
         // The network math: matrices, layers, activations, loss, optimizer, model files.
         .target(name: "NeuralNet",
                 dependencies: ["COpenBLAS", .product(name: "Crypto", package: "swift-crypto")]),
         // The data: MNIST CSV and IDX loading, batching.
-        .target(name: "MNISTData", dependencies: ["CZlib", "NeuralNet"]),
+        .target(name: "MNISTData", dependencies: ["CZlib", "CGather", "NeuralNet"]),
         // The wire: a thin ZeroMQ wrapper and the message protocol.
         .target(name: "Wire", dependencies: ["CZeroMQ", "NeuralNet"]),
         // The processes: training loop, coordinator and worker.

@@ -1,3 +1,4 @@
+import CGather
 import NeuralNet
 
 /// Labelled images kept as the bytes they came in: `count × featureCount` pixels (0–255,
@@ -30,11 +31,13 @@ public struct Dataset: Sendable, Equatable {
     /// Copies the samples at `indices` one after another into `pixels`/`labels`.
     public func gather(_ indices: ArraySlice<Int>, pixels destination: UnsafeMutablePointer<UInt8>,
                        labels labelDestination: UnsafeMutablePointer<UInt8>) {
+        precondition(indices.allSatisfy { $0 >= 0 && $0 < count }, "gather index out of range")
         pixels.withUnsafeBufferPointer { source in
-            for (row, index) in indices.enumerated() {
-                (destination + row * featureCount).update(from: source.baseAddress! + index * featureCount,
-                                                         count: featureCount)
-                labelDestination[row] = labels[index]
+            labels.withUnsafeBufferPointer { labels in
+                indices.withUnsafeBufferPointer { indices in
+                    zmqt_gather_rows(source.baseAddress!, featureCount, labels.baseAddress!, indices.baseAddress!, indices.count,
+                                     destination, labelDestination)
+                }
             }
         }
     }

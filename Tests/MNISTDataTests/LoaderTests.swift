@@ -172,4 +172,23 @@ final class BatchingTests: XCTestCase {
         XCTAssertEqual(pixels, [20, 21, 0, 1])
         XCTAssertEqual(labels, [9, 7])
     }
+
+    /// The prefetching gather against a plain copy, for batches shorter and longer than its
+    /// prefetch distance, with repeats and the first and last rows.
+    func testGatherMatchesAPlainCopyForAnyBatch() {
+        var generator = SeededGenerator(seed: 5)
+        let featureCount = 785, count = 300
+        let dataset = Dataset(featureCount: featureCount,
+                              pixels: (0..<(featureCount * count)).map { _ in UInt8(truncatingIfNeeded: generator.next()) },
+                              labels: (0..<count).map { _ in UInt8(generator.nextIndex(below: 10)) })
+        for batch in [1, 3, 8, 9, 64, 500] {
+            let indices = [0, count - 1] + (0..<(batch - min(batch, 2))).map { _ in generator.nextIndex(below: count) }
+            let chosen = Array(indices.prefix(batch))
+            var pixels = [UInt8](repeating: 0, count: batch * featureCount)
+            var labels = [UInt8](repeating: 0, count: batch)
+            dataset.gather(chosen[...], pixels: &pixels, labels: &labels)
+            XCTAssertEqual(pixels, chosen.flatMap { dataset.pixels[($0 * featureCount)..<(($0 + 1) * featureCount)] }, "\(batch)")
+            XCTAssertEqual(labels, chosen.map { dataset.labels[$0] }, "\(batch)")
+        }
+    }
 }
