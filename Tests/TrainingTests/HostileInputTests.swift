@@ -53,6 +53,67 @@ final class HostileInputTests: XCTestCase {
         XCTAssertGreaterThan(warnings, 0, coordinator.errors)
     }
 
+    /// A process on the coordinator's host that joins properly, offers shared memory and pipes,
+    /// and then writes garbage into its pipe: bad messages are refused and counted, broken
+    /// framing ends that worker (it is lost, its shards go to the others), and the run ends
+    /// with the weights of an undisturbed run.
+    func testGarbageThroughAPipeChangesNothing() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let settings = ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "200",
+                        "--max-steps", "2000", "--shards", "2", "--seed", "8", "--quiet", "--worker-timeout", "1"]
+        let reference = try runCoordinator(settings + ["--local"])
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summaryPath = NSTemporaryDirectory() + "pipe-fuzz-summary-\(getpid()).json"
+        defer { unlink(summaryPath) }
+        let coordinator = try Child("coordinator", settings + ["--spawn-workers", "2", "--min-workers", "2",
+                                                               "--bind", endpoint, "--summary", summaryPath, "--log-level", "info"])
+        // The rogue joins like a worker on this host.
+        let context = try ZMQContext()
+        let socket = try ZMQSocket(context: context, type: .dealer)
+        try socket.connect(endpoint)
+        let deadline = Date().addingTimeInterval(60)
+        var welcome: Welcome?
+        while welcome == nil && Date() < deadline {
+            try socket.send(Hello(pid: UInt32(getpid()), name: "rogue").encode(), dontWait: true)
+            while let frames = try socket.receive(timeoutMilliseconds: 200) {
+                if let envelope = try? Envelope(frames: frames[...]), envelope.type == .welcome { welcome = try Welcome(envelope) }
+            }
+        }
+        let spec = try XCTUnwrap(welcome, coordinator.errors).spec
+        let segment = try SharedSegment(slotCount: 4, slotBytes: spec.parameterCount * 4)
+        let fromCoordinator = try PipeChannel(forWriting: false)
+        let toCoordinator = try PipeChannel(forWriting: true)
+        try socket.send(AttachMessage(segment: segment.info, toWorkerPipe: fromCoordinator.path,
+                                      toCoordinatorPipe: toCoordinator.path).encode())
+        // Once the coordinator writes to us through the pipe, it reads ours.
+        var item = pollfd(fd: fromCoordinator.descriptor, events: Int16(POLLIN), revents: 0)
+        XCTAssertEqual(poll(&item, 1, 20_000), 1, coordinator.errors)
+        var generator = SeededGenerator(seed: 3)
+        func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
+        let result = ResultHeader(shard: 1, sampleCount: 30, lossSum: 1, correctCount: 1,
+                                  parameterCount: UInt32(spec.parameterCount), computeMicroseconds: 1, sharedSlot: 3)
+        for round in 0..<200 {
+            let frames: [OutgoingFrame] = switch round % 4 {
+            case 0: [.bytes(random(24)), .bytes(random(generator.nextIndex(below: 40)))]
+            case 1: result.encodeShared(step: UInt64(generator.nextIndex(below: 3000)))
+            case 2: AttachMessage(segment: SharedSegmentInfo(name: "/zmqt-nope", nonce: random(16), slotCount: 1, slotBytes: 8)).encode()
+            default: [.bytes(random(3))]
+            }
+            _ = try toCoordinator.send(frames)
+        }
+        // Then a length no pipe message may have: the framing is gone.
+        var broken = UInt32(1 << 30).littleEndian
+        XCTAssertEqual(write(toCoordinator.descriptor, &broken, 4), 4)
+
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        let summary = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: summaryPath) ?? Data()))
+            as? [String: Any] ?? [:]
+        XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, coordinator.errors)
+        XCTAssertGreaterThan(summary["rejected_messages"] as? Int ?? 0, 100, coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains("worker rogue is lost: its pipe broke"), coordinator.errors)
+    }
+
     /// A message from a mix of random bytes, protocol messages with broken fields, results
     /// for shards and steps that were never given, NaN gradients, wrong versions, and offers
     /// of shared memory that does not exist or is not ours.
