@@ -14,6 +14,10 @@ int zmqt_pin_to_cpu(int cpu) {
     return sched_setaffinity(0, sizeof(set), &set);
 }
 
+int zmqt_current_cpu(void) {
+    return sched_getcpu();
+}
+
 int zmqt_allowed_cpu(int index) {
     cpu_set_t set;
     if (index < 0 || sched_getaffinity(0, sizeof(set), &set) != 0) return -1;

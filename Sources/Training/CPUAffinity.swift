@@ -13,6 +13,12 @@ public enum CPUAffinity {
         return cpu >= 0 ? Int(cpu) : index
     }
 
+    /// The CPU the calling thread runs on at this moment (nil if the kernel cannot say).
+    public static var currentCPU: Int? {
+        let cpu = zmqt_current_cpu()
+        return cpu >= 0 ? Int(cpu) : nil
+    }
+
     /// Pins the calling thread (and the threads it starts afterwards) to `cpu`; nil, or why not.
     @discardableResult
     public static func pinCurrentThread(to cpu: Int) -> String? {

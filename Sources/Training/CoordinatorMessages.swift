@@ -127,6 +127,7 @@ extension CoordinatorServer {
             segment.unlinkName()
             peer.detach()
             peer.gradientSegment = segment
+            peer.cpu = attach.cpu
             if !attach.toWorkerPipe.isEmpty {
                 do {
                     let toWorker = try PipeChannel(opening: attach.toWorkerPipe, forWriting: true)

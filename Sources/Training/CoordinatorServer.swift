@@ -189,8 +189,16 @@ public final class CoordinatorServer: ShardGradientSource {
             logger.warning("only \(liveWorkerCount) live workers, fewer than \(options.minimumWorkers); waiting for more to join")
             try waitForWorkers(count: options.minimumWorkers)
         }
+        // Which worker gets which shard is fixed by position; the order of the sends is not.
+        // A woken worker pinned to the CPU this thread runs on may take that CPU at once,
+        // so wake the workers elsewhere first and that one last.
         let live = livePeers
-        for (position, shard) in pending.enumerated() { assign(shard, to: live[position % live.count]) }
+        let here = CPUAffinity.currentCPU
+        for sharesThisCPU in [false, true] {
+            for (position, shard) in pending.enumerated() where (live[position % live.count].cpu == here) == sharesThisCPU {
+                assign(shard, to: live[position % live.count])
+            }
+        }
         reassignOrphans()
         timing.sendSeconds += MonotonicClock.now - mark
         mark = MonotonicClock.now

@@ -19,6 +19,8 @@ public struct WorkerOptions: Sendable {
     public var curveSecretKey: String?
     /// Move weights and gradients through shared memory when the coordinator shares this host.
     public var sharedMemory = true
+    /// The CPU this worker pinned itself to (`worker --cpu`), told to a coordinator on this host.
+    public var pinnedCPU: Int?
 
     public init() {}
 }
@@ -329,7 +331,7 @@ public final class WorkerNode {
             fromCoordinator = pipes?.toWorker
             toCoordinator = pipes?.toCoordinator
             try send(AttachMessage(segment: own.info, toWorkerPipe: pipes?.toWorker.path ?? "",
-                                   toCoordinatorPipe: pipes?.toCoordinator.path ?? "").encode())
+                                   toCoordinatorPipe: pipes?.toCoordinator.path ?? "", cpu: options.pinnedCPU).encode())
             logger.info("sharing memory with the coordinator on this host")
         } catch {
             logger.info("no shared memory with the coordinator (\(error)); using the socket only")

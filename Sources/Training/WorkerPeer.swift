@@ -24,6 +24,8 @@ final class WorkerPeer {
     /// Its pipes (same host only): small messages to it and from it, past the socket.
     var toWorker: PipeChannel?
     var fromWorker: PipeChannel?
+    /// The CPU it is pinned to, on this host.
+    var cpu: Int?
 
     var shardsDone = 0
     var stepsDone = 0
@@ -44,6 +46,7 @@ final class WorkerPeer {
         gradientSegment = nil
         toWorker = nil
         fromWorker = nil
+        cpu = nil
     }
 
     var summary: WorkerSummary {

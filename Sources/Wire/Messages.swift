@@ -195,11 +195,15 @@ public struct AttachMessage: Equatable, Sendable {
     /// (empty: none; the socket carries everything).
     public var toWorkerPipe: String
     public var toCoordinatorPipe: String
+    /// The CPU the worker is pinned to (nil: it is not), so that the coordinator can wake the
+    /// workers on other CPUs first and the one that shares its own CPU last.
+    public var cpu: Int?
 
-    public init(segment: SharedSegmentInfo, toWorkerPipe: String = "", toCoordinatorPipe: String = "") {
+    public init(segment: SharedSegmentInfo, toWorkerPipe: String = "", toCoordinatorPipe: String = "", cpu: Int? = nil) {
         self.segment = segment
         self.toWorkerPipe = toWorkerPipe
         self.toCoordinatorPipe = toCoordinatorPipe
+        self.cpu = cpu
     }
 
     public func encode() -> [OutgoingFrame] {
@@ -207,19 +211,22 @@ public struct AttachMessage: Equatable, Sendable {
         meta.write(segment: segment)
         meta.write(string: toWorkerPipe)
         meta.write(string: toCoordinatorPipe)
+        meta.write(UInt16(cpu ?? 0xFFFF))
         return encodeMessage(.attach, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        let (segment, toWorker, toCoordinator) = try envelope.readMeta { reader in
-            (try reader.readSegment(), try reader.readString(maximumLength: 80), try reader.readString(maximumLength: 80))
+        let (segment, toWorker, toCoordinator, cpu) = try envelope.readMeta { reader in
+            (try reader.readSegment(), try reader.readString(maximumLength: 80), try reader.readString(maximumLength: 80),
+             try reader.read(UInt16.self))
         }
         guard let segment else { throw ProtocolError.malformed(.attach, "no segment named") }
         guard toWorker.isEmpty == toCoordinator.isEmpty else { throw ProtocolError.malformed(.attach, "one pipe without the other") }
         self.segment = segment
         self.toWorkerPipe = toWorker
         self.toCoordinatorPipe = toCoordinator
+        self.cpu = cpu == 0xFFFF ? nil : Int(cpu)
     }
 }
 

@@ -29,7 +29,8 @@ import NeuralNet
 /// | 7 heartbeat   | both| –                                                               | –                        |
 /// | 8 shutdown    | c→w | reason string                                                   | –                        |
 /// | 9 attach      | w→c | the worker's gradient segment · pipe to the worker string ·     | –                        |
-/// |               |     | pipe to the coordinator string (both empty: no pipes)           |                          |
+/// |               |     | pipe to the coordinator string (both empty: no pipes) ·         |                          |
+/// |               |     | pinned CPU UInt16 (0xFFFF: not pinned)                          |                          |
 ///
 /// Precision: 0 fp32, 1 fp16, 2 bf16 (`WirePrecision`); 16-bit values are little-endian
 /// UInt16 bit patterns. Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer

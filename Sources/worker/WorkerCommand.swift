@@ -96,6 +96,7 @@ struct WorkerCommand: ParsableCommand {
         options.coordinatorTimeoutSeconds = coordinatorTimeout
         options.parentPID = parentPid
         options.sharedMemory = sharedMemory
+        options.pinnedCPU = pinError == nil ? cpu.map(Int.init) : nil
         if let serverKey = curveServerKey {
             options.curveServerKey = try CurveKeys.load(serverKey)
             if let path = curveSecretKey {

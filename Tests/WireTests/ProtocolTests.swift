@@ -82,7 +82,7 @@ final class ProtocolTests: XCTestCase {
         }
         let attach = AttachMessage(segment: segment.info)
         XCTAssertEqual(try AttachMessage(try roundTripToRouter(attach.encode())), attach)
-        let withPipes = AttachMessage(segment: segment.info, toWorkerPipe: "/dev/shm/zmqt-1-ap", toCoordinatorPipe: "/dev/shm/zmqt-1-bp")
+        let withPipes = AttachMessage(segment: segment.info, toWorkerPipe: "/dev/shm/zmqt-1-ap", toCoordinatorPipe: "/dev/shm/zmqt-1-bp", cpu: 1)
         XCTAssertEqual(try AttachMessage(try roundTripToRouter(withPipes.encode())), withPipes)
         XCTAssertThrowsError(try AttachMessage(try roundTripToRouter(AttachMessage(segment: segment.info, toWorkerPipe: "/dev/shm/zmqt-1-ap").encode()))) {
             XCTAssertTrue("\($0)".contains("one pipe without the other"), "\($0)")

@@ -6,6 +6,9 @@
 /// Glibc module is not built with; hence this shim.)
 int zmqt_pin_to_cpu(int cpu);
 
+/// The CPU the calling thread runs on now, or -1.
+int zmqt_current_cpu(void);
+
 /// The index-th CPU (counting from 0) this process may run on, or -1 if there are fewer.
 int zmqt_allowed_cpu(int index);
 
