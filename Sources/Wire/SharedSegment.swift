@@ -45,9 +45,10 @@ public struct SharedSegmentError: Error, CustomStringConvertible {
 /// nonce, slot count, slot size).
 ///
 /// The process that creates a segment maps it and writes into its slots; it unlinks the
-/// name when the segment is released. Other processes never map it: they copy slots out
-/// with `pread`, so a segment that shrinks under them gives a short read and an error,
-/// never a SIGBUS.
+/// name when the segment is released. The coordinator never maps a worker's segment: it
+/// copies slots out with `pread`, so a segment that shrinks under it gives a short read and
+/// an error, never a SIGBUS. A worker maps its coordinator's weights and batch segments
+/// read-only (`mapped`), since it trusts its coordinator anyway.
 public final class SharedSegment {
     public let info: SharedSegmentInfo
     private let descriptor: Int32
