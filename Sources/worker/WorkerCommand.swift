@@ -54,7 +54,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Exit when this process is no longer the parent (set by --spawn-workers).")
     var parentPid: Int32?
 
-    @Option(help: "Pin this worker and its threads to CPU N (coordinator --spawn-workers N --pin-workers gives each its own).")
+    @Option(help: "Pin this worker and its threads to CPU N, and tell a coordinator on this host (coordinator --spawn-workers gives each spawned worker its own CPU by default).")
     var cpu: Int32?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
