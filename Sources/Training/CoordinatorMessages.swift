@@ -21,15 +21,18 @@ extension CoordinatorServer {
 
     private func drainPipe(of peer: WorkerPeer) {
         guard let pipe = peer.fromWorker else { return }
-        do {
-            for frames in try pipe.receive() {
-                counters.bytesReceived += frames.reduce(0) { $0 + $1.count }
-                handle(frames[...], from: peer.identity)
-            }
-        } catch {
+        for frames in pipe.receive() {
+            counters.bytesReceived += frames.reduce(0) { $0 + $1.count }
+            handle(frames[...], from: peer.identity)
+        }
+        if let error = pipe.failure {
             reject(from: peer.identity, reason: "\(error)")
             peer.detach()
-            if peer.isAlive { lose(peer, reason: "its pipe broke (\(error))") }
+            if peer.isAlive {
+                lose(peer, reason: "its pipe broke (\(error))")
+            } else {
+                logger.notice("worker \(peer.name)'s pipe broke (\(error)); it is dropped")
+            }
             return
         }
         if pipe.isClosed {

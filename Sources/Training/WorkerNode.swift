@@ -110,21 +110,20 @@ public final class WorkerNode {
             let ready = try socket.waitForInput(timeoutMilliseconds: Int(heartbeatSeconds * 1000),
                                                 alsoWatching: fromCoordinator.map { [$0.descriptor] } ?? [])
             if !ready.descriptors.isEmpty, let pipe = fromCoordinator {
-                let messages: [[ZMQMessage]]
-                do { messages = try pipe.receive() } catch {
-                    noteRejected("\(error)")
-                    dropPipes()  // its framing is lost; the socket still works
-                    messages = []
-                }
-                for frames in messages {
+                for frames in pipe.receive() {
                     lastHeard = MonotonicClock.now
                     pipesActive = true
                     if let exit = try handle(frames) { return exit }
                 }
-                if fromCoordinator?.isClosed == true {
-                    // Its process exited. Back to the socket, where a restarted coordinator
-                    // will hear our heartbeats and ask us to say hello again.
-                    logger.notice("the coordinator's process has exited; waiting on the socket")
+                if pipe !== fromCoordinator {
+                    // A message made us join again, with new pipes: this one is history.
+                } else if let failure = pipe.failure {
+                    noteRejected("\(failure)")
+                    dropPipes()  // its framing is lost; the socket still works
+                } else if pipe.isClosed {
+                    // The coordinator exited (or dropped the pipe). Back to the socket, where a
+                    // restarted coordinator will hear our heartbeats and ask us to say hello.
+                    logger.notice("the coordinator closed its pipe; waiting on the socket")
                     dropPipes()
                 }
             }

@@ -47,6 +47,9 @@ public final class PipeChannel {
     private var outbox: [UInt8] = []
     /// The writer is gone (end of file): nothing more will arrive.
     public private(set) var isClosed = false
+    /// Why nothing more can be trusted from this pipe (its bytes broke the framing, or a read
+    /// failed); set by `receive`, after the messages that came before.
+    public private(set) var failure: PipeChannelError?
 
     /// Makes a fresh pipe with a name no other process uses (the worker's side), to read
     /// from (`forWriting` false) or to write to.
@@ -138,17 +141,19 @@ public final class PipeChannel {
     // MARK: Reading
 
     /// Reads what the pipe holds and returns the complete messages, as frames, in order.
-    /// Sets `isClosed` at end of file. Call it when `poll` reports the descriptor: before any
-    /// writer came, a read end reads end-of-file too. Throws when the bytes break the framing, after which
-    /// nothing more can be trusted from this pipe.
-    public func receive() throws -> [[ZMQMessage]] {
+    /// Sets `isClosed` at end of file, and `failure` when the bytes break the framing or a
+    /// read fails: the messages before that still count, nothing after it does. Call it
+    /// when `poll` reports the descriptor: before any writer came, a read end reads
+    /// end-of-file too.
+    public func receive() -> [[ZMQMessage]] {
+        guard failure == nil else { return [] }
         var chunk = [UInt8](repeating: 0, count: 16 << 10)
         while !isClosed {
             let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress!, $0.count) }
             if count > 0 {
                 inbox.append(contentsOf: chunk[..<count])
                 // More than a pipe's worth of unparsed bytes cannot be messages of ours.
-                guard inbox.count <= 1 << 20 else { throw PipeChannelError(path: path, reason: "too many bytes without a whole message") }
+                if inbox.count > 1 << 20 { break }
             } else if count == 0 {
                 isClosed = true
             } else if errno == EINTR {
@@ -156,15 +161,25 @@ public final class PipeChannel {
             } else if errno == EAGAIN {
                 break
             } else {
-                throw PipeChannelError(path: path, reason: String(cString: strerror(errno)))
+                failure = PipeChannelError(path: path, reason: String(cString: strerror(errno)))
+                break
             }
         }
         var messages: [[ZMQMessage]] = []
         var start = 0
-        defer { inbox.removeFirst(start) }
-        while let (frames, end) = try parse(from: start) {
-            messages.append(frames)
-            start = end
+        do {
+            while let (frames, end) = try parse(from: start) {
+                messages.append(frames)
+                start = end
+            }
+        } catch let error as PipeChannelError {
+            failure = error
+        } catch {
+            failure = PipeChannelError(path: path, reason: "\(error)")
+        }
+        inbox.removeFirst(start)
+        if failure == nil && inbox.count > 1 << 20 {
+            failure = PipeChannelError(path: path, reason: "too many bytes without a whole message")
         }
         return messages
     }
