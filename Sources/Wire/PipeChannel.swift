@@ -44,6 +44,7 @@ public final class PipeChannel {
     public let descriptor: Int32
     /// Bytes read and not yet parsed into messages.
     private var inbox: [UInt8] = []
+    private var chunk = [UInt8](repeating: 0, count: 16 << 10)
     private var outbox: [UInt8] = []
     /// The writer is gone (end of file): nothing more will arrive.
     public private(set) var isClosed = false
@@ -147,7 +148,6 @@ public final class PipeChannel {
     /// end-of-file too.
     public func receive() -> [[ZMQMessage]] {
         guard failure == nil else { return [] }
-        var chunk = [UInt8](repeating: 0, count: 16 << 10)
         while !isClosed {
             let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress!, $0.count) }
             if count > 0 {
