@@ -41,8 +41,11 @@ public final class BatchBuilder {
         self.capacity = maximumBatchSize * (featureCount + 1)
     }
 
-    public func build(from dataset: Dataset, indices: ArraySlice<Int>, shardCount: Int) -> BatchView {
-        let buffer = takeFreeBuffer()
+    /// Gathers the samples at `indices` into `destination` (a buffer of the gradient source,
+    /// such as a shared batch slot, when it offers one) or into a free buffer of the pool.
+    public func build(from dataset: Dataset, indices: ArraySlice<Int>, shardCount: Int,
+                      into destination: SharedBuffer? = nil) -> BatchView {
+        let buffer = destination.flatMap { $0.byteCount >= indices.count * (featureCount + 1) ? $0 : nil } ?? takeFreeBuffer()
         let base = buffer.pointer.assumingMemoryBound(to: UInt8.self)
         let sampleCount = indices.count
         for shard in 0..<shardCount {

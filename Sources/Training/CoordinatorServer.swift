@@ -65,6 +65,8 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Two slots of batches (labels and pixels), by step parity, and the step each holds.
     let batchSegment: SharedSegment?
     private var batchSlotSteps = [-1, -1]
+    /// The batch slots as buffers the trainer builds batches in (no copy for local workers).
+    private var batchSlotBuffers: [SharedBuffer] = []
     /// Scratch for decoding 16-bit values read from shared memory.
     var sharedScratch: [UInt8] = []
     private var authenticator: ZAPAuthenticator?
@@ -97,6 +99,9 @@ public final class CoordinatorServer: ShardGradientSource {
         }
         weightsSegment = segments?.weights
         batchSegment = segments?.batches
+        if let batches = segments?.batches {
+            batchSlotBuffers = (0..<2).map { SharedBuffer(borrowing: batches.slot($0), byteCount: batches.info.slotBytes, owner: batches) }
+        }
         context = try ZMQContext()
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
@@ -285,13 +290,26 @@ public final class CoordinatorServer: ShardGradientSource {
         }
     }
 
+    /// The batch slot of `step`'s parity, for the trainer to build that step's batch in; nil
+    /// while a message to a worker elsewhere still points into it (zero-copy sends), or when
+    /// there is no batch segment.
+    public func batchBuffer(forStep step: Int) -> SharedBuffer? {
+        guard !batchSlotBuffers.isEmpty, isKnownUniquelyReferenced(&batchSlotBuffers[step % 2]) else { return nil }
+        batchSlotSteps[step % 2] = -1  // being overwritten
+        return batchSlotBuffers[step % 2]
+    }
+
     /// Copies the batch of `step` into the batch slot of its parity, once; false if there is
     /// no batch segment or the batch does not fit. The other slot may still be read by a
     /// worker computing the step before, never this one: every result of step s - 2 came
     /// in before step s began (late answers are dropped as stale).
     private func placeInBatchSlot(_ batch: BatchView, step: Int) -> Bool {
         guard let batchSegment, batch.sampleCount * (batch.featureCount + 1) <= batchSegment.info.slotBytes else { return false }
-        if batchSlotSteps[step % 2] != step {
+        if batch.buffer === batchSlotBuffers[step % 2] {
+            batchSlotSteps[step % 2] = step  // built there: nothing to copy
+        } else if batchSlotSteps[step % 2] != step {
+            // Never under a zero-copy message that is still going out from the slot.
+            guard isKnownUniquelyReferenced(&batchSlotBuffers[step % 2]) else { return false }
             batchSegment.slot(step % 2).copyMemory(from: batch.buffer.pointer, byteCount: batch.sampleCount * (batch.featureCount + 1))
             batchSlotSteps[step % 2] = step
         }

@@ -13,6 +13,13 @@ public protocol ShardGradientSource: AnyObject {
     var timing: StepTiming { get }
     /// Workers currently computing (1 for a local source).
     var liveWorkerCount: Int { get }
+    /// Where the trainer may build the batch of `step` so that the source need not copy it
+    /// (the coordinator's shared batch slot); nil: anywhere.
+    func batchBuffer(forStep step: Int) -> SharedBuffer?
+}
+
+extension ShardGradientSource {
+    public func batchBuffer(forStep step: Int) -> SharedBuffer? { nil }
 }
 
 /// Seconds spent per phase of the steps so far, summed over the steps.

@@ -141,7 +141,8 @@ public final class Trainer {
     /// The steps left in the current epoch.
     private func runSteps(onStep: (StepReport) -> Void) throws {
         let start = MonotonicClock.now - epochSeconds
-        var batch = builder.build(from: train, indices: order.batch(stepInEpoch), shardCount: config.shardCount)
+        var batch = builder.build(from: train, indices: order.batch(stepInEpoch), shardCount: config.shardCount,
+                                  into: source.batchBuffer(forStep: step))
         timing.batchSeconds += MonotonicClock.now - start - epochSeconds
         while stepInEpoch < stepsPerEpoch && step < totalSteps {
             // The source asks for the next batch once this step's work is out, so that it is
@@ -170,7 +171,8 @@ public final class Trainer {
     private func buildNextBatch() -> BatchView? {
         guard nextBatch == nil, nextBatchWanted else { return nextBatch }
         let start = MonotonicClock.now
-        nextBatch = builder.build(from: train, indices: order.batch(stepInEpoch + 1), shardCount: config.shardCount)
+        nextBatch = builder.build(from: train, indices: order.batch(stepInEpoch + 1), shardCount: config.shardCount,
+                                  into: source.batchBuffer(forStep: step + 1))
         timing.batchSeconds += MonotonicClock.now - start
         return nextBatch
     }

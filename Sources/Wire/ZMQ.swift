@@ -64,13 +64,23 @@ public enum SocketType: Sendable {
 public final class SharedBuffer: @unchecked Sendable {
     public let byteCount: Int
     public let pointer: UnsafeMutableRawPointer
+    /// For memory this buffer borrows: what owns it, kept alive as long as the buffer is.
+    private let owner: AnyObject?
 
     public init(byteCount: Int) {
         self.byteCount = byteCount
         self.pointer = .allocate(byteCount: max(byteCount, 1), alignment: 64)
+        self.owner = nil
     }
 
-    deinit { pointer.deallocate() }
+    /// Memory that `owner` holds (a shared segment's slot), not freed by this buffer.
+    public init(borrowing pointer: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject) {
+        self.byteCount = byteCount
+        self.pointer = pointer
+        self.owner = owner
+    }
+
+    deinit { if owner == nil { pointer.deallocate() } }
 
     public func floats(count: Int) -> UnsafeMutablePointer<Float> {
         precondition(count * 4 <= byteCount)
