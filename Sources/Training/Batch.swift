@@ -28,24 +28,22 @@ public struct BatchView {
     }
 }
 
-/// Builds batches into a small pool of buffers. A buffer is reused only once no message in
-/// flight still points into it (libzmq releases it after sending), so filling the next batch
-/// never overwrites bytes that are still going out.
+/// Builds batches into a small pool of buffers, so filling the next batch never overwrites
+/// bytes that are still going out.
 public final class BatchBuilder {
     private let featureCount: Int
-    private let capacity: Int
-    private var pool: [SharedBuffer] = []
+    private let pool: SharedBufferPool
 
     public init(featureCount: Int, maximumBatchSize: Int) {
         self.featureCount = featureCount
-        self.capacity = maximumBatchSize * (featureCount + 1)
+        self.pool = SharedBufferPool(byteCount: maximumBatchSize * (featureCount + 1))
     }
 
     /// Gathers the samples at `indices` into `destination` (a buffer of the gradient source,
     /// such as a shared batch slot, when it offers one) or into a free buffer of the pool.
     public func build(from dataset: Dataset, indices: ArraySlice<Int>, shardCount: Int,
                       into destination: SharedBuffer? = nil) -> BatchView {
-        let buffer = destination.flatMap { $0.byteCount >= indices.count * (featureCount + 1) ? $0 : nil } ?? takeFreeBuffer()
+        let buffer = destination.flatMap { $0.byteCount >= indices.count * (featureCount + 1) ? $0 : nil } ?? pool.take()
         let base = buffer.pointer.assumingMemoryBound(to: UInt8.self)
         let sampleCount = indices.count
         for shard in 0..<shardCount {
@@ -55,14 +53,5 @@ public final class BatchBuilder {
             dataset.gather(shardIndices, pixels: labels + range.count, labels: labels)
         }
         return BatchView(buffer: buffer, sampleCount: sampleCount, featureCount: featureCount, shardCount: shardCount)
-    }
-
-    private func takeFreeBuffer() -> SharedBuffer {
-        for index in pool.indices where isKnownUniquelyReferenced(&pool[index]) {
-            return pool[index]
-        }
-        let buffer = SharedBuffer(byteCount: capacity)
-        pool.append(buffer)
-        return buffer
     }
 }

@@ -59,7 +59,7 @@ public final class CoordinatorServer: ShardGradientSource {
     let socket: ZMQSocket
     var peers: [[UInt8]: WorkerPeer] = [:]
     var nextWorkerIndex = 0
-    private var weightsPool: [SharedBuffer] = []
+    private let weightsPool: SharedBufferPool
     /// Two slots of weights, by step parity, for workers on this host.
     let weightsSegment: SharedSegment?
     /// Two slots of batches (labels and pixels), by step parity, and the step each holds.
@@ -86,6 +86,7 @@ public final class CoordinatorServer: ShardGradientSource {
         self.options = options
         self.spec = spec
         self.modelHash = ModelSpecCoding.hash(spec)
+        self.weightsPool = SharedBufferPool(byteCount: spec.parameterCount * options.precision.bytesPerValue)
         self.logger = logger
         var segments: (weights: SharedSegment, batches: SharedSegment?)?
         if options.sharedMemory {
@@ -239,21 +240,12 @@ public final class CoordinatorServer: ShardGradientSource {
     /// This step's weights encoded for the wire, made on first use.
     private func bulkWeights() -> SharedBuffer {
         if let currentWeights { return currentWeights }
-        let weights = takeWeightsBuffer()
+        let weights = weightsPool.take()
         currentModel?.parameters.withUnsafeBufferPointer {
             options.precision.encode($0.baseAddress!, count: $0.count, into: weights.pointer)
         }
         currentWeights = weights
         return weights
-    }
-
-    private func takeWeightsBuffer() -> SharedBuffer {
-        for index in weightsPool.indices where isKnownUniquelyReferenced(&weightsPool[index]) {
-            return weightsPool[index]
-        }
-        let buffer = SharedBuffer(byteCount: spec.parameterCount * options.precision.bytesPerValue)
-        weightsPool.append(buffer)
-        return buffer
     }
 
     /// Sends `shard` (and this step's weights, if the worker lacks them) to `peer`; the

@@ -55,7 +55,8 @@ public final class WorkerNode {
     private let socket: ZMQSocket
     private var model: Sequential?
     private var weightsStep: UInt64?
-    private var gradientPool: [SharedBuffer] = []
+    /// Outgoing gradient buffers, sized for the model and precision of the last welcome.
+    private var gradientPool = SharedBufferPool(byteCount: 0)
     /// Tasks sent ahead of their step's weights, oldest first.
     private var waitingTasks: [Envelope] = []
     private static let maximumWaitingTasks = 64
@@ -182,6 +183,7 @@ public final class WorkerNode {
                     heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
                     precision = welcome.precision
                     if precision != .fp32 { gradientScratch = Array(repeating: 0, count: welcome.spec.parameterCount) }
+                    gradientPool = SharedBufferPool(byteCount: welcome.spec.parameterCount * precision.bytesPerValue)
                     lastHeard = MonotonicClock.now
                     logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
                     try attachSharedMemory(welcome)
@@ -270,7 +272,7 @@ public final class WorkerNode {
         var sharedSlot: Int?
         if sharedActive, let segment = gradientSegment, resultsInStep < segment.info.slotCount { sharedSlot = resultsInStep }
         resultsInStep += 1
-        let gradient = sharedSlot == nil ? takeGradientBuffer(byteCount: count * precision.bytesPerValue) : nil
+        let gradient = sharedSlot == nil ? gradientPool.take() : nil
         let output = sharedSlot.map { gradientSegment!.slot($0) } ?? gradient!.pointer
         let statistics = try withSamples(samples, byteCount: task.sampleBytes) { raw in
             let labels = raw.assumingMemoryBound(to: UInt8.self)
@@ -335,16 +337,6 @@ public final class WorkerNode {
         } catch {
             logger.info("no shared memory with the coordinator (\(error)); using the socket only")
         }
-    }
-
-    /// A gradient buffer that no message in flight still points into.
-    private func takeGradientBuffer(byteCount: Int) -> SharedBuffer {
-        for index in gradientPool.indices where isKnownUniquelyReferenced(&gradientPool[index]) {
-            return gradientPool[index]
-        }
-        let buffer = SharedBuffer(byteCount: byteCount)
-        gradientPool.append(buffer)
-        return buffer
     }
 
     /// Through our pipe once the coordinator uses it (and the message fits), else the socket.

@@ -88,6 +88,25 @@ public final class SharedBuffer: @unchecked Sendable {
     }
 }
 
+/// Buffers of one size for zero-copy sends: a buffer is handed out again only once no
+/// message in flight still points into it, so refilling it never changes bytes going out.
+public final class SharedBufferPool {
+    public let byteCount: Int
+    private var buffers: [SharedBuffer] = []
+
+    public init(byteCount: Int) { self.byteCount = byteCount }
+
+    /// A buffer nobody else holds, made if every one is still in use.
+    public func take() -> SharedBuffer {
+        for index in buffers.indices where isKnownUniquelyReferenced(&buffers[index]) {
+            return buffers[index]
+        }
+        let buffer = SharedBuffer(byteCount: byteCount)
+        buffers.append(buffer)
+        return buffer
+    }
+}
+
 /// One frame to send: bytes to copy, or a range of a shared buffer to send without copying.
 public enum OutgoingFrame {
     case bytes([UInt8])

@@ -319,4 +319,30 @@ final class SocketTests: XCTestCase {
         while weakBuffer != nil && Date() < deadline { usleep(1000) }
         XCTAssertNil(weakBuffer, "the buffer must be released once libzmq is done with it")
     }
+
+    /// A pooled buffer comes back only once no message holds it any more.
+    func testPoolHandsOutABufferOnlyWhenNothingHoldsIt() throws {
+        let context = try ZMQContext()
+        let a = try ZMQSocket(context: context, type: .pair)
+        let b = try ZMQSocket(context: context, type: .pair)
+        try a.bind("inproc://pool")
+        try b.connect("inproc://pool")
+        let pool = SharedBufferPool(byteCount: 64)
+        let firstAddress: UnsafeMutableRawPointer
+        var received: [ZMQMessage]
+        do {
+            let first = pool.take()
+            XCTAssertEqual(first.byteCount, 64)
+            firstAddress = first.pointer
+            try a.send([.shared(first, offset: 0, count: 64)])
+            received = try XCTUnwrap(try b.receive(timeoutMilliseconds: 1000))
+        }
+        // The received frame still points into the first buffer: the pool must not hand it out.
+        XCTAssertNotEqual(pool.take().pointer, firstAddress)
+        XCTAssertEqual(received.count, 1)
+        received = []
+        let deadline = Date().addingTimeInterval(2)
+        while pool.take().pointer != firstAddress && Date() < deadline { usleep(1000) }
+        XCTAssertEqual(pool.take().pointer, firstAddress, "once released, the first buffer is reused")
+    }
 }
