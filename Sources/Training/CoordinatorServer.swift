@@ -67,6 +67,10 @@ public final class CoordinatorServer: ShardGradientSource {
     private var batchSlotSteps = [-1, -1]
     /// The batch slots as buffers the trainer builds batches in (no copy for local workers).
     private var batchSlotBuffers: [SharedBuffer] = []
+    /// The step whose weights are in the weights slot of its parity.
+    private var weightsSlotStep = -1
+    /// The CPUs this process may use, counted once.
+    private let cpuCount = CPUAffinity.allowedCount
     /// Scratch for decoding 16-bit values read from shared memory.
     var sharedScratch: [UInt8] = []
     private var authenticator: ZAPAuthenticator?
@@ -172,14 +176,6 @@ public final class CoordinatorServer: ShardGradientSource {
         results.reset()
         for peer in peers.values { peer.outstanding = []; peer.stepComputeSeconds = 0 }
 
-        // One copy of the weights per step: into the shared slot of this step's parity for
-        // workers on this host, and (only if someone needs it) into a buffer that goes to
-        // every other worker without further copies.
-        if let weightsSegment {
-            model.parameters.withUnsafeBufferPointer {
-                options.precision.encode($0.baseAddress!, count: $0.count, into: weightsSegment.slot(step % 2))
-            }
-        }
         defer { currentWeights = nil; currentBatch = nil; currentResults = nil }
 
         var pending: [Int] = []
@@ -234,7 +230,21 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Whether workers on this host (they attached shared memory) occupy every CPU, so that
     /// whatever the coordinator computes during a step takes a core from one of them.
     private var workersFillTheCores: Bool {
-        peers.values.filter { $0.isAlive && $0.gradientSegment != nil }.count >= CPUAffinity.allowedCount
+        peers.values.filter { $0.isAlive && $0.isOnThisHost }.count >= cpuCount
+    }
+
+    /// The weights slot holding this step's weights, written on first use: one copy per step
+    /// for the workers on this host, none when there are none.
+    private func sharedWeightsSlot() -> Int? {
+        guard let weightsSegment else { return nil }
+        let slot = currentStep % 2
+        if weightsSlotStep != currentStep {
+            currentModel?.parameters.withUnsafeBufferPointer {
+                options.precision.encode($0.baseAddress!, count: $0.count, into: weightsSegment.slot(slot))
+            }
+            weightsSlotStep = currentStep
+        }
+        return slot
     }
 
     /// This step's weights encoded for the wire, made on first use.
@@ -253,8 +263,8 @@ public final class CoordinatorServer: ShardGradientSource {
     private func assign(_ shard: Int, to peer: WorkerPeer) {
         guard let batch = currentBatch else { return }
         if peer.weightsStep != currentStep {
-            if weightsSegment != nil && peer.gradientSegment != nil {
-                send(WeightsMessage.encodeShared(step: UInt64(currentStep), slot: currentStep % 2,
+            if peer.isOnThisHost, let slot = sharedWeightsSlot() {
+                send(WeightsMessage.encodeShared(step: UInt64(currentStep), slot: slot,
                                                  count: spec.parameterCount, precision: options.precision), to: peer)
             } else {
                 send(WeightsMessage.encode(step: UInt64(currentStep), parameters: bulkWeights(), count: spec.parameterCount,
@@ -273,7 +283,7 @@ public final class CoordinatorServer: ShardGradientSource {
     private func sendTask(_ shard: Int, of batch: BatchView, step: Int, to peer: WorkerPeer) {
         let count = batch.sampleCount(ofShard: shard)
         let task = TaskHeader(shard: UInt32(shard), sampleCount: UInt32(count), featureCount: UInt32(batch.featureCount))
-        if peer.gradientSegment != nil, placeInBatchSlot(batch, step: step) {
+        if peer.isOnThisHost, placeInBatchSlot(batch, step: step) {
             send(task.encodeShared(step: UInt64(step), slot: step % 2, offset: batch.offset(ofShard: shard)), to: peer)
         } else {
             send(task.encode(step: UInt64(step),

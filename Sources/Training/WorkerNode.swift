@@ -323,16 +323,15 @@ public final class WorkerNode {
         guard options.sharedMemory, let offered = welcome.sharedWeights else { return }
         do {
             let weights = try SharedSegment(opening: offered)
+            let batches = try welcome.sharedBatches.map(SharedSegment.init(opening:))
             let own = try SharedSegment(slotCount: 4, slotBytes: welcome.spec.parameterCount * welcome.precision.bytesPerValue)
-            weightsSegment = weights
-            gradientSegment = own
-            batchSegment = try welcome.sharedBatches.map(SharedSegment.init(opening:))
             // Pipes are an extra: without them the step messages take the socket.
             let pipes = try? (toWorker: PipeChannel(forWriting: false), toCoordinator: PipeChannel(forWriting: true))
-            fromCoordinator = pipes?.toWorker
-            toCoordinator = pipes?.toCoordinator
             try send(AttachMessage(segment: own.info, toWorkerPipe: pipes?.toWorker.path ?? "",
                                    toCoordinatorPipe: pipes?.toCoordinator.path ?? "", cpu: options.pinnedCPU).encode())
+            // Only once all of it is open and offered: a failure leaves nothing half set.
+            (weightsSegment, batchSegment, gradientSegment) = (weights, batches, own)
+            (fromCoordinator, toCoordinator) = (pipes?.toWorker, pipes?.toCoordinator)
             logger.info("sharing memory with the coordinator on this host")
         } catch {
             logger.info("no shared memory with the coordinator (\(error)); using the socket only")

@@ -41,6 +41,10 @@ final class WorkerPeer {
         self.lastSent = now
     }
 
+    /// It shares this host: it attached a segment of its own, so it gets weights, batches
+    /// and gradients through shared memory.
+    var isOnThisHost: Bool { gradientSegment != nil }
+
     /// Forgets its shared memory and pipes (it starts a new session, or broke them).
     func detach() {
         gradientSegment = nil
