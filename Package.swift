@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "CAffinity"),
         // Gathering a batch's rows with prefetch, which Swift cannot express.
         .target(name: "CGather"),
+        // memfd_create and file seals, which Swift's Glibc module does not expose.
+        .target(name: "CSealedMemory"),
 
         // The network math: matrices, layers, activations, loss, optimizer, model files.
         .target(name: "NeuralNet",
@@ -36,7 +38,7 @@ let package = Package(
         // The data: MNIST CSV and IDX loading, batching.
         .target(name: "MNISTData", dependencies: ["CZlib", "CGather", "NeuralNet"]),
         // The wire: a thin ZeroMQ wrapper and the message protocol.
-        .target(name: "Wire", dependencies: ["CZeroMQ", "NeuralNet"]),
+        .target(name: "Wire", dependencies: ["CZeroMQ", "CSealedMemory", "NeuralNet"]),
         // The processes: training loop, coordinator and worker.
         .target(name: "Training",
                 dependencies: ["NeuralNet", "MNISTData", "Wire", "CAffinity",

@@ -203,6 +203,14 @@ extension CoordinatorServer {
                 return
             }
             do {
+                if header.precision == .fp32 && segment.cannotShrink {
+                    // Summed straight from the worker's sealed segment, no copy; the sum is
+                    // checked for NaN and infinity once every shard is in.
+                    let values = try segment.mapped(slot: slot, offset: 0, byteCount: spec.parameterCount * 4)
+                    results.complete(shard, statistics: statistics, readingInPlace: values.assumingMemoryBound(to: Float.self))
+                    finishResult(shard, from: peer, header: header)
+                    return
+                }
                 finite = try segment.readValues(slot: slot, count: spec.parameterCount, precision: header.precision,
                                                 into: results.gradient(shard), scratch: &sharedScratch)
             } catch {
@@ -216,15 +224,22 @@ extension CoordinatorServer {
             }
         }
         if !finite || !header.lossSum.isFinite {
-            // Either the run diverged or the worker is broken: recompute the shard here and
-            // let the Trainer's finite-loss check decide which.
-            reject(from: identity, reason: "non-finite gradient or loss for shard \(shard); recomputed by the coordinator")
-            if let model = currentModel {
-                statistics = model.computeGradientSum(pixels: batch.pixels(ofShard: shard), labels: batch.labels(ofShard: shard),
-                                                      rows: batch.sampleCount(ofShard: shard), gradient: results.gradient(shard))
-            }
+            statistics = recompute(shard, of: batch, into: results, rejecting: identity) ?? statistics
         }
         results.complete(shard, statistics: statistics)
+        finishResult(shard, from: peer, header: header)
+    }
+
+    /// Either the run diverged or the worker is broken: recomputes a shard whose gradient or
+    /// loss is NaN or infinite here, and lets the Trainer's finite-loss check decide which.
+    func recompute(_ shard: Int, of batch: BatchView, into results: ShardResults, rejecting identity: [UInt8]) -> BatchStatistics? {
+        reject(from: identity, reason: "non-finite gradient or loss for shard \(shard); recomputed by the coordinator")
+        return currentModel?.computeGradientSum(pixels: batch.pixels(ofShard: shard), labels: batch.labels(ofShard: shard),
+                                                rows: batch.sampleCount(ofShard: shard), gradient: results.gradient(shard))
+    }
+
+    private func finishResult(_ shard: Int, from peer: WorkerPeer, header: ResultHeader) {
+        resultSenders[shard] = peer.identity
         peer.outstanding.remove(shard)
         peer.shardsDone += 1
         let compute = Double(header.computeMicroseconds) / 1e6

@@ -84,6 +84,8 @@ public final class CoordinatorServer: ShardGradientSource {
     var currentBatch: BatchView?
     var currentResults: ShardResults?
     private var currentWeights: SharedBuffer?
+    /// Who sent each shard's accepted result, by shard.
+    var resultSenders: [[UInt8]?] = []
     weak var currentModel: Sequential?
 
     public init(options: CoordinatorOptions, spec: ModelSpec, logger: Logger) throws {
@@ -174,6 +176,7 @@ public final class CoordinatorServer: ShardGradientSource {
         currentResults = results
         currentModel = model
         results.reset()
+        if resultSenders.count != results.shardCount { resultSenders = Array(repeating: nil, count: results.shardCount) }
         for peer in peers.values { peer.outstanding = []; peer.stepComputeSeconds = 0 }
 
         defer { currentWeights = nil; currentBatch = nil; currentResults = nil }
@@ -225,6 +228,22 @@ public final class CoordinatorServer: ShardGradientSource {
         timing.computeSeconds += slowest
         timing.networkWaitSeconds += max(0, waited - slowest - (timing.receiveSeconds - receiveBefore))
         for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
+        if !results.shardsReadInPlace.isEmpty { sumGradientsReadInPlace(results, of: batch) }
+    }
+
+    /// Sums the shards now, while the gradients read in place from workers' segments are
+    /// sure to be there (a worker writes its slot again only once it has the next step's
+    /// weights). They were not checked one by one: the sum is. A NaN or infinity in it
+    /// sends every such shard through the usual check, on a copy the worker cannot touch.
+    private func sumGradientsReadInPlace(_ results: ShardResults, of batch: BatchView) {
+        let start = MonotonicClock.now
+        defer { timing.reduceSeconds += MonotonicClock.now - start }
+        guard !results.allFinite(results.reduce()) else { return }
+        for shard in results.shardsReadInPlace where !results.copyInPlaceGradient(shard) {
+            if let statistics = recompute(shard, of: batch, into: results, rejecting: resultSenders[shard] ?? []) {
+                results.complete(shard, statistics: statistics)
+            }
+        }
     }
 
     /// Whether workers on this host (they attached shared memory) occupy every CPU, so that

@@ -9,7 +9,12 @@ public final class ShardResults {
     public let shardCount: Int
     public let parameterCount: Int
     private let shardGradients: [UnsafeMutablePointer<Float>]
+    /// Gradients left where a worker wrote them (a sealed shared segment), instead of
+    /// copied into `shardGradients`; valid until the step ends.
+    private var inPlace: [UnsafePointer<Float>?]
     private let total: UnsafeMutablePointer<Float>
+    /// The sum, once `reduce()` made it for this batch.
+    private var reduced: UnsafeMutablePointer<Float>?
     public private(set) var statistics: [BatchStatistics?]
 
     public init(shardCount: Int, parameterCount: Int) {
@@ -19,6 +24,7 @@ public final class ShardResults {
         shardGradients = (0..<shardCount).map { _ in .allocate(capacity: parameterCount) }
         total = .allocate(capacity: parameterCount)
         statistics = Array(repeating: nil, count: shardCount)
+        inPlace = Array(repeating: nil, count: shardCount)
     }
 
     deinit {
@@ -28,11 +34,18 @@ public final class ShardResults {
 
     /// Forgets the previous batch.
     public func reset() {
-        for shard in 0..<shardCount { statistics[shard] = nil }
+        for shard in 0..<shardCount {
+            statistics[shard] = nil
+            inPlace[shard] = nil
+        }
+        reduced = nil
     }
 
     /// Where shard `shard`'s gradient sum goes.
     public func gradient(_ shard: Int) -> UnsafeMutablePointer<Float> { shardGradients[shard] }
+
+    /// The shards whose gradients are read in place, in shard order.
+    public var shardsReadInPlace: [Int] { (0..<shardCount).filter { inPlace[$0] != nil } }
 
     public func isComplete(_ shard: Int) -> Bool { statistics[shard] != nil }
     public var completeCount: Int { statistics.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
@@ -41,6 +54,34 @@ public final class ShardResults {
     /// Marks shard `shard` as done: its gradient is in `gradient(shard)`.
     public func complete(_ shard: Int, statistics value: BatchStatistics) {
         statistics[shard] = value
+        inPlace[shard] = nil
+        reduced = nil
+    }
+
+    /// Marks shard `shard` as done with its gradient at `gradient`, read there rather than
+    /// copied: memory that must stay unchanged until the sum is made.
+    public func complete(_ shard: Int, statistics value: BatchStatistics, readingInPlace gradient: UnsafePointer<Float>) {
+        complete(shard, statistics: value)
+        inPlace[shard] = gradient
+    }
+
+    /// Copies a gradient read in place into this shard's own buffer, so that its values no
+    /// longer depend on memory another process can write; false if any is NaN or infinite.
+    public func copyInPlaceGradient(_ shard: Int) -> Bool {
+        guard let source = inPlace[shard] else { return true }
+        shardGradients[shard].update(from: source, count: parameterCount)
+        inPlace[shard] = nil
+        reduced = nil
+        return allFinite(shardGradients[shard])
+    }
+
+    /// True if no value of a gradient is NaN or infinite (exponent bits all ones); checking
+    /// the bits vectorises.
+    public func allFinite(_ values: UnsafePointer<Float>) -> Bool {
+        let bits = UnsafeRawPointer(values).assumingMemoryBound(to: UInt32.self)
+        var bad: UInt32 = 0
+        for i in 0..<parameterCount { bad |= (bits[i] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
+        return bad == 0
     }
 
     /// The batch's statistics, summed in shard order.
@@ -50,17 +91,28 @@ public final class ShardResults {
         return sum
     }
 
-    /// The whole batch's gradient sum, adding the shards in shard order.
+    /// The whole batch's gradient sum, adding the shards in shard order; made once per
+    /// batch, always in this object's own memory.
     public func reduce() -> UnsafeMutablePointer<Float> {
         precondition(isComplete, "reduce() before every shard arrived")
-        if shardCount == 1 { return shardGradients[0] }
+        if let reduced { return reduced }
         let count = parameterCount
-        let first = shardGradients[0], second = shardGradients[1]
-        for i in 0..<count { total[i] = first[i] + second[i] }
-        for shard in 2..<max(shardCount, 2) {
-            let next = shardGradients[shard]
-            for i in 0..<count { total[i] += next[i] }
+        let values = { (shard: Int) in self.inPlace[shard] ?? UnsafePointer(self.shardGradients[shard]) }
+        if shardCount == 1 {
+            guard let source = inPlace[0] else {
+                reduced = shardGradients[0]
+                return shardGradients[0]
+            }
+            total.update(from: source, count: count)
+        } else {
+            let first = values(0), second = values(1)
+            for i in 0..<count { total[i] = first[i] + second[i] }
+            for shard in 2..<shardCount {
+                let next = values(shard)
+                for i in 0..<count { total[i] += next[i] }
+            }
         }
+        reduced = total
         return total
     }
 }

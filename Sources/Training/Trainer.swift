@@ -267,7 +267,7 @@ public final class Trainer {
     /// Phase timings of the run: the trainer's own plus the gradient source's.
     public var combinedTiming: StepTiming {
         var combined = source.timing
-        combined.reduceSeconds = timing.reduceSeconds
+        combined.reduceSeconds += timing.reduceSeconds
         combined.optimizerSeconds = timing.optimizerSeconds
         combined.batchSeconds = timing.batchSeconds
         return combined

@@ -324,7 +324,9 @@ public final class WorkerNode {
         do {
             let weights = try SharedSegment(opening: offered)
             let batches = try welcome.sharedBatches.map(SharedSegment.init(opening:))
-            let own = try SharedSegment(slotCount: 4, slotBytes: welcome.spec.parameterCount * welcome.precision.bytesPerValue)
+            // Sealed: the coordinator can then read our gradients in place, without a copy.
+            let own = try SharedSegment(slotCount: 4, slotBytes: welcome.spec.parameterCount * welcome.precision.bytesPerValue,
+                                        sealed: true)
             // Pipes are an extra: without them the step messages take the socket.
             let pipes = try? (toWorker: PipeChannel(forWriting: false), toCoordinator: PipeChannel(forWriting: true))
             try send(AttachMessage(segment: own.info, toWorkerPipe: pipes?.toWorker.path ?? "",

@@ -36,9 +36,9 @@ import NeuralNet
 /// UInt16 bit patterns. Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer
 /// count UInt32, then output size UInt32 and activation UInt8 per layer.
 ///
-/// Shared memory (workers on the coordinator's host): a segment is a name string (`/zmqt-…`;
-/// empty: no segment, and nothing follows), a 16-byte nonce, a slot count UInt32 and a slot
-/// size UInt64. The welcome names the coordinator's weights segment (two slots, written for
+/// Shared memory (workers on the coordinator's host): a segment is a name string (`/zmqt-…`,
+/// or `/proc/PID/fd/N` for a worker's sealed memfd; empty: no segment, and nothing follows),
+/// a 16-byte nonce, a slot count UInt32 and a slot size UInt64. The welcome names the coordinator's weights segment (two slots, written for
 /// step s into slot s mod 2) and its batch segment (the same, for each step's batch, laid
 /// out shard by shard, each shard's labels then its pixels); a worker that opens them and
 /// finds the nonces in their headers sends attach with a segment of its own for gradients.

@@ -1,3 +1,4 @@
+import CSealedMemory
 import Foundation
 import NeuralNet
 #if canImport(Glibc)
@@ -8,7 +9,8 @@ import Glibc
 /// messages: a worker on the coordinator's host moves weights and gradients through it
 /// instead of through the socket.
 public struct SharedSegmentInfo: Equatable, Sendable {
-    /// A POSIX shared-memory name, `/zmqt-…`.
+    /// A POSIX shared-memory name, `/zmqt-…`, or for a sealed segment the path by which
+    /// other processes reach its creator's descriptor, `/proc/PID/fd/N`.
     public var name: String
     /// 16 random bytes written into the segment's header: proof that the segment a peer
     /// opened by name is the one it was told about (and so that it shares the host).
@@ -23,10 +25,21 @@ public struct SharedSegmentInfo: Equatable, Sendable {
         self.slotBytes = slotBytes
     }
 
-    /// Names a peer may ask us to open: our own prefix and a short, plain suffix.
+    /// Names a peer may ask us to open: our own prefix and a short, plain suffix, or a
+    /// process's descriptor under /proc.
     public static func isValidName(_ name: String) -> Bool {
-        name.hasPrefix("/zmqt-") && name.utf8.count <= 64
-            && name.utf8.dropFirst(6).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
+        guard name.utf8.count <= 64 else { return false }
+        if name.hasPrefix("/zmqt-") {
+            return name.utf8.dropFirst(6).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
+        }
+        return isDescriptorPath(name)
+    }
+
+    /// `/proc/PID/fd/N`: how a sealed segment is named.
+    static func isDescriptorPath(_ name: String) -> Bool {
+        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+        let isNumber = { (part: Substring) in !part.isEmpty && part.count <= 10 && part.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
+        return parts.count == 5 && parts[0].isEmpty && parts[1] == "proc" && isNumber(parts[2]) && parts[3] == "fd" && isNumber(parts[4])
     }
 }
 
@@ -41,14 +54,17 @@ public struct SharedSegmentError: Error, CustomStringConvertible {
     public var description: String { "shared memory \(name): \(reason)" }
 }
 
-/// A POSIX shared-memory segment of equal slots after a 64-byte header (magic `ZMQS`,
-/// nonce, slot count, slot size).
+/// A shared-memory segment of equal slots after a 64-byte header (magic `ZMQS`, nonce,
+/// slot count, slot size).
 ///
-/// The process that creates a segment maps it and writes into its slots; it unlinks the
-/// name when the segment is released. The coordinator never maps a worker's segment: it
-/// copies slots out with `pread`, so a segment that shrinks under it gives a short read and
-/// an error, never a SIGBUS. A worker maps its coordinator's weights and batch segments
-/// read-only (`mapped`), since it trusts its coordinator anyway.
+/// The process that creates a segment maps it and writes into its slots. A segment is
+/// either named (POSIX shared memory, `/zmqt-…`, unlinked when its creator releases it) or
+/// sealed (a memfd whose size nobody can change any more, reached as `/proc/PID/fd/N`).
+/// A reader maps a segment only if it cannot shrink, or if it trusts the creator anyway
+/// (a worker maps its coordinator's weights and batches): touching a mapping beyond the end
+/// of a file that shrank would kill the reader with SIGBUS. So the coordinator maps a
+/// worker's gradient segment only when it is sealed, and otherwise copies slots out with
+/// `pread`, where a shrunken segment gives a short read and an error.
 public final class SharedSegment {
     public let info: SharedSegmentInfo
     private let descriptor: Int32
@@ -56,24 +72,35 @@ public final class SharedSegment {
     /// A reader's read-only mapping, made on request (`mappedSlot`).
     private var readMapping: UnsafeRawPointer?
     private let byteCount: Int
+    /// Whether the size is sealed, so that mapping it is safe whoever made it.
+    public let cannotShrink: Bool
     private static let headerBytes = 64
     private static let magic: [UInt8] = Array("ZMQS".utf8)
 
-    /// Creates a fresh segment (mode 0600: only this user's processes can open it).
-    public init(slotCount: Int, slotBytes: Int) throws {
+    /// Creates a fresh segment, only for this user's processes: named (mode 0600), or with
+    /// `sealed`, a memfd with its size sealed (a named one where memfd is missing).
+    public init(slotCount: Int, slotBytes: Int, sealed: Bool = false) throws {
         precondition(slotCount > 0 && slotBytes > 0)
         Self.removeStale()
         var nonce = [UInt8](repeating: 0, count: 16)
         for index in nonce.indices { nonce[index] = UInt8.random(in: 0...255) }
-        let name = "/zmqt-\(getpid())-" + nonce.prefix(6).map { String($0, radix: 16) }.joined()
         byteCount = Self.headerBytes + slotCount * slotBytes
-        descriptor = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else { throw SharedSegmentError(name: name, reason: "cannot create: \(String(cString: strerror(errno)))") }
-        guard ftruncate(descriptor, off_t(byteCount)) == 0,
+        let sealedDescriptor = sealed ? zmqt_sealed_memory_create("zmqt-segment", byteCount) : -1
+        let name: String
+        if sealedDescriptor >= 0 {
+            name = "/proc/\(getpid())/fd/\(sealedDescriptor)"
+            descriptor = sealedDescriptor
+        } else {
+            name = "/zmqt-\(getpid())-" + nonce.prefix(6).map { String($0, radix: 16) }.joined()
+            descriptor = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0o600)
+            guard descriptor >= 0 else { throw SharedSegmentError(name: name, reason: "cannot create: \(String(cString: strerror(errno)))") }
+        }
+        cannotShrink = sealedDescriptor >= 0
+        guard cannotShrink || ftruncate(descriptor, off_t(byteCount)) == 0,
               let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
             let reason = String(cString: strerror(errno))
             close(descriptor)
-            shm_unlink(name)
+            if !cannotShrink { shm_unlink(name) }
             throw SharedSegmentError(name: name, reason: "cannot size or map \(byteCount) bytes: \(reason)")
         }
         mapping = mapped
@@ -96,32 +123,38 @@ public final class SharedSegment {
               info.slotBytes <= WireProtocol.maximumMessageBytes else {
             throw SharedSegmentError(name: info.name, reason: "implausible layout (\(info.slotCount) slots of \(info.slotBytes) bytes)")
         }
-        descriptor = shm_open(info.name, O_RDONLY, 0)
-        guard descriptor >= 0 else {
+        let isDescriptorPath = SharedSegmentInfo.isDescriptorPath(info.name)
+        let opened = isDescriptorPath ? open(info.name, O_RDONLY | O_CLOEXEC) : shm_open(info.name, O_RDONLY, 0)
+        guard opened >= 0 else {
             throw SharedSegmentError(name: info.name, reason: "cannot open: \(String(cString: strerror(errno)))")
         }
-        mapping = nil
-        byteCount = Self.headerBytes + info.slotCount * info.slotBytes
-        self.info = info
+        let byteCount = Self.headerBytes + info.slotCount * info.slotBytes
         var expected = ByteWriter(capacity: 32)
         expected.write(raw: Self.magic)
         expected.write(raw: info.nonce)
         expected.write(UInt32(info.slotCount))
         expected.write(UInt64(info.slotBytes))
         var header = [UInt8](repeating: 0, count: expected.bytes.count)
-        let read = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress!, $0.count, 0) }
+        let read = header.withUnsafeMutableBytes { pread(opened, $0.baseAddress!, $0.count, 0) }
         var status = stat()
-        guard read == header.count, header == expected.bytes, fstat(descriptor, &status) == 0, Int(status.st_size) >= byteCount else {
-            close(descriptor)
+        guard read == header.count, header == expected.bytes, fstat(opened, &status) == 0, Int(status.st_size) >= byteCount else {
+            close(opened)
             throw SharedSegmentError(name: info.name, reason: "its header or size does not match what the peer announced")
         }
+        descriptor = opened
+        mapping = nil
+        self.byteCount = byteCount
+        self.info = info
+        cannotShrink = isDescriptorPath && zmqt_sealed_memory_cannot_shrink(opened) == 1
     }
+
+    private var isNamed: Bool { !SharedSegmentInfo.isDescriptorPath(info.name) }
 
     /// Removes the name (the memory stays until every process has let go of it). The reader
     /// of a worker's segment calls this once it has it open: nobody else needs the name, and
     /// a worker killed with SIGKILL then leaves nothing behind.
     public func unlinkName() {
-        shm_unlink(info.name)
+        if isNamed { shm_unlink(info.name) }
     }
 
     /// Removes the segments of processes that are gone (names carry the creator's pid): a
@@ -136,9 +169,9 @@ public final class SharedSegment {
     }
 
     /// Slot `index` of another process's segment, mapped read-only: no copy, but a segment
-    /// that its creator shrinks would fault on access. Only for a creator that this process
-    /// trusts anyway — a worker maps its coordinator's weights; the coordinator never maps
-    /// a worker's segment, it copies with `read`.
+    /// that its creator shrinks would fault on access. Only for a segment that cannot
+    /// shrink, or a creator that this process trusts anyway (a worker maps its
+    /// coordinator's weights); a worker's unsealed segment is copied with `read`.
     public func mappedSlot(_ index: Int) throws -> UnsafeRawPointer {
         try mapped(slot: index, offset: 0, byteCount: info.slotBytes)
     }
@@ -162,7 +195,7 @@ public final class SharedSegment {
         if let readMapping { munmap(UnsafeMutableRawPointer(mutating: readMapping), byteCount) }
         if let mapping {
             munmap(mapping, byteCount)
-            shm_unlink(info.name)
+            if isNamed { shm_unlink(info.name) }
         }
         close(descriptor)
     }
@@ -194,11 +227,14 @@ public final class SharedSegment {
 
 extension SharedSegment {
     /// Reads `count` values in `precision` from slot `index` and decodes them to fp32 in
-    /// `destination` (fp32 straight in; 16-bit through `scratch`, grown once). Returns false
-    /// if any value is NaN or infinite.
+    /// `destination` (fp32 straight in; 16-bit through `scratch`, grown once, unless the
+    /// segment can be mapped). Returns false if any value is NaN or infinite.
     public func readValues(slot index: Int, count: Int, precision: WirePrecision,
                            into destination: UnsafeMutablePointer<Float>, scratch: inout [UInt8]) throws -> Bool {
         let byteCount = count * precision.bytesPerValue
+        if cannotShrink {
+            return precision.decode(try mapped(slot: index, offset: 0, byteCount: byteCount), count: count, into: destination)
+        }
         if precision == .fp32 {
             try read(slot: index, byteCount: byteCount, into: UnsafeMutableRawPointer(destination))
             return WirePrecision.allFinite(destination, count: count)

@@ -121,6 +121,83 @@ final class HostileInputTests: XCTestCase {
                       coordinator.errors)
     }
 
+    /// A worker on this host that answers its tasks properly, except that the gradient it
+    /// leaves in its sealed segment holds a NaN. The coordinator reads such gradients in
+    /// place, unchecked one by one: the sum shows the NaN, the shard is checked on a copy and
+    /// recomputed by the coordinator, and the run ends with the weights of an undisturbed run.
+    func testNaNGradientReadInPlaceIsRecomputed() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let settings = ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "200",
+                        "--max-steps", "150", "--shards", "2", "--seed", "4", "--quiet"]
+        let reference = try runCoordinator(settings + ["--local"])
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summaryPath = NSTemporaryDirectory() + "nan-in-place-summary-\(getpid()).json"
+        defer { unlink(summaryPath) }
+        let coordinator = try Child("coordinator", settings + ["--workers", "2", "--min-workers", "2", "--bind", endpoint,
+                                                               "--summary", summaryPath, "--log-level", "info"])
+        let context = try ZMQContext()
+        let socket = try ZMQSocket(context: context, type: .dealer)
+        try socket.connect(endpoint)
+        var welcome: Welcome?
+        let deadline = Date().addingTimeInterval(60)
+        while welcome == nil && Date() < deadline {
+            try socket.send(Hello(pid: UInt32(getpid()), name: "nan-worker").encode(), dontWait: true)
+            while let frames = try socket.receive(timeoutMilliseconds: 200) {
+                if let envelope = try? Envelope(frames: frames[...]), envelope.type == .welcome { welcome = try Welcome(envelope) }
+            }
+        }
+        let spec = try XCTUnwrap(welcome, coordinator.errors).spec
+        let segment = try SharedSegment(slotCount: 4, slotBytes: spec.parameterCount * 4, sealed: true)
+        XCTAssertTrue(segment.cannotShrink)
+        let gradient = segment.slot(0).bindMemory(to: Float.self, capacity: spec.parameterCount)
+        gradient.update(repeating: 0.5, count: spec.parameterCount)
+        gradient[spec.parameterCount / 2] = .nan
+        let fromCoordinator = try PipeChannel(forWriting: false)
+        let toCoordinator = try PipeChannel(forWriting: true)
+        try socket.send(AttachMessage(segment: segment.info, toWorkerPipe: fromCoordinator.path,
+                                      toCoordinatorPipe: toCoordinator.path).encode())
+        let worker = try Child("worker", ["--connect", endpoint])
+
+        // Answer every task once its step's weights are here, from slot 0, until told to stop.
+        var weightsStep: UInt64?
+        var tasks: [(step: UInt64, header: TaskHeader)] = []
+        var answered = 0
+        var stopped = false
+        while !stopped && coordinator.process.isRunning {
+            // Step messages come through the pipe, and through the socket when they do not fit.
+            let ready = try socket.waitForInput(timeoutMilliseconds: 100, alsoWatching: [fromCoordinator.descriptor])
+            var messages = ready.descriptors.isEmpty ? [] : fromCoordinator.receive()
+            while ready.socket, let frames = try socket.receive(timeoutMilliseconds: 0) { messages.append(frames) }
+            for frames in messages {
+                let envelope = try Envelope(frames: frames[...])
+                switch envelope.type {
+                case .weights: weightsStep = envelope.step
+                case .task: tasks.append((envelope.step, try TaskHeader.decode(envelope, featureCount: spec.inputSize).0))
+                case .shutdown: stopped = true
+                default: break
+                }
+            }
+            for task in tasks where task.step == weightsStep {
+                let result = ResultHeader(shard: task.header.shard, sampleCount: task.header.sampleCount, lossSum: 1,
+                                          correctCount: 0, parameterCount: UInt32(spec.parameterCount),
+                                          computeMicroseconds: 1, sharedSlot: 0)
+                _ = try toCoordinator.send(result.encodeShared(step: task.step))
+                answered += 1
+            }
+            tasks.removeAll { $0.step <= weightsStep ?? 0 }
+            if fromCoordinator.isClosed { break }
+        }
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
+        XCTAssertGreaterThan(answered, 50, coordinator.errors)
+        let summary = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: summaryPath) ?? Data()))
+            as? [String: Any] ?? [:]
+        XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, coordinator.errors)
+        XCTAssertGreaterThanOrEqual(summary["rejected_messages"] as? Int ?? 0, answered, coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains("rejected a message from nan-worker: non-finite gradient or loss"), coordinator.errors)
+    }
+
     /// A message from a mix of random bytes, protocol messages with broken fields, results
     /// for shards and steps that were never given, NaN gradients, wrong versions, and offers
     /// of shared memory that does not exist or is not ours.

@@ -94,6 +94,54 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(results.batchStatistics, BatchStatistics(sampleCount: 3, lossSum: 3, correctCount: 3))
     }
 
+    /// Gradients read where workers wrote them add up in shard order exactly like copied
+    /// ones; the sum is made once per batch, in the results' own memory; a copy taken for
+    /// checking no longer follows the worker's memory.
+    func testGradientsReadInPlaceSumLikeCopiedOnes() {
+        let copied = ShardResults(shardCount: 3, parameterCount: 2)
+        let inPlace = ShardResults(shardCount: 3, parameterCount: 2)
+        let workerMemory = UnsafeMutablePointer<Float>.allocate(capacity: 4)
+        defer { workerMemory.deallocate() }
+        let values: [[Float]] = [[1e8, 2], [-1e8, 0.5], [1, -3]]
+        let statistics = BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 0)
+        for shard in [2, 0, 1] {
+            copied.gradient(shard).update(from: values[shard], count: 2)
+            copied.complete(shard, statistics: statistics)
+            if shard == 1 {
+                inPlace.gradient(shard).update(from: values[shard], count: 2)
+                inPlace.complete(shard, statistics: statistics)
+            } else {
+                (workerMemory + shard).update(from: values[shard], count: 2)
+                inPlace.complete(shard, statistics: statistics, readingInPlace: workerMemory + shard)
+            }
+        }
+        XCTAssertEqual(inPlace.shardsReadInPlace, [0, 2])
+        let sum = inPlace.reduce()
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: sum, count: 2)), Array(UnsafeBufferPointer(start: copied.reduce(), count: 2)))
+        XCTAssertEqual(sum[0], 1)
+        XCTAssertFalse(sum == workerMemory || sum == workerMemory + 2, "the sum lies in the results' own memory")
+        workerMemory[0] = 5
+        XCTAssertEqual(inPlace.reduce()[0], 1, "made once per batch")
+
+        // A worker writes a NaN: the check on a copy sees it, and the copy stays put.
+        workerMemory[3] = .nan
+        XCTAssertFalse(inPlace.copyInPlaceGradient(2))
+        XCTAssertTrue(inPlace.copyInPlaceGradient(0))
+        XCTAssertEqual(inPlace.shardsReadInPlace, [])
+        workerMemory[3] = 7
+        XCTAssertTrue(inPlace.gradient(2)[1].isNaN)
+        XCTAssertFalse(inPlace.allFinite(inPlace.reduce()))
+
+        // One shard read in place is still summed into the results' own memory.
+        let single = ShardResults(shardCount: 1, parameterCount: 2)
+        single.complete(0, statistics: statistics, readingInPlace: workerMemory)
+        let total = single.reduce()
+        XCTAssertNotEqual(total, workerMemory)
+        XCTAssertEqual(total[0], 5)
+        single.reset()
+        XCTAssertEqual(single.shardsReadInPlace, [])
+    }
+
     func testInvalidConfigurationsAreRefused() throws {
         let data = try syntheticDataset()
         var config = TrainingConfig()

@@ -73,6 +73,43 @@ final class SharedSegmentTests: XCTestCase {
         XCTAssertThrowsError(try reader.mappedSlot(7))
     }
 
+    /// A sealed segment (a memfd whose size is fixed) opens by its /proc path; its reader
+    /// may map it, since nobody can shrink it, and reads values through the mapping.
+    func testSealedSegmentCannotShrinkAndIsReadThroughAMapping() throws {
+        let owner = try SharedSegment(slotCount: 2, slotBytes: 16, sealed: true)
+        XCTAssertTrue(owner.cannotShrink)
+        XCTAssertTrue(owner.info.name.hasPrefix("/proc/\(getpid())/fd/"), owner.info.name)
+        XCTAssertTrue(SharedSegmentInfo.isValidName(owner.info.name))
+        let values: [Float] = [1, -2, 3.5, 4]
+        values.withUnsafeBytes { owner.slot(1).copyMemory(from: $0.baseAddress!, byteCount: 16) }
+        let reader = try SharedSegment(opening: owner.info)
+        XCTAssertTrue(reader.cannotShrink)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: try reader.mapped(slot: 1, offset: 0, byteCount: 16).assumingMemoryBound(to: Float.self), count: 4)), values)
+        var decoded = [Float](repeating: 0, count: 4)
+        var scratch: [UInt8] = []
+        XCTAssertTrue(try decoded.withUnsafeMutableBufferPointer {
+            try reader.readValues(slot: 1, count: 4, precision: .fp32, into: $0.baseAddress!, scratch: &scratch)
+        })
+        XCTAssertEqual(decoded, values)
+        // Not even its creator can change its size.
+        let path = owner.info.name
+        let descriptor = open(path, O_RDWR)
+        XCTAssertGreaterThanOrEqual(descriptor, 0)
+        XCTAssertNotEqual(ftruncate(descriptor, 8), 0)
+        close(descriptor)
+        // A named segment can shrink, so its reader copies instead of mapping.
+        let named = try SharedSegment(slotCount: 1, slotBytes: 8)
+        XCTAssertFalse(try SharedSegment(opening: named.info).cannotShrink)
+    }
+
+    func testOnlyPlainDescriptorPathsAreNames() {
+        for name in ["/proc/123/fd/4", "/proc/1/fd/0"] { XCTAssertTrue(SharedSegmentInfo.isValidName(name), name) }
+        for name in ["/proc/self/fd/3", "/proc/1/fd/../../etc/passwd", "/proc//fd/1", "/proc/1/fd/", "/proc/1/fd/3/x",
+                     "proc/1/fd/3", "/proc/1/cwd/3", "/proc/12345678901/fd/1"] {
+            XCTAssertFalse(SharedSegmentInfo.isValidName(name), name)
+        }
+    }
+
     func testReleasingTheOwnerRemovesTheName() throws {
         var owner: SharedSegment? = try SharedSegment(slotCount: 1, slotBytes: 8)
         let info = owner!.info
