@@ -145,8 +145,15 @@ public final class Sequential {
     public func computeGradientSum(pixels: UnsafePointer<UInt8>, labels: UnsafePointer<UInt8>,
                                    rows: Int, gradient: UnsafeMutablePointer<Float>,
                                    dropoutKey: UInt64 = 0) -> BatchStatistics {
-        let input = workspace.scaledInput(pixels: pixels, rows: rows)
-        return computeGradientSum(input: input, labels: labels, rows: rows, gradient: gradient, dropoutKey: dropoutKey)
+        computeGradientSum(input: scaleInput(pixels: pixels, rows: rows), labels: labels, rows: rows,
+                           gradient: gradient, dropoutKey: dropoutKey)
+    }
+
+    /// Scales raw 0–255 pixels to [0, 1] into the workspace's input buffer, which a pass
+    /// can then take as its `input`: a worker does this while it waits for a step's weights.
+    /// Valid until the next call that scales pixels (this, or any call taking `pixels:`).
+    public func scaleInput(pixels: UnsafePointer<UInt8>, rows: Int) -> UnsafePointer<Float> {
+        workspace.scaledInput(pixels: pixels, rows: rows)
     }
 
     /// Convenience for tools and tests: the gradient sum as a new array.

@@ -59,6 +59,9 @@ public final class WorkerNode {
     private var gradientPool = SharedBufferPool(byteCount: 0)
     /// Tasks sent ahead of their step's weights, oldest first.
     private var waitingTasks: [Envelope] = []
+    /// The first waiting task's input, scaled in the model's workspace while that step's
+    /// weights are still on their way (the coordinator is summing gradients then).
+    private var preparedInput: (step: UInt64, shard: UInt32, input: UnsafePointer<Float>)?
     private static let maximumWaitingTasks = 64
     private var lastHeard = 0.0
     private var lastSent = 0.0
@@ -179,6 +182,7 @@ public final class WorkerNode {
                 case .welcome:
                     let welcome = try Welcome(envelope)
                     model = Sequential(spec: welcome.spec, parameters: Array(repeating: 0, count: welcome.spec.parameterCount))
+                    preparedInput = nil
                     model?.dropout = welcome.dropout
                     heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
                     precision = welcome.precision
@@ -234,6 +238,7 @@ public final class WorkerNode {
                 } else if weightsStep.map({ envelope.step > $0 }) ?? true {
                     waitingTasks.append(envelope)
                     if waitingTasks.count > Self.maximumWaitingTasks { waitingTasks.removeFirst() }
+                    if waitingTasks.count == 1 { prepareInput(of: envelope) }
                 }
             case .shutdown:
                 return .shutdown(reason: try Notice(envelope).reason)
@@ -274,15 +279,18 @@ public final class WorkerNode {
         resultsInStep += 1
         let gradient = sharedSlot == nil ? gradientPool.take() : nil
         let output = sharedSlot.map { gradientSegment!.slot($0) } ?? gradient!.pointer
+        let prepared = preparedInput.flatMap { $0.step == envelope.step && $0.shard == task.shard ? $0.input : nil }
+        preparedInput = nil  // the workspace is this task's now
         let statistics = try withSamples(samples, byteCount: task.sampleBytes) { raw in
             let labels = raw.assumingMemoryBound(to: UInt8.self)
+            let input = prepared ?? model.scaleInput(pixels: labels + rows, rows: rows)
             if precision == .fp32 {
-                return model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
+                return model.computeGradientSum(input: input, labels: labels, rows: rows,
                                                 gradient: output.bindMemory(to: Float.self, capacity: count),
                                                 dropoutKey: dropoutKey)
             }
             return gradientScratch.withUnsafeMutableBufferPointer { scratch in
-                let statistics = model.computeGradientSum(pixels: labels + rows, labels: labels, rows: rows,
+                let statistics = model.computeGradientSum(input: input, labels: labels, rows: rows,
                                                           gradient: scratch.baseAddress!, dropoutKey: dropoutKey)
                 precision.encode(scratch.baseAddress!, count: count, into: output)
                 return statistics
@@ -299,6 +307,16 @@ public final class WorkerNode {
             try send(result.encodeShared(step: envelope.step))
         }
         tasksDone += 1
+    }
+
+    /// Scales a task's pixels into the model's workspace ahead of its weights; a task that
+    /// does not decode is left for `compute` to refuse.
+    private func prepareInput(of envelope: Envelope) {
+        guard let model, let (task, samples) = try? TaskHeader.decode(envelope, featureCount: model.spec.inputSize) else { return }
+        let rows = Int(task.sampleCount)
+        preparedInput = try? withSamples(samples, byteCount: task.sampleBytes) { raw in
+            (envelope.step, task.shard, model.scaleInput(pixels: raw.assumingMemoryBound(to: UInt8.self) + rows, rows: rows))
+        }
     }
 
     /// Runs `body` on a task's samples, in its data frame or in the coordinator's batch slot.

@@ -47,6 +47,32 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// Pixels scaled ahead (as a worker does while it waits for weights) give the bits of
+    /// a pass that scales them itself, and are the pixels divided by 255.
+    func testInputScaledAheadGivesTheSamePass() throws {
+        let spec = try ModelSpec.mlp(inputSize: 6, hidden: [4], classes: 3)
+        let model = Sequential(spec: spec, seed: 2)
+        let pixels: [UInt8] = [0, 255, 17, 128, 3, 99, 250, 1, 64, 200, 5, 77]
+        let labels: [UInt8] = [2, 0]
+        var direct = [Float](repeating: 0, count: spec.parameterCount)
+        var ahead = [Float](repeating: 0, count: spec.parameterCount)
+        let (first, second) = pixels.withUnsafeBufferPointer { p in
+            labels.withUnsafeBufferPointer { y in
+                let first = direct.withUnsafeMutableBufferPointer {
+                    model.computeGradientSum(pixels: p.baseAddress!, labels: y.baseAddress!, rows: 2, gradient: $0.baseAddress!, dropoutKey: 3)
+                }
+                let input = model.scaleInput(pixels: p.baseAddress!, rows: 2)
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: input, count: pixels.count)), pixels.map { Float($0) * (1 / 255) })
+                let second = ahead.withUnsafeMutableBufferPointer {
+                    model.computeGradientSum(input: input, labels: y.baseAddress!, rows: 2, gradient: $0.baseAddress!, dropoutKey: 3)
+                }
+                return (first, second)
+            }
+        }
+        XCTAssertEqual(ahead, direct)
+        XCTAssertEqual(first, second)
+    }
+
     func testGradientIsASumOverSamples() throws {
         let spec = try ModelSpec.mlp(inputSize: 4, hidden: [3], classes: 2)
         let model = Sequential(spec: spec, seed: 9)
