@@ -128,6 +128,7 @@ extension CoordinatorServer {
             }
             let segment = try SharedSegment(opening: attach.segment)
             segment.unlinkName()
+            if segment.cannotShrink { try segment.mapInAdvance() }  // read in place from the first step
             peer.detach()
             peer.gradientSegment = segment
             peer.cpu = attach.cpu

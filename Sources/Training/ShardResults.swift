@@ -21,8 +21,14 @@ public final class ShardResults {
         precondition(shardCount > 0)
         self.shardCount = shardCount
         self.parameterCount = parameterCount
-        shardGradients = (0..<shardCount).map { _ in .allocate(capacity: parameterCount) }
+        // Written now, so that the first step does not pay the page faults.
+        shardGradients = (0..<shardCount).map { _ in
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: parameterCount)
+            buffer.initialize(repeating: 0, count: parameterCount)
+            return buffer
+        }
         total = .allocate(capacity: parameterCount)
+        total.initialize(repeating: 0, count: parameterCount)
         statistics = Array(repeating: nil, count: shardCount)
         inPlace = Array(repeating: nil, count: shardCount)
     }

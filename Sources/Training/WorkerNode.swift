@@ -342,6 +342,8 @@ public final class WorkerNode {
         do {
             let weights = try SharedSegment(opening: offered)
             let batches = try welcome.sharedBatches.map(SharedSegment.init(opening:))
+            try weights.mapInAdvance()
+            try batches?.mapInAdvance()
             // Sealed: the coordinator can then read our gradients in place, without a copy.
             let own = try SharedSegment(slotCount: 4, slotBytes: welcome.spec.parameterCount * welcome.precision.bytesPerValue,
                                         sealed: true)

@@ -97,7 +97,8 @@ public final class SharedSegment {
         }
         cannotShrink = sealedDescriptor >= 0
         guard cannotShrink || ftruncate(descriptor, off_t(byteCount)) == 0,
-              let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
+              // MAP_POPULATE: the pages are made now, not one fault at a time in the first steps.
+              let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, descriptor, 0), mapped != MAP_FAILED else {
             let reason = String(cString: strerror(errno))
             close(descriptor)
             if !cannotShrink { shm_unlink(name) }
@@ -182,13 +183,22 @@ public final class SharedSegment {
         guard index >= 0 && index < info.slotCount, offset >= 0, byteCount >= 0, offset + byteCount <= info.slotBytes else {
             throw SharedSegmentError(name: info.name, reason: "\(byteCount) bytes at \(offset) of slot \(index) lie outside its \(info.slotCount) slots of \(info.slotBytes) bytes")
         }
-        if readMapping == nil {
-            guard let mapped = mmap(nil, self.byteCount, PROT_READ, MAP_SHARED, descriptor, 0), mapped != MAP_FAILED else {
-                throw SharedSegmentError(name: info.name, reason: "cannot map: \(String(cString: strerror(errno)))")
-            }
-            readMapping = UnsafeRawPointer(mapped)
+        return try readMappingNow() + Self.headerBytes + index * info.slotBytes + offset
+    }
+
+    /// Maps the segment read-only now, with its page tables filled, rather than on first
+    /// use in a training step; for segments that may be mapped (see `mappedSlot`).
+    public func mapInAdvance() throws {
+        _ = try readMappingNow()
+    }
+
+    private func readMappingNow() throws -> UnsafeRawPointer {
+        if let readMapping { return readMapping }
+        guard let mapped = mmap(nil, byteCount, PROT_READ, MAP_SHARED | MAP_POPULATE, descriptor, 0), mapped != MAP_FAILED else {
+            throw SharedSegmentError(name: info.name, reason: "cannot map: \(String(cString: strerror(errno)))")
         }
-        return readMapping! + Self.headerBytes + index * info.slotBytes + offset
+        readMapping = UnsafeRawPointer(mapped)
+        return readMapping!
     }
 
     deinit {

@@ -84,6 +84,7 @@ final class SharedSegmentTests: XCTestCase {
         values.withUnsafeBytes { owner.slot(1).copyMemory(from: $0.baseAddress!, byteCount: 16) }
         let reader = try SharedSegment(opening: owner.info)
         XCTAssertTrue(reader.cannotShrink)
+        try reader.mapInAdvance()
         XCTAssertEqual(Array(UnsafeBufferPointer(start: try reader.mapped(slot: 1, offset: 0, byteCount: 16).assumingMemoryBound(to: Float.self), count: 4)), values)
         var decoded = [Float](repeating: 0, count: 4)
         var scratch: [UInt8] = []
