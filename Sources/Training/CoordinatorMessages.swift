@@ -269,7 +269,7 @@ extension CoordinatorServer {
     }
 
     /// Sends to a routing id that may not be a registered worker (replies to hellos).
-    private func sendRaw(_ frames: [OutgoingFrame], to identity: [UInt8]) {
+    func sendRaw(_ frames: [OutgoingFrame], to identity: [UInt8]) {
         _ = try? socket.send([.bytes(identity)] + frames, dontWait: true)
     }
 }

@@ -160,9 +160,20 @@ public final class CoordinatorServer: ShardGradientSource {
         }
     }
 
-    /// Tells every worker to stop, and gives the messages a moment to leave.
+    /// Tells every worker to stop, and gives the messages a moment to leave. Lost workers
+    /// too: one declared lost may still run (it hung for a while, or its link was cut), and
+    /// should stop now rather than wait out its timeout for a coordinator that is gone.
     public func shutdownWorkers(reason: String) {
-        for peer in livePeers { send(Notice(reason: reason).encode(.shutdown), to: peer) }
+        for peer in peers.values.sorted(by: { $0.index < $1.index }) {
+            let notice = Notice(reason: reason).encode(.shutdown)
+            if peer.isAlive {
+                send(notice, to: peer)
+            } else if let pipe = peer.toWorker, (try? pipe.send(notice)) == true {
+                // A pipe keeps it for a worker that is stopped, in order after what came before.
+            } else {
+                sendRaw(notice, to: peer.identity)
+            }
+        }
         try? socket.setLinger(milliseconds: 1000)
     }
 
