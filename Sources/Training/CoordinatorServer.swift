@@ -239,7 +239,7 @@ public final class CoordinatorServer: ShardGradientSource {
         timing.computeSeconds += slowest
         timing.networkWaitSeconds += max(0, waited - slowest - (timing.receiveSeconds - receiveBefore))
         for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
-        if !results.shardsReadInPlace.isEmpty { sumGradientsReadInPlace(results, of: batch) }
+        if results.readsAnyInPlace { sumGradientsReadInPlace(results, of: batch) }
     }
 
     /// Sums the shards now, while the gradients read in place from workers' segments are

@@ -1,4 +1,5 @@
 import NeuralNet
+import Wire
 
 /// The gradient sums of one batch's shards, wherever they were computed, and their sum.
 ///
@@ -52,6 +53,8 @@ public final class ShardResults {
 
     /// The shards whose gradients are read in place, in shard order.
     public var shardsReadInPlace: [Int] { (0..<shardCount).filter { inPlace[$0] != nil } }
+    /// Whether any is (without making an array every step).
+    public var readsAnyInPlace: Bool { inPlace.contains { $0 != nil } }
 
     public func isComplete(_ shard: Int) -> Bool { statistics[shard] != nil }
     public var completeCount: Int { statistics.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
@@ -81,13 +84,9 @@ public final class ShardResults {
         return allFinite(shardGradients[shard])
     }
 
-    /// True if no value of a gradient is NaN or infinite (exponent bits all ones); checking
-    /// the bits vectorises.
+    /// True if no value of a gradient (`parameterCount` floats) is NaN or infinite.
     public func allFinite(_ values: UnsafePointer<Float>) -> Bool {
-        let bits = UnsafeRawPointer(values).assumingMemoryBound(to: UInt32.self)
-        var bad: UInt32 = 0
-        for i in 0..<parameterCount { bad |= (bits[i] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
-        return bad == 0
+        WirePrecision.allFinite(values, count: parameterCount)
     }
 
     /// The batch's statistics, summed in shard order.

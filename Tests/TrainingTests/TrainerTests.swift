@@ -116,6 +116,8 @@ final class TrainerTests: XCTestCase {
             }
         }
         XCTAssertEqual(inPlace.shardsReadInPlace, [0, 2])
+        XCTAssertTrue(inPlace.readsAnyInPlace)
+        XCTAssertFalse(copied.readsAnyInPlace)
         let sum = inPlace.reduce()
         XCTAssertEqual(Array(UnsafeBufferPointer(start: sum, count: 2)), Array(UnsafeBufferPointer(start: copied.reduce(), count: 2)))
         XCTAssertEqual(sum[0], 1)
@@ -128,6 +130,7 @@ final class TrainerTests: XCTestCase {
         XCTAssertFalse(inPlace.copyInPlaceGradient(2))
         XCTAssertTrue(inPlace.copyInPlaceGradient(0))
         XCTAssertEqual(inPlace.shardsReadInPlace, [])
+        XCTAssertFalse(inPlace.readsAnyInPlace)
         workerMemory[3] = 7
         XCTAssertTrue(inPlace.gradient(2)[1].isNaN)
         XCTAssertFalse(inPlace.allFinite(inPlace.reduce()))
