@@ -260,7 +260,7 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Whether workers on this host (they attached shared memory) occupy every CPU, so that
     /// whatever the coordinator computes during a step takes a core from one of them.
     private var workersFillTheCores: Bool {
-        peers.values.filter { $0.isAlive && $0.isOnThisHost }.count >= cpuCount
+        peers.values.reduce(0) { $0 + ($1.isAlive && $1.isOnThisHost ? 1 : 0) } >= cpuCount
     }
 
     /// The weights slot holding this step's weights, written on first use: one copy per step

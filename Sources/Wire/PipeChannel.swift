@@ -58,7 +58,7 @@ public final class PipeChannel {
         Self.ignoreBrokenPipes()
         var suffix = [UInt8](repeating: 0, count: 6)
         for index in suffix.indices { suffix[index] = UInt8.random(in: 0...255) }
-        path = "\(Self.directory)/zmqt-\(getpid())-" + suffix.map { String($0, radix: 16) }.joined() + "p"
+        path = "\(Self.directory)/" + LocalName.make(random: suffix) + "p"
         guard mkfifo(path, 0o600) == 0 else {
             throw PipeChannelError(path: path, reason: "cannot create: \(String(cString: strerror(errno)))")
         }
@@ -96,9 +96,8 @@ public final class PipeChannel {
 
     /// Names a peer may ask us to open: our own prefix in `/dev/shm`, a short, plain suffix.
     public static func isValidPath(_ path: String) -> Bool {
-        let prefix = directory + "/zmqt-"
-        return path.hasPrefix(prefix) && path.utf8.count <= 80
-            && path.utf8.dropFirst(prefix.utf8.count).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
+        let prefix = directory + "/" + LocalName.prefix
+        return path.hasPrefix(prefix) && path.utf8.count <= 80 && LocalName.isPlain(path.utf8.dropFirst(prefix.utf8.count))
     }
 
     /// Removes the name; the pipe lives on while either side holds it open.

@@ -29,9 +29,7 @@ public struct SharedSegmentInfo: Equatable, Sendable {
     /// process's descriptor under /proc.
     public static func isValidName(_ name: String) -> Bool {
         guard name.utf8.count <= 64 else { return false }
-        if name.hasPrefix("/zmqt-") {
-            return name.utf8.dropFirst(6).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
-        }
+        if name.hasPrefix("/" + LocalName.prefix) { return LocalName.isPlain(name.utf8.dropFirst(1 + LocalName.prefix.utf8.count)) }
         return isDescriptorPath(name)
     }
 
@@ -91,7 +89,7 @@ public final class SharedSegment {
             name = "/proc/\(getpid())/fd/\(sealedDescriptor)"
             descriptor = sealedDescriptor
         } else {
-            name = "/zmqt-\(getpid())-" + nonce.prefix(6).map { String($0, radix: 16) }.joined()
+            name = "/" + LocalName.make(random: nonce.prefix(6))
             descriptor = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0o600)
             guard descriptor >= 0 else { throw SharedSegmentError(name: name, reason: "cannot create: \(String(cString: strerror(errno)))") }
         }
@@ -162,7 +160,7 @@ public final class SharedSegment {
     /// coordinator killed with SIGKILL cannot remove its own.
     static func removeStale() {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
-        for entry in entries where entry.hasPrefix("zmqt-") {
+        for entry in entries where entry.hasPrefix(LocalName.prefix) {
             let fields = entry.split(separator: "-")
             guard fields.count == 3, let pid = pid_t(fields[1]), pid > 0 else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH { shm_unlink("/" + entry) }
