@@ -37,7 +37,7 @@ public enum Activation: UInt8, CaseIterable, Sendable, Codable, CustomStringConv
         case .linear:
             break
         case .relu:
-            for i in 0..<count { values[i] = max(values[i], 0) }
+            ReLU.forward(values, count: count)
         case .sigmoid:
             for i in 0..<count { values[i] = 1 / (1 + expf(-values[i])) }
         case .tanh:
@@ -69,7 +69,7 @@ public enum Activation: UInt8, CaseIterable, Sendable, Codable, CustomStringConv
             break
         case .relu:
             // a > 0 exactly where z > 0, so the output decides the mask.
-            for i in 0..<count { gradient[i] = output[i] > 0 ? gradient[i] : 0 }
+            ReLU.backward(output: output, gradient: gradient, count: count)
         case .sigmoid:
             for i in 0..<count { gradient[i] *= output[i] * (1 - output[i]) }
         case .tanh:
@@ -84,5 +84,38 @@ public enum Activation: UInt8, CaseIterable, Sendable, Codable, CustomStringConv
                 for j in 0..<columns { g[j] = a[j] * (g[j] - dot) }
             }
         }
+    }
+}
+
+/// ReLU's loops, written with explicit vectors. Written as scalar loops, the compiler kept a
+/// branch per value in the backward one (and vectorised neither): on real data the signs
+/// are random, so about half of those branches were mispredicted, 6% of a training step.
+enum ReLU {
+    typealias Vector = SIMD8<Float>
+    static let width = Vector.scalarCount
+
+    /// `max(z, 0)` as the standard library computes it (`0 >= z ? 0 : z`: NaN stays NaN).
+    static func forward(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        let raw = UnsafeMutableRawPointer(values)
+        var i = 0
+        while i + width <= count {
+            let z = raw.loadUnaligned(fromByteOffset: i * 4, as: Vector.self)
+            raw.storeBytes(of: z.replacing(with: 0, where: z .<= 0), toByteOffset: i * 4, as: Vector.self)
+            i += width
+        }
+        while i < count { values[i] = max(values[i], 0); i += 1 }
+    }
+
+    /// The gradient where the output is above zero, else 0 (a NaN output gives 0).
+    static func backward(output: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, count: Int) {
+        let outputs = UnsafeRawPointer(output), gradients = UnsafeMutableRawPointer(gradient)
+        var i = 0
+        while i + width <= count {
+            let a = outputs.loadUnaligned(fromByteOffset: i * 4, as: Vector.self)
+            let g = gradients.loadUnaligned(fromByteOffset: i * 4, as: Vector.self)
+            gradients.storeBytes(of: g.replacing(with: 0, where: .!(a .> 0)), toByteOffset: i * 4, as: Vector.self)
+            i += width
+        }
+        while i < count { gradient[i] = output[i] > 0 ? gradient[i] : 0; i += 1 }
     }
 }

@@ -47,4 +47,23 @@ final class ActivationTests: XCTestCase {
         XCTAssertEqual(Activation(name: "ReLU"), .relu)
         XCTAssertNil(Activation(name: "swish"))
     }
+
+    /// ReLU runs eight values at a time plus a scalar tail: every value, in either part and
+    /// whatever its kind (signed zeros, NaN, infinities), must come out as the scalar
+    /// definition gives it, `max(z, 0)` forward and `a > 0 ? g : 0` backward.
+    func testReLUVectorLoopsMatchTheScalarDefinition() {
+        let special: [Float] = [-0.0, 0, .nan, -.nan, .infinity, -.infinity, .leastNonzeroMagnitude, -1e-30]
+        let z = special + randomValues(29, seed: 21, scale: 3)  // 37: four vectors and a tail
+        let g = randomValues(z.count, seed: 22)
+        var output = z
+        Activation.relu.forward(&output, rows: 1, columns: z.count)
+        var gradient = g
+        Activation.relu.backward(output: output, gradient: &gradient, rows: 1, columns: z.count)
+        for i in z.indices {
+            let expected = max(z[i], 0)
+            XCTAssertEqual(output[i].bitPattern, expected.bitPattern, "forward at \(i): z = \(z[i])")
+            let expectedGradient: Float = expected > 0 ? g[i] : 0
+            XCTAssertEqual(gradient[i].bitPattern, expectedGradient.bitPattern, "backward at \(i): a = \(output[i])")
+        }
+    }
 }
