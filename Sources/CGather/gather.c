@@ -1,4 +1,5 @@
 #include <string.h>
+#include <sys/mman.h>
 #include "gather.h"
 
 /// Rows ahead to prefetch: enough to cover memory latency, few enough to stay in L1.
@@ -17,4 +18,12 @@ void zmqt_gather_rows(const uint8_t *source, size_t row_bytes, const uint8_t *la
         memcpy(destination + row * row_bytes, source + (size_t)indices[row] * row_bytes, row_bytes);
         label_destination[row] = labels[indices[row]];
     }
+}
+
+int zmqt_advise_huge_pages(const void *start, size_t byte_count) {
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t first = ((uintptr_t)start + huge - 1) & ~(huge - 1);
+    uintptr_t end = ((uintptr_t)start + byte_count) & ~(huge - 1);
+    if (end <= first) return 0;  // no whole huge page inside
+    return madvise((void *)first, end - first, MADV_HUGEPAGE);
 }

@@ -33,6 +33,7 @@ public enum CSVLoader {
         var pixels = [UInt8]()
         var labels = [UInt8]()
         pixels.reserveCapacity((lineCount + 1) * featureCount)
+        pixels.withUnsafeBufferPointer { adviseHugePages($0.baseAddress, byteCount: pixels.capacity) }
         labels.reserveCapacity(lineCount + 1)
         var row = [UInt8](repeating: 0, count: fieldCount)
 

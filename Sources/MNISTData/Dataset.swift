@@ -76,3 +76,10 @@ public struct EpochOrder: Sendable {
 public func shardRange(_ shard: Int, of shardCount: Int, batchSize: Int) -> Range<Int> {
     (shard * batchSize / shardCount)..<((shard + 1) * batchSize / shardCount)
 }
+
+/// Before a data set's bytes are first written: back them with huge pages where the kernel
+/// can (see `zmqt_advise_huge_pages`); without, they are simply read through 4 KiB pages.
+func adviseHugePages(_ start: UnsafeRawPointer?, byteCount: Int) {
+    guard let start, byteCount > 0 else { return }
+    _ = zmqt_advise_huge_pages(start, byteCount)
+}

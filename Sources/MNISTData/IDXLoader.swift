@@ -64,8 +64,11 @@ public enum IDXLoader {
         }
         let total = dimensions.reduce(1, *)
         guard total < 1 << 32 else { throw DataError.badIDX(path: path, reason: "dimensions \(dimensions) are too large") }
-        var values = [UInt8](repeating: 0, count: total)
-        if total > 0 { try values.withUnsafeMutableBytes { try read(total, into: $0.baseAddress!) } }
+        let values = try [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+            adviseHugePages(buffer.baseAddress, byteCount: total)
+            if total > 0 { try read(total, into: buffer.baseAddress!) }
+            initialized = total
+        }
         return (dimensions, values)
     }
 }

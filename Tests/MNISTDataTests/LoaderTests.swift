@@ -109,6 +109,20 @@ final class CSVLoaderTests: XCTestCase {
         }
     }
 
+    /// A set large enough (6 MB) for the loader to ask for huge pages before reading into
+    /// them: every byte must still arrive where it belongs.
+    func testLargeIDXLoadsIntactIntoHugePages() throws {
+        let count = 8000
+        let pixels = (0..<(count * 28 * 28)).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 13) }
+        let labels = (0..<count).map { UInt8($0 * 7 % 10) }
+        let images = try writeBytes(idx(dimensions: [count, 28, 28], values: pixels), name: "large-images")
+        let labelPath = try writeBytes(idx(dimensions: [count], values: labels), name: "large-labels")
+        let dataset = try IDXLoader.load(images: images, labels: labelPath)
+        XCTAssertEqual(dataset.count, count)
+        XCTAssertTrue(dataset.pixels == pixels, "pixels differ after loading")
+        XCTAssertEqual(dataset.labels, labels)
+    }
+
     func testBadIDXFilesAreRefused() throws {
         let labels = try writeBytes(idx(dimensions: [2], values: [1, 2]), name: "labels")
         let truncated = try writeBytes(idx(dimensions: [2, 2, 2], values: [1, 2, 3]), name: "truncated")
