@@ -103,6 +103,21 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(try ModelSpec.mlp(inputSize: 784, hidden: [128], classes: 10).description, "784-128(relu)-10(softmax)")
         XCTAssertEqual(try ModelSpec.mlp(inputSize: 784, hidden: [128], classes: 10).trainingFlopsPerSample, 409_088)
     }
+
+    /// Pixels are scaled sixteen at a time plus a tail; every byte value, in either part,
+    /// must give exactly `Float(p) * (1 / 255)`.
+    func testPixelScalingGivesEveryByteItsExactValue() throws {
+        let spec = try ModelSpec(inputSize: 37, layers: [Dense(inputSize: 37, outputSize: 2, activation: .softmax)])
+        let model = Sequential(spec: spec, seed: 1)
+        let rows = 9  // 333 values: twenty vectors and a tail of 13
+        let pixels = (0..<(rows * 37)).map { UInt8(truncatingIfNeeded: $0 &* 97 &+ 3) }
+        XCTAssertEqual(Set(pixels).count, 256)
+        let scaled = pixels.withUnsafeBufferPointer { model.scaleInput(pixels: $0.baseAddress!, rows: rows) }
+        let scale: Float = 1 / 255
+        for (i, pixel) in pixels.enumerated() {
+            XCTAssertEqual(scaled[i].bitPattern, (Float(pixel) * scale).bitPattern, "pixel \(pixel) at \(i)")
+        }
+    }
 }
 
 final class SGDTests: XCTestCase {
