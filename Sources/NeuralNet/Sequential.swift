@@ -244,7 +244,8 @@ final class Workspace {
     func scaledInput(pixels: UnsafePointer<UInt8>, rows: Int) -> UnsafePointer<Float> {
         reserve(rows: rows)
         let destination = input!
-        PixelScaling.scale(pixels, count: rows * spec.inputSize, into: destination)
+        let scale: Float = 1 / 255
+        for i in 0..<(rows * spec.inputSize) { destination[i] = Float(pixels[i]) * scale }
         return UnsafePointer(destination)
     }
 
@@ -255,25 +256,5 @@ final class Workspace {
         input = nil
         outputs = []
         gradients = []
-    }
-}
-
-/// Pixels 0–255 to floats in [0, 1], `Float(p) * (1 / 255)`, sixteen at a time: written as a
-/// scalar loop it compiled to one conversion per pixel (0.027 ms for a 256-row shard, on the
-/// path between a worker's weights arriving and its compute starting).
-enum PixelScaling {
-    static let scale: Float = 1 / 255
-
-    static func scale(_ pixels: UnsafePointer<UInt8>, count: Int, into destination: UnsafeMutablePointer<Float>) {
-        let width = 16
-        let source = UnsafeRawPointer(pixels), output = UnsafeMutableRawPointer(destination)
-        var i = 0
-        while i + width <= count {
-            let bytes = source.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
-            let values = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: bytes)) * scale
-            output.storeBytes(of: values, toByteOffset: i * 4, as: SIMD16<Float>.self)
-            i += width
-        }
-        while i < count { destination[i] = Float(pixels[i]) * scale; i += 1 }
     }
 }

@@ -48,12 +48,12 @@ final class ActivationTests: XCTestCase {
         XCTAssertNil(Activation(name: "swish"))
     }
 
-    /// ReLU runs eight values at a time plus a scalar tail: every value, in either part and
-    /// whatever its kind (signed zeros, NaN, infinities), must come out as the scalar
-    /// definition gives it, `max(z, 0)` forward and `a > 0 ? g : 0` backward.
+    /// ReLU's bit-mask loops compile to vectors and a scalar tail: every value, in either
+    /// part and whatever its kind (signed zeros, NaN, infinities), must come out as the
+    /// plain definition gives it, `max(z, 0)` forward and `a > 0 ? g : 0` backward.
     func testReLUVectorLoopsMatchTheScalarDefinition() {
         let special: [Float] = [-0.0, 0, .nan, -.nan, .infinity, -.infinity, .leastNonzeroMagnitude, -1e-30]
-        let z = special + randomValues(29, seed: 21, scale: 3)  // 37: four vectors and a tail
+        let z = special + randomValues(29, seed: 21, scale: 3)  // 37: not a multiple of any vector width
         let g = randomValues(z.count, seed: 22)
         var output = z
         Activation.relu.forward(&output, rows: 1, columns: z.count)

@@ -104,12 +104,12 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(try ModelSpec.mlp(inputSize: 784, hidden: [128], classes: 10).trainingFlopsPerSample, 409_088)
     }
 
-    /// Pixels are scaled sixteen at a time plus a tail; every byte value, in either part,
-    /// must give exactly `Float(p) * (1 / 255)`.
+    /// The scaling loop compiles to vectors with a scalar tail and a scalar path for
+    /// overlapping buffers; every byte value must give exactly `Float(p) * (1 / 255)`.
     func testPixelScalingGivesEveryByteItsExactValue() throws {
         let spec = try ModelSpec(inputSize: 37, layers: [Dense(inputSize: 37, outputSize: 2, activation: .softmax)])
         let model = Sequential(spec: spec, seed: 1)
-        let rows = 9  // 333 values: twenty vectors and a tail of 13
+        let rows = 9  // 333 values: not a multiple of any vector width
         let pixels = (0..<(rows * 37)).map { UInt8(truncatingIfNeeded: $0 &* 97 &+ 3) }
         XCTAssertEqual(Set(pixels).count, 256)
         let scaled = pixels.withUnsafeBufferPointer { model.scaleInput(pixels: $0.baseAddress!, rows: rows) }
