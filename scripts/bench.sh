@@ -76,12 +76,13 @@ PY
 wait $coordinator
 
 python3 - "$json" "$precision" "$repeats" <<'PY'
-import json, sys
+import functools, json, sys
 path, precision, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def steady(run):
     """Samples per second over the epochs after the first (all of them if there is one)."""
     later = run["history"][1:] or run["history"]
     return sum(e["samples_per_second"] * e["train_seconds"] for e in later) / sum(e["train_seconds"] for e in later)
+@functools.cache  # each configuration's files are read once
 def runs(name):
     return [json.load(open(f".build/bench/{name}-r{r}.json")) for r in range(1, repeats + 1)]
 def load(name):
@@ -101,8 +102,7 @@ for batch in (128, 512):
     one = load(f"w1-b{batch}")
     for name in (f"local-b{batch}", f"w1-b{batch}", f"w2-b{batch}", f"w1-b{batch}-socket", f"w2-b{batch}-socket"):
         run = load(name)
-        t, steps = run["timing"], run["steps"]
-        ms = lambda key: t[key] / steps * 1000
+        per_step = {key: seconds / run["steps"] * 1000 for key, seconds in run["timing"].items()}
         row = {
             "samples_per_second": steady(run),
             "whole_run_samples_per_second": whole(name),
@@ -110,12 +110,11 @@ for batch in (128, 512):
             "vs_one_worker": steady(run) / steady(one),
             "whole_run_vs_one_worker": whole(name) / whole(f"w1-b{batch}"),
             "test_accuracy": run["test_accuracy"],
-            "ms_per_step": {k: t[k] / steps * 1000 for k in t},
+            "ms_per_step": per_step,
         }
         out["distributed"][name] = row
         print(f"{name:<20}{row['samples_per_second']:>11.0f}{row['whole_run_samples_per_second']:>11.0f}{row['vs_local']:>10.2f}{row['vs_one_worker']:>13.2f}   "
-              f"{ms('compute_seconds'):.3f} / {ms('send_seconds'):.3f} / {ms('network_wait_seconds'):.3f} / "
-              f"{ms('receive_seconds'):.3f} / {ms('optimizer_seconds'):.3f}")
+              + " / ".join(f"{per_step[key + '_seconds']:.3f}" for key in ("compute", "send", "network_wait", "receive", "optimizer")))
 print(f"\nworker peak memory (784-128-10, batch 512): {worker_kib / 1024:.1f} MiB")
 d = out["distributed"]
 print(f"2 workers vs 1 at batch 512: {d['w2-b512']['vs_one_worker']:.2f}x (whole run, start-up included: "
