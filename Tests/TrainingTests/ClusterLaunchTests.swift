@@ -26,7 +26,7 @@ final class ClusterLaunchTests: XCTestCase {
         let local = try runCoordinator(training + ["--local", "--shards", "2"])
         XCTAssertEqual(local.status, 0, local.errors)
 
-        let summary = NSTemporaryDirectory() + "cluster-\(UUID().uuidString.prefix(8)).json"
+        let summary = scratchFolder + "cluster-\(UUID().uuidString.prefix(8)).json"
         defer { unlink(summary) }
         let job = try Child(executable: URL(fileURLWithPath: mpirun),
                             ["--oversubscribe", "-np", "3", script.path, "--bin", binaries, "--"] + training + ["--summary", summary],
@@ -43,7 +43,7 @@ final class ClusterLaunchTests: XCTestCase {
     /// What srun gives each task: SLURM_PROCID, SLURM_NTASKS, SLURM_JOB_ID, SLURM_NNODES.
     func testSlurmRanksFromTheEnvironment() throws {
         let local = try runCoordinator(training + ["--local", "--shards", "2"])
-        let folder = NSTemporaryDirectory() + "slurm-\(UUID().uuidString.prefix(8))"
+        let folder = scratchFolder + "slurm-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let summary = folder + "/summary.json"

@@ -65,7 +65,7 @@ final class DistributedTests: XCTestCase {
         // Mixed: one worker through shared memory, one (as if on another host) by socket.
         let port = freePort()
         let coordinator = try Child("coordinator", common + ["--workers", "2", "--bind", "tcp://127.0.0.1:\(port)",
-                                                             "--summary", NSTemporaryDirectory() + "mixed-\(getpid()).json"])
+                                                             "--summary", scratchFolder + "mixed-\(getpid()).json"])
         let near = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--log-level", "info"])
         let far = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--log-level", "info", "--no-shared-memory"])
         XCTAssertEqual(coordinator.wait(), 0, coordinator.errors)
@@ -73,7 +73,7 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(far.wait(), 0, far.errors)
         XCTAssertTrue(near.errors.contains("sharing memory with the coordinator"), near.errors)
         XCTAssertFalse(far.errors.contains("sharing memory"), far.errors)
-        let mixed = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: NSTemporaryDirectory() + "mixed-\(getpid()).json"))) as? [String: Any]
+        let mixed = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratchFolder + "mixed-\(getpid()).json"))) as? [String: Any]
         XCTAssertEqual(mixed?["weights_sha256"] as? String, local.sha)
         // More shards in a step than a worker's segment has slots: the rest go by socket.
         let manyLocal = try runCoordinator(common + ["--local", "--shards", "6"])
@@ -133,7 +133,7 @@ final class DistributedTests: XCTestCase {
 
     /// Runs with other shard counts stay within 1e-4 (relative) of `--local --shards 1`.
     func testOtherShardCountsAgreeWithinRounding() throws {
-        let folder = NSTemporaryDirectory()
+        let folder = scratchFolder
         let reference = folder + "reference-\(getpid()).bin", other = folder + "other-\(getpid()).bin"
         defer { unlink(reference); unlink(other) }
         XCTAssertEqual(try runCoordinator(common + ["--local", "--shards", "1", "--save-model", reference]).status, 0)

@@ -25,7 +25,7 @@ final class FaultToleranceTests: XCTestCase {
     }
 
     private func temporaryPath(_ name: String) -> String {
-        NSTemporaryDirectory() + "\(name)-\(getpid())-\(UUID().uuidString.prefix(6))"
+        scratchFolder + "\(name)-\(getpid())-\(UUID().uuidString.prefix(6))"
     }
 
     private func waitForFile(_ path: String, seconds: Double = 60) -> Bool {

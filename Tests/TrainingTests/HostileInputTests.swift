@@ -15,9 +15,9 @@ final class HostileInputTests: XCTestCase {
 
         let port = freePort()
         let endpoint = "tcp://127.0.0.1:\(port)"
-        let summaryPath = NSTemporaryDirectory() + "fuzz-summary-\(getpid()).json"
+        let summaryPath = scratchFolder + "fuzz-summary-\(getpid()).json"
         defer { unlink(summaryPath) }
-        let checkpoint = NSTemporaryDirectory() + "fuzz-progress-\(getpid())"
+        let checkpoint = scratchFolder + "fuzz-progress-\(getpid())"
         defer { unlink(checkpoint) }
         let coordinator = try Child("coordinator", settings + [
             "--spawn-workers", "2", "--bind", endpoint, "--summary", summaryPath,
@@ -64,9 +64,9 @@ final class HostileInputTests: XCTestCase {
                         "--max-steps", "4000", "--shards", "2", "--seed", "8", "--quiet", "--worker-timeout", "1"]
         let reference = try runCoordinator(settings + ["--local"])
         let endpoint = "tcp://127.0.0.1:\(freePort())"
-        let summaryPath = NSTemporaryDirectory() + "pipe-fuzz-summary-\(getpid()).json"
+        let summaryPath = scratchFolder + "pipe-fuzz-summary-\(getpid()).json"
         defer { unlink(summaryPath) }
-        let checkpoint = NSTemporaryDirectory() + "pipe-fuzz-progress-\(getpid())"
+        let checkpoint = scratchFolder + "pipe-fuzz-progress-\(getpid())"
         defer { unlink(checkpoint) }
         let coordinator = try Child("coordinator", settings + ["--spawn-workers", "2", "--min-workers", "2",
                                                                "--bind", endpoint, "--summary", summaryPath, "--log-level", "info",
@@ -132,7 +132,7 @@ final class HostileInputTests: XCTestCase {
                         "--max-steps", "150", "--shards", "2", "--seed", "4", "--quiet"]
         let reference = try runCoordinator(settings + ["--local"])
         let endpoint = "tcp://127.0.0.1:\(freePort())"
-        let summaryPath = NSTemporaryDirectory() + "nan-in-place-summary-\(getpid()).json"
+        let summaryPath = scratchFolder + "nan-in-place-summary-\(getpid()).json"
         defer { unlink(summaryPath) }
         let coordinator = try Child("coordinator", settings + ["--workers", "2", "--min-workers", "2", "--bind", endpoint,
                                                                "--summary", summaryPath, "--log-level", "info"])

@@ -69,8 +69,8 @@ final class NetworkNamespaceTests: XCTestCase {
         XCTAssertEqual(reference.status, 0, reference.errors)
 
         let ipPath = URL(fileURLWithPath: "/usr/sbin/ip")
-        let summary = NSTemporaryDirectory() + "netns-summary-\(getpid()).json"
-        let checkpoint = NSTemporaryDirectory() + "netns-progress-\(getpid())"
+        let summary = scratchFolder + "netns-summary-\(getpid()).json"
+        let checkpoint = scratchFolder + "netns-progress-\(getpid())"
         defer { unlink(summary); unlink(checkpoint) }
         let coordinator = try Child(executable: ipPath, ["netns", "exec", hosts.coordinator, try executable("coordinator").path]
             + settings + ["--workers", "2", "--bind", "tcp://0.0.0.0:5555", "--insecure", "--summary", summary,

@@ -7,7 +7,7 @@ final class SecurityTests: XCTestCase {
     private var data: String!
 
     override func setUpWithError() throws {
-        folder = NSTemporaryDirectory() + "zmq-trainer-keys-\(getpid())-\(UUID().uuidString.prefix(6))"
+        folder = scratchFolder + "keys-\(getpid())-\(UUID().uuidString.prefix(6))"
         data = try makeSyntheticData(trainCount: 300, testCount: 50)
         for (name, sub) in [("coordinator", ""), ("allowed", "/authorised"), ("stranger", "/elsewhere")] {
             let keygen = try Child("coordinator", ["keygen", "--name", name, "--output", folder + sub])

@@ -3,6 +3,15 @@ import MNISTData
 import NeuralNet
 import XCTest
 
+/// Where this test process keeps its files (children's output, summaries, checkpoints, data
+/// sets), removed when the process exits; ends in a slash.
+let scratchFolder: String = {
+    let folder = NSTemporaryDirectory() + "zmq-trainer-tests-\(getpid())/"
+    try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "zmq-trainer-tests-\(getpid())/") }
+    return folder
+}()
+
 /// The built executables sit next to the test bundle (`swift build` makes them).
 func executable(_ name: String) throws -> URL {
     let folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
@@ -16,7 +25,7 @@ func executable(_ name: String) throws -> URL {
 /// A small learnable data set in MNIST's shape: each class lights up its own band of
 /// pixels, plus seeded noise. Written as CSV into a fresh folder.
 func makeSyntheticData(trainCount: Int = 960, testCount: Int = 200, seed: UInt64 = 1) throws -> String {
-    let folder = NSTemporaryDirectory() + "zmq-trainer-data-\(getpid())-\(UUID().uuidString.prefix(8))"
+    let folder = scratchFolder + "data-\(getpid())-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     var generator = SeededGenerator(seed: seed)
     func dataset(_ count: Int) -> Dataset {
@@ -51,7 +60,7 @@ final class Child {
     /// `environment` is added to this process's environment.
     init(executable url: URL, _ arguments: [String], environment: [String: String] = [:]) throws {
         let name = url.lastPathComponent
-        let base = NSTemporaryDirectory() + "zmq-trainer-\(name)-\(UUID().uuidString.prefix(8))"
+        let base = scratchFolder + "\(name)-\(UUID().uuidString.prefix(8))"
         outputPath = base + ".out"
         errorPath = base + ".err"
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
@@ -127,7 +136,7 @@ struct RunResult {
 
 /// Runs `coordinator` to the end and reads its JSON summary.
 func runCoordinator(_ arguments: [String], seconds: Double = 180) throws -> RunResult {
-    let summaryPath = NSTemporaryDirectory() + "summary-\(UUID().uuidString.prefix(8)).json"
+    let summaryPath = scratchFolder + "summary-\(UUID().uuidString.prefix(8)).json"
     let child = try Child("coordinator", arguments + ["--summary", summaryPath])
     let status = child.wait(seconds: seconds)
     let data = FileManager.default.contents(atPath: summaryPath) ?? Data()

@@ -9,7 +9,7 @@ final class UserViewTests: XCTestCase {
 
     override func setUpWithError() throws {
         data = try makeSyntheticData(trainCount: 600, testCount: 150)
-        scratch = NSTemporaryDirectory() + "user-view-\(UUID().uuidString.prefix(8))"
+        scratch = scratchFolder + "user-view-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
     }
 
