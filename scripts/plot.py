@@ -76,7 +76,14 @@ def scaling(args):
     runs = result["runs"]
     workers = [r["workers"] for r in runs]
     figure, (speed_axis, split_axis) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
-    speed_axis.plot(workers, [r["speedup"] for r in runs], "o-", label="measured speedup")
+    speedups = [r["speedup"] for r in runs]
+    if all("speedup_range" in r for r in runs):  # scale.sh --repeats: median run, bars span all
+        low = [s - r["speedup_range"][0] for s, r in zip(speedups, runs)]
+        high = [r["speedup_range"][1] - s for s, r in zip(speedups, runs)]
+        speed_axis.errorbar(workers, speedups, yerr=[low, high], fmt="o-", capsize=4,
+                            label=f"measured speedup (median of {result.get('repeats', '?')} runs, bars: range)")
+    else:
+        speed_axis.plot(workers, speedups, "o-", label="measured speedup")
     speed_axis.plot(workers, workers, "--", color="gray", label="linear")
     for r in runs:
         speed_axis.annotate(f"{100 * r['efficiency']:.0f}%", (r["workers"], r["speedup"]),
@@ -84,7 +91,7 @@ def scaling(args):
     speed_axis.set(xlabel="workers", ylabel="speedup over 1 worker",
                    title=f"throughput, batch {result['batch_size']} (labels: efficiency)")
     speed_axis.set_xticks(workers)
-    speed_axis.legend()
+    speed_axis.legend(loc="best", fontsize="small")
     compute = [r["compute_ms"] for r in runs]
     communication = [r["communication_ms"] for r in runs]
     split_axis.bar(workers, compute, label="compute")

@@ -2,16 +2,20 @@
 # Scaling experiment: the same training with N = 1, 2, ... local workers, then a table of
 # throughput, speedup, efficiency and where each step's time goes.
 #
-#   scripts/scale.sh [--max-workers N] [--batch-size B] [--epochs E] [--json PATH] [-- coordinator args]
+#   scripts/scale.sh [--max-workers N] [--batch-size B] [--epochs E] [--repeats R] [--json PATH]
+#                    [-- coordinator args]
 #
-# Defaults: workers 1..nproc, batch 512, 2 epochs, JSON in .build/scale/scale.json
-# (scripts/plot.py draws it).
+# Defaults: workers 1..nproc, batch 512, 2 epochs, 3 repeats, JSON in .build/scale/scale.json
+# (scripts/plot.py draws it). Each N runs R times, interleaved with the others, and the run
+# with the median throughput is reported (with the range of the speedups): on a shared
+# machine single runs vary by 10% and more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 max_workers=$(nproc)
 batch=512
 epochs=2
+repeats=3
 json=.build/scale/scale.json
 extra=()
 while [ $# -gt 0 ]; do
@@ -19,9 +23,10 @@ while [ $# -gt 0 ]; do
         --max-workers) max_workers=$2; shift 2 ;;
         --batch-size) batch=$2; shift 2 ;;
         --epochs) epochs=$2; shift 2 ;;
+        --repeats) repeats=$2; shift 2 ;;
         --json) json=$2; shift 2 ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "scale.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -32,34 +37,44 @@ swift build -c release --product coordinator >/dev/null
 swift build -c release --product worker >/dev/null
 mkdir -p .build/scale "$(dirname "$json")"
 
-.build/release/coordinator --quiet --local --batch-size "$batch" --epochs "$epochs" \
-    --summary .build/scale/local.json "${extra[@]}"
-for n in $(seq 1 "$max_workers"); do
-    .build/release/coordinator --quiet --spawn-workers "$n" --batch-size "$batch" --epochs "$epochs" \
-        --bind "tcp://127.0.0.1:*" --summary ".build/scale/n$n.json" "${extra[@]}"
+for repeat in $(seq "$repeats"); do
+    .build/release/coordinator --quiet --local --batch-size "$batch" --epochs "$epochs" \
+        --summary ".build/scale/local-r$repeat.json" "${extra[@]}"
+    for n in $(seq 1 "$max_workers"); do
+        .build/release/coordinator --quiet --spawn-workers "$n" --batch-size "$batch" --epochs "$epochs" \
+            --bind "tcp://127.0.0.1:*" --summary ".build/scale/n$n-r$repeat.json" "${extra[@]}"
+    done
 done
 
-python3 - "$json" "$max_workers" "$batch" <<'PY'
+python3 - "$json" "$max_workers" "$batch" "$repeats" <<'PY'
 import json, sys
-path, max_workers, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-local = json.load(open(".build/scale/local.json"))
-runs = [json.load(open(f".build/scale/n{n}.json")) for n in range(1, max_workers + 1)]
+path, max_workers, batch, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def repeats_of(name):
+    return [json.load(open(f".build/scale/{name}-r{r}.json")) for r in range(1, repeats + 1)]
+def median_run(runs):
+    return sorted(runs, key=lambda run: run["samples_per_second"])[len(runs) // 2]
+local = median_run(repeats_of("local"))
+all_runs = [repeats_of(f"n{n}") for n in range(1, max_workers + 1)]
+runs = [median_run(each) for each in all_runs]
 base = runs[0]["samples_per_second"]
-print(f"batch {batch}; single process (--local): {local['samples_per_second']:.0f} samples/s")
-print(f"{'workers':>7} {'samples/s':>11} {'speedup':>8} {'efficiency':>10} {'compute ms':>11} {'comm ms':>8} {'comm %':>7} {'test acc':>9}")
+print(f"batch {batch}; single process (--local): {local['samples_per_second']:.0f} samples/s; each row the median of {repeats} runs")
+print(f"{'workers':>7} {'samples/s':>11} {'speedup':>8} {'(range)':>11} {'efficiency':>10} {'compute ms':>11} {'comm ms':>8} {'comm %':>7} {'test acc':>9}")
 rows = []
 for n, run in enumerate(runs, start=1):
+    # The range pairs each repeat with the 1-worker run of the same repeat.
+    speedups = [each["samples_per_second"] / one["samples_per_second"] for each, one in zip(all_runs[n - 1], all_runs[0])]
     t, steps = run["timing"], run["steps"]
     compute = t["compute_seconds"] / steps * 1000
     comm = (t["send_seconds"] + t["network_wait_seconds"] + t["receive_seconds"]) / steps * 1000
     speedup = run["samples_per_second"] / base
     row = dict(workers=n, samples_per_second=run["samples_per_second"], speedup=speedup,
+               speedup_range=[min(speedups), max(speedups)],
                efficiency=speedup / n, compute_ms=compute, communication_ms=comm,
                test_accuracy=run["test_accuracy"], weights_sha256=run["weights_sha256"])
     rows.append(row)
-    print(f"{n:>7} {row['samples_per_second']:>11.0f} {speedup:>8.2f} {speedup / n:>10.2f} {compute:>11.3f} "
+    print(f"{n:>7} {row['samples_per_second']:>11.0f} {speedup:>8.2f} {min(speedups):>5.2f}-{max(speedups):<5.2f} {speedup / n:>10.2f} {compute:>11.3f} "
           f"{comm:>8.3f} {100 * comm / (compute + comm):>6.0f}% {100 * run['test_accuracy']:>8.2f}%")
-json.dump(dict(batch_size=batch, local_samples_per_second=local["samples_per_second"], runs=rows),
+json.dump(dict(batch_size=batch, repeats=repeats, local_samples_per_second=local["samples_per_second"], runs=rows),
           open(path, "w"), indent=2)
 print(f"figures written to {path}")
 PY
