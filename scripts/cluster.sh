@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         --bin) bin=$2; shift 2 ;;
         --worker-option) worker_options+=("$2"); shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) break ;;
     esac
 done

@@ -14,7 +14,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --from) from=${2:?--from needs a folder}; shift 2 ;;
         --to) target=${2:?--to needs a folder}; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "fetch-mnist.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done

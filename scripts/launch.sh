@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         --advertise) advertise=$2; shift 2 ;;
         --remote-dir) remote_dir=$2; shift 2 ;;
         --) shift; coordinator_args=("$@"); break ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "launch.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done

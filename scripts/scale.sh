@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --repeats) repeats=$2; shift 2 ;;
         --json) json=$2; shift 2 ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "scale.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
