@@ -116,4 +116,23 @@ final class UserViewTests: XCTestCase {
         XCTAssertNotEqual(missing.wait(), 0)
         XCTAssertTrue(missing.errors.contains("nope.bin"), missing.errors)
     }
+
+    /// Each script's --help is its header comment, whole: the usage line, and no code after.
+    func testScriptsExplainThemselves() throws {
+        let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../scripts").standardized
+        for name in ["bench", "cluster", "fetch-mnist", "launch", "netsim", "scale"] {
+            let path = scripts.appendingPathComponent("\(name).sh").path
+            let help = try Child(executable: URL(fileURLWithPath: "/bin/bash"), [path, "--help"])
+            XCTAssertEqual(help.wait(seconds: 10), 0, "\(name).sh --help: \(help.errors)")
+            let text = help.output
+            XCTAssertTrue(text.contains("scripts/\(name).sh"), "\(name).sh --help has no usage line:\n\(text)")
+            XCTAssertFalse(text.contains("set -euo") || text.contains("#"), "\(name).sh --help prints code or comment marks:\n\(text)")
+            // The last line of the header is there too.
+            let header = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+                .dropFirst().prefix { $0.hasPrefix("#") }
+            let lastLine = header.last.map { $0.dropFirst().trimmingCharacters(in: .whitespaces) } ?? ""
+            XCTAssertTrue(text.contains(lastLine), "\(name).sh --help lacks its header's last line \"\(lastLine)\"")
+        }
+    }
 }
