@@ -139,7 +139,17 @@ public final class CoordinatorServer: ShardGradientSource {
 
     private var livePeers: [WorkerPeer] { peers.values.filter(\.isAlive).sorted { $0.index < $1.index } }
 
-    public var workerSummaries: [WorkerSummary] { peers.values.sorted { $0.index < $1.index }.map(\.summary) }
+    /// By name, numbers in names in numeric order (worker-2 before worker-10), then by the
+    /// order they joined: spawned workers join in any order, and a table reads better sorted.
+    public var workerSummaries: [WorkerSummary] {
+        peers.values.sorted {
+            switch $0.name.localizedStandardCompare($1.name) {
+            case .orderedAscending: true
+            case .orderedDescending: false
+            case .orderedSame: $0.index < $1.index
+            }
+        }.map(\.summary)
+    }
 
     // MARK: Membership
 

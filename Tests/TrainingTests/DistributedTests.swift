@@ -33,6 +33,9 @@ final class DistributedTests: XCTestCase {
             XCTAssertEqual(run.summary["workers"] as? Int, workers)
             XCTAssertEqual(run.summary["mode"] as? String, "distributed")
             XCTAssertEqual(run.sha, local.sha, "\(workers) workers:\n\(run.errors)")
+            // Listed by name, whatever order the spawned workers joined in.
+            let names = (run.summary["worker_stats"] as? [[String: Any]] ?? []).map { $0["name"] as? String ?? "?" }
+            XCTAssertEqual(names, (0..<workers).map { "worker-\($0)" })
         }
     }
 
