@@ -8,6 +8,7 @@ import XCTest
 let scratchFolder: String = {
     let folder = NSTemporaryDirectory() + "zmq-trainer-tests-\(getpid())/"
     try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    // A C callback, which cannot capture `folder`: it names it again.
     atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "zmq-trainer-tests-\(getpid())/") }
     return folder
 }()
