@@ -11,7 +11,9 @@
 #   scripts/bench.sh [--epochs N] [--repeats R] [--json PATH] [--wire-precision fp32|fp16|bf16]
 #
 # Each distributed configuration runs R times (default 3), interleaved with the others, and
-# the run with the median throughput is reported: this machine is shared and noisy.
+# the run with the median throughput is reported: this machine is shared and noisy. The
+# ratio of 2 workers to 1 at batch 512 is also given repeat by repeat (each pair ran seconds
+# apart), to show how far the noise moves it.
 # Throughput is steady state, over the epochs after the first (as for the single process):
 # the first also pays start-up (page faults, first calls into OpenBLAS, workers attaching
 # shared memory while the first steps already run). Whole-run figures are in the JSON too.
@@ -117,6 +119,11 @@ for batch in (128, 512):
               + " / ".join(f"{per_step[key + '_seconds']:.3f}" for key in ("compute", "send", "network_wait", "receive", "optimizer")))
 print(f"\nworker peak memory (784-128-10, batch 512): {worker_kib / 1024:.1f} MiB")
 d = out["distributed"]
+# Each repeat runs 1 and 2 workers a few seconds apart: their ratio, repeat by repeat, shows
+# how far the machine's noise moves the figure.
+paired = sorted(steady(two) / steady(one) for one, two in zip(runs("w1-b512"), runs("w2-b512")))
+d["w2-b512"]["paired_vs_one_worker"] = paired
+print(f"2 workers vs 1 at batch 512, repeat by repeat: {', '.join(f'{r:.2f}' for r in paired)}")
 print(f"2 workers vs 1 at batch 512: {d['w2-b512']['vs_one_worker']:.2f}x (whole run, start-up included: "
       f"{d['w2-b512']['whole_run_vs_one_worker']:.2f}x; socket only: "
       f"{d['w2-b512-socket']['samples_per_second'] / d['w1-b512-socket']['samples_per_second']:.2f}x); "
