@@ -208,7 +208,8 @@ extension CoordinatorServer {
                     // Summed straight from the worker's sealed segment, no copy; the sum is
                     // checked for NaN and infinity once every shard is in.
                     let values = try segment.mapped(slot: slot, offset: 0, byteCount: spec.parameterCount * 4)
-                    results.complete(shard, statistics: statistics, readingInPlace: values.assumingMemoryBound(to: Float.self))
+                    results.complete(shard, statistics: statistics, readingInPlace: values.assumingMemoryBound(to: Float.self),
+                                     owner: segment)
                     finishResult(shard, from: peer, header: header)
                     return
                 }

@@ -11,8 +11,10 @@ public final class ShardResults {
     public let parameterCount: Int
     private let shardGradients: [UnsafeMutablePointer<Float>]
     /// Gradients left where a worker wrote them (a sealed shared segment), instead of
-    /// copied into `shardGradients`; valid until the step ends.
-    private var inPlace: [UnsafePointer<Float>?]
+    /// copied into `shardGradients`, each with the object that keeps that memory mapped:
+    /// held until the next `reset()`, so that a worker dropped in the middle of a step (its
+    /// segment let go) cannot take the memory away before the sum is made.
+    private var inPlace: [(values: UnsafePointer<Float>, owner: AnyObject)?]
     private let total: UnsafeMutablePointer<Float>
     /// The sum, once `reduce()` made it for this batch.
     private var reduced: UnsafeMutablePointer<Float>?
@@ -68,16 +70,18 @@ public final class ShardResults {
     }
 
     /// Marks shard `shard` as done with its gradient at `gradient`, read there rather than
-    /// copied: memory that must stay unchanged until the sum is made.
-    public func complete(_ shard: Int, statistics value: BatchStatistics, readingInPlace gradient: UnsafePointer<Float>) {
+    /// copied: memory that must stay unchanged until the sum is made, and that `owner`
+    /// keeps mapped (it is held until the next batch).
+    public func complete(_ shard: Int, statistics value: BatchStatistics, readingInPlace gradient: UnsafePointer<Float>,
+                         owner: AnyObject) {
         complete(shard, statistics: value)
-        inPlace[shard] = gradient
+        inPlace[shard] = (gradient, owner)
     }
 
     /// Copies a gradient read in place into this shard's own buffer, so that its values no
     /// longer depend on memory another process can write; false if any is NaN or infinite.
     public func copyInPlaceGradient(_ shard: Int) -> Bool {
-        guard let source = inPlace[shard] else { return true }
+        guard let source = inPlace[shard]?.values else { return true }
         shardGradients[shard].update(from: source, count: parameterCount)
         inPlace[shard] = nil
         reduced = nil
@@ -102,9 +106,9 @@ public final class ShardResults {
         precondition(isComplete, "reduce() before every shard arrived")
         if let reduced { return reduced }
         let count = parameterCount
-        let values = { (shard: Int) in self.inPlace[shard] ?? UnsafePointer(self.shardGradients[shard]) }
+        let values = { (shard: Int) in self.inPlace[shard]?.values ?? UnsafePointer(self.shardGradients[shard]) }
         if shardCount == 1 {
-            guard let source = inPlace[0] else {
+            guard let source = inPlace[0]?.values else {
                 reduced = shardGradients[0]
                 return shardGradients[0]
             }

@@ -4,12 +4,15 @@ import NeuralNet
 import XCTest
 
 /// Where this test process keeps its files (children's output, summaries, checkpoints, data
-/// sets), removed when the process exits; ends in a slash.
+/// sets), removed when the process exits unless ZMQT_KEEP_TEST_FILES is set (to read a
+/// failed run's logs whole); ends in a slash.
 let scratchFolder: String = {
     let folder = NSTemporaryDirectory() + "zmq-trainer-tests-\(getpid())/"
     try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-    // A C callback, which cannot capture `folder`: it names it again.
-    atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "zmq-trainer-tests-\(getpid())/") }
+    if ProcessInfo.processInfo.environment["ZMQT_KEEP_TEST_FILES"] == nil {
+        // A C callback, which cannot capture `folder`: it names it again.
+        atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "zmq-trainer-tests-\(getpid())/") }
+    }
     return folder
 }()
 

@@ -1,6 +1,7 @@
 import MNISTData
 import NeuralNet
 import Training
+import Wire
 import XCTest
 
 final class TrainerTests: XCTestCase {
@@ -112,7 +113,7 @@ final class TrainerTests: XCTestCase {
                 inPlace.complete(shard, statistics: statistics)
             } else {
                 (workerMemory + shard).update(from: values[shard], count: 2)
-                inPlace.complete(shard, statistics: statistics, readingInPlace: workerMemory + shard)
+                inPlace.complete(shard, statistics: statistics, readingInPlace: workerMemory + shard, owner: self)
             }
         }
         XCTAssertEqual(inPlace.shardsReadInPlace, [0, 2])
@@ -137,12 +138,37 @@ final class TrainerTests: XCTestCase {
 
         // One shard read in place is still summed into the results' own memory.
         let single = ShardResults(shardCount: 1, parameterCount: 2)
-        single.complete(0, statistics: statistics, readingInPlace: workerMemory)
+        single.complete(0, statistics: statistics, readingInPlace: workerMemory, owner: self)
         let total = single.reduce()
         XCTAssertNotEqual(total, workerMemory)
         XCTAssertEqual(total[0], 5)
         single.reset()
         XCTAssertEqual(single.shardsReadInPlace, [])
+    }
+
+    /// A worker lost in the middle of a step lets go of its segment, whose mapping held a
+    /// gradient already accepted for that step: the results keep the mapping until the next
+    /// batch, so the sum still reads it (this crashed a coordinator when a worker was killed
+    /// just after its result).
+    func testAGradientReadInPlaceOutlivesItsWorkersSegment() throws {
+        let parameterCount = 1024
+        let worker = try SharedSegment(slotCount: 1, slotBytes: parameterCount * 4, sealed: true)
+        let gradient = worker.slot(0).bindMemory(to: Float.self, capacity: parameterCount)
+        for i in 0..<parameterCount { gradient[i] = Float(i) }
+        var reader: SharedSegment? = try SharedSegment(opening: worker.info)  // the coordinator's view
+        let results = ShardResults(shardCount: 2, parameterCount: parameterCount)
+        let statistics = BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 0)
+        let values = try reader!.mapped(slot: 0, offset: 0, byteCount: parameterCount * 4).assumingMemoryBound(to: Float.self)
+        results.complete(0, statistics: statistics, readingInPlace: values, owner: reader!)
+        weak let released = reader
+        reader = nil  // the peer detached
+        XCTAssertNotNil(released, "the results hold the segment until the batch is over")
+        results.gradient(1).update(repeating: 0.5, count: parameterCount)
+        results.complete(1, statistics: statistics)
+        let sum = results.reduce()
+        XCTAssertEqual((0..<parameterCount).map { sum[$0] }, (0..<parameterCount).map { Float($0) + 0.5 })
+        results.reset()
+        XCTAssertNil(released, "and let go of it with the batch")
     }
 
     func testInvalidConfigurationsAreRefused() throws {
