@@ -167,6 +167,9 @@ public final class CoordinatorServer: ShardGradientSource {
                 lastNotice = now
             }
             try pump(timeoutMilliseconds: 100)
+            // Those already here hear from us while they wait: a worker that joined first
+            // would otherwise take the silence for a coordinator that is gone.
+            checkPeers()
         }
     }
 
@@ -394,6 +397,17 @@ public final class CoordinatorServer: ShardGradientSource {
     // MARK: Liveness
 
     private func checkLiveness() throws {
+        checkPeers()
+        if let results = currentResults, !results.isComplete, liveWorkerCount == 0 {
+            logger.warning("no live workers; waiting for one to join")
+            try waitForWorkers(count: max(1, options.minimumWorkers))
+            needsReassignment = true
+        }
+    }
+
+    /// Declares lost the workers past their deadline or silent too long, and sends the
+    /// others a heartbeat when nothing else went to them for a while.
+    private func checkPeers() {
         let now = MonotonicClock.now
         for peer in livePeers {
             let silent = now - peer.lastHeard
@@ -408,11 +422,6 @@ public final class CoordinatorServer: ShardGradientSource {
             } else if now - peer.lastSent > options.heartbeatSeconds {
                 send(Heartbeat.encode(step: UInt64(max(currentStep, 0))), to: peer)
             }
-        }
-        if let results = currentResults, !results.isComplete, liveWorkerCount == 0 {
-            logger.warning("no live workers; waiting for one to join")
-            try waitForWorkers(count: max(1, options.minimumWorkers))
-            needsReassignment = true
         }
     }
 

@@ -171,6 +171,27 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
     }
 
+    /// A worker that joins early hears heartbeats while the coordinator waits for the rest,
+    /// longer than the early one's --coordinator-timeout; then training runs as usual.
+    func testAnEarlyWorkerWaitsForALateOne() throws {
+        let reference = try runCoordinator(common + ["--local", "--shards", "2"])
+        let port = freePort()
+        let summary = scratchFolder + "early-late-\(getpid()).json"
+        let coordinator = try Child("coordinator", common + ["--workers", "2", "--shards", "2",
+                                                             "--bind", "tcp://127.0.0.1:\(port)", "--summary", summary])
+        let early = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "early",
+                                         "--coordinator-timeout", "2", "--log-level", "info"])
+        XCTAssertTrue(early.waitFor("joined as worker", seconds: 30), early.errors)
+        sleep(5)
+        let late = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "late"])
+        XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
+        XCTAssertEqual(early.wait(seconds: 30), 0, early.errors)
+        XCTAssertEqual(late.wait(seconds: 30), 0, late.errors)
+        let result = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: summary))) as? [String: Any]
+        XCTAssertEqual(result?["weights_sha256"] as? String, reference.sha)
+        XCTAssertEqual(result?["lost_workers"] as? Int, 0)
+    }
+
     func testAWorkerExitsWhenTheCoordinatorNeverComes() throws {
         let worker = try Child("worker", ["--connect", "tcp://127.0.0.1:\(freePort())", "--connect-timeout", "1"])
         XCTAssertEqual(worker.wait(seconds: 20), 2)
