@@ -3,10 +3,12 @@
 # under way, hits them at a random moment: SIGKILL one, SIGSTOP one for 1.5 s, or SIGKILL
 # two. Every run must end with the weights of the same run without faults, bit for bit.
 #
-#   scripts/chaos.sh [--runs N] [--debug]
+#   scripts/chaos.sh [--runs N] [--debug] [-- coordinator args]
 #
 # Defaults: 20 runs of the release build (--debug: the debug build, slower, other timings);
-# 784-32-10, batch 60, 1,500 steps in 3 shards. A failed run's logs stay in .build/chaos/.
+# 784-32-10, batch 60, 1,500 steps in 3 shards. Arguments after `--` go to every run and
+# to the fault-free one (say `-- --wire-precision fp16` or `-- --no-shared-memory`).
+# A failed run's logs stay in .build/chaos/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
         --debug) configuration=debug; shift ;;
+        --) shift; break ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "chaos.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -29,7 +32,7 @@ bin=.build/$configuration
 out=.build/chaos
 mkdir -p "$out"
 settings=(--data data --hidden 32 --batch-size 60 --epochs 200 --max-steps 1500 --shards 3 --seed 11 --quiet
-          --worker-timeout 1)
+          --worker-timeout 1 "$@")
 weights() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['weights_sha256'])" "$1" 2>/dev/null || echo none; }
 
 "$bin/coordinator" "${settings[@]}" --local --summary "$out/reference.json"
