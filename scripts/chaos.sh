@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fault injection: trains MNIST with 3 hand-started local workers and, once training is
 # under way, hits them at a random moment: SIGKILL one, SIGSTOP one for 1.5 s, or SIGKILL
-# two. Every run must end with the weights of the same run without faults, bit for bit.
+# two. Every run must end with the weights of the same run without faults, bit for bit,
+# and refuse no message.
 #
 #   scripts/chaos.sh [--runs N] [--debug] [-- coordinator args]
 #
@@ -33,7 +34,8 @@ out=.build/chaos
 mkdir -p "$out"
 settings=(--data data --hidden 32 --batch-size 60 --epochs 200 --max-steps 1500 --shards 3 --seed 11 --quiet
           --worker-timeout 1 "$@")
-weights() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['weights_sha256'])" "$1" 2>/dev/null || echo none; }
+field() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2" 2>/dev/null || echo none; }
+weights() { field "$1" weights_sha256; }
 
 "$bin/coordinator" "${settings[@]}" --local --summary "$out/reference.json"
 reference=$(weights "$out/reference.json")
@@ -75,11 +77,14 @@ for run in $(seq "$runs"); do
     # (Braces, so that bash's own "Killed" notices go to /dev/null too.)
     for pid in "${workers[@]}"; do { wait "$pid" || true; } 2>/dev/null; done
     result=$(weights "$dir/summary.json")
-    if [ "$status" = 0 ] && [ "$result" = "$reference" ]; then
+    # A clean fail-over refuses nothing: late answers count as stale, not as rejected.
+    rejected=$(field "$dir/summary.json" rejected_messages)
+    if [ "$status" = 0 ] && [ "$result" = "$reference" ] && [ "$rejected" = 0 ]; then
         echo "run $run: $fault: same weights"
         rm -rf "$dir"
     else
-        echo "run $run: $fault: FAILED (coordinator exit status $status, weights ${result:0:16}); logs in $dir"
+        echo "run $run: $fault: FAILED (coordinator exit status $status, weights ${result:0:16}," \
+             "$rejected rejected messages); logs in $dir"
         failures=$((failures + 1))
     fi
 done

@@ -180,8 +180,8 @@ extension CoordinatorServer {
             return
         }
         guard peer.outstanding.contains(shard) else {
-            if peer.prefetchedStep == currentStep && peer.prefetched.contains(shard) {
-                counters.staleResults += 1  // sent ahead, then given to another worker: harmless
+            if peer.tasksThisStep.contains(shard) {
+                counters.staleResults += 1  // its task, since given to another worker: harmless
                 return
             }
             reject(from: identity, reason: "result for shard \(shard) of step \(currentStep), which it was not given")

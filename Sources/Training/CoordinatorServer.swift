@@ -201,7 +201,12 @@ public final class CoordinatorServer: ShardGradientSource {
         currentModel = model
         results.reset()
         if resultSenders.count != results.shardCount { resultSenders = Array(repeating: nil, count: results.shardCount) }
-        for peer in peers.values { peer.outstanding = []; peer.stepComputeSeconds = 0 }
+        for peer in peers.values {
+            peer.outstanding = []
+            peer.stepComputeSeconds = 0
+            peer.tasksThisStep.removeAll(keepingCapacity: true)
+            if peer.prefetchedStep == step { peer.tasksThisStep.formUnion(peer.prefetched) }
+        }
 
         defer { currentWeights = nil; currentBatch = nil; currentResults = nil }
 
@@ -321,6 +326,7 @@ public final class CoordinatorServer: ShardGradientSource {
         guard peer.isAlive else { return }  // the send found it gone, and re-assigned its shards
         if peer.outstanding.isEmpty { peer.assignedAt = MonotonicClock.now }
         peer.outstanding.insert(shard)
+        peer.tasksThisStep.insert(shard)
     }
 
     private func sendTask(_ shard: Int, of batch: BatchView, step: Int, to peer: WorkerPeer) {

@@ -13,6 +13,10 @@ final class WorkerPeer {
     /// The step whose shards `prefetched` lists: tasks sent ahead, before that step's weights.
     var prefetchedStep = -1
     var prefetched: Set<Int> = []
+    /// Shards of the current step whose task this worker got (sent ahead, or at the step's
+    /// start), answered or not: its result for one that went to another worker meanwhile
+    /// (after a loss, say) is stale, not wrong.
+    var tasksThisStep: Set<Int> = []
     /// Shards of the current step handed to this worker and not answered yet.
     var outstanding: Set<Int> = []
     var assignedAt = 0.0
