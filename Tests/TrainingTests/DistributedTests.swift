@@ -76,8 +76,7 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(far.wait(), 0, far.errors)
         XCTAssertTrue(near.errors.contains("sharing memory with the coordinator"), near.errors)
         XCTAssertFalse(far.errors.contains("sharing memory"), far.errors)
-        let mixed = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratchFolder + "mixed-\(getpid()).json"))) as? [String: Any]
-        XCTAssertEqual(mixed?["weights_sha256"] as? String, local.sha)
+        XCTAssertEqual(readSummary(scratchFolder + "mixed-\(getpid()).json")["weights_sha256"] as? String, local.sha)
         // More shards in a step than a worker's segment has slots: the rest go by socket.
         let manyLocal = try runCoordinator(common + ["--local", "--shards", "6"])
         let many = try runCoordinator(common + ["--spawn-workers", "1", "--shards", "6", "--bind", "tcp://127.0.0.1:*"])
@@ -187,9 +186,9 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
         XCTAssertEqual(early.wait(seconds: 30), 0, early.errors)
         XCTAssertEqual(late.wait(seconds: 30), 0, late.errors)
-        let result = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: summary))) as? [String: Any]
-        XCTAssertEqual(result?["weights_sha256"] as? String, reference.sha)
-        XCTAssertEqual(result?["lost_workers"] as? Int, 0)
+        let result = readSummary(summary)
+        XCTAssertEqual(result["weights_sha256"] as? String, reference.sha)
+        XCTAssertEqual(result["lost_workers"] as? Int, 0)
     }
 
     func testAWorkerExitsWhenTheCoordinatorNeverComes() throws {

@@ -50,11 +50,6 @@ final class FaultToleranceTests: XCTestCase {
         return (coordinator, children, summary)
     }
 
-    private func summary(_ path: String) -> [String: Any] {
-        let data = FileManager.default.contents(atPath: path) ?? Data()
-        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
-    }
-
     func testAKilledWorkerAndAHungWorkerCostNothing() throws {
         let expected = try reference(shards: 3)
         for signal in [SIGKILL, SIGSTOP] {
@@ -65,7 +60,7 @@ final class FaultToleranceTests: XCTestCase {
             XCTAssertTrue(waitForFile(checkpoint), coordinator.errors)
             kill(workers[1].pid, signal)
             XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
-            let result = summary(summaryPath)
+            let result = readSummary(summaryPath)
             XCTAssertEqual(result["weights_sha256"] as? String, expected, "signal \(signal):\n\(coordinator.errors)")
             XCTAssertGreaterThanOrEqual(result["lost_workers"] as? Int ?? 0, 1)
             XCTAssertTrue(coordinator.errors.contains("worker w1 is lost"), coordinator.errors)
@@ -91,7 +86,7 @@ final class FaultToleranceTests: XCTestCase {
         let late = try Child("worker", ["--connect", port, "--name", "late"])
         XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
         XCTAssertEqual(late.wait(seconds: 30), 0, late.errors)
-        let result = summary(summaryPath)
+        let result = readSummary(summaryPath)
         XCTAssertEqual(result["weights_sha256"] as? String, expected)
         let stats = result["worker_stats"] as? [[String: Any]] ?? []
         XCTAssertEqual(stats.count, 2)
@@ -114,7 +109,7 @@ final class FaultToleranceTests: XCTestCase {
         let second = try Child("coordinator", settings(shards: 2) + [
             "--workers", "2", "--bind", endpoint, "--resume", checkpoint, "--summary", summaryPath])
         XCTAssertEqual(second.wait(seconds: 120), 0, second.errors)
-        let result = summary(summaryPath)
+        let result = readSummary(summaryPath)
         XCTAssertEqual(result["steps"] as? Int, 3000)
         XCTAssertEqual(result["weights_sha256"] as? String, expected, second.errors)
         for worker in workers { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }

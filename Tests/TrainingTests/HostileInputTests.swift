@@ -42,8 +42,7 @@ final class HostileInputTests: XCTestCase {
             if round % 300 == 299 { usleep(30_000) }  // spread over the run
         }
         XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
-        let summary = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: summaryPath) ?? Data()))
-            as? [String: Any] ?? [:]
+        let summary = readSummary(summaryPath)
         XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha)
         let rejected = summary["rejected_messages"] as? Int ?? 0
         XCTAssertGreaterThan(rejected, sent / 2, "sent \(sent), rejected \(rejected)")
@@ -113,8 +112,7 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(write(toCoordinator.descriptor, &broken, 4), 4)
 
         XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
-        let summary = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: summaryPath) ?? Data()))
-            as? [String: Any] ?? [:]
+        let summary = readSummary(summaryPath)
         XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, coordinator.errors)
         XCTAssertGreaterThan(summary["rejected_messages"] as? Int ?? 0, 100, coordinator.errors)
         XCTAssertTrue(coordinator.errors.contains("rogue's pipe broke") || coordinator.errors.contains("worker rogue is lost: its pipe broke"),
@@ -191,8 +189,7 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
         XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
         XCTAssertGreaterThan(answered, 50, coordinator.errors)
-        let summary = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: summaryPath) ?? Data()))
-            as? [String: Any] ?? [:]
+        let summary = readSummary(summaryPath)
         XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, coordinator.errors)
         XCTAssertGreaterThanOrEqual(summary["rejected_messages"] as? Int ?? 0, answered, coordinator.errors)
         XCTAssertTrue(coordinator.errors.contains("rejected a message from nan-worker: non-finite gradient or loss"), coordinator.errors)

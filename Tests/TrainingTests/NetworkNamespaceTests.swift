@@ -88,8 +88,7 @@ final class NetworkNamespaceTests: XCTestCase {
         let (namespace, link) = hosts.links[1]
         XCTAssertEqual(try ip(["-n", namespace, "link", "set", link, "down"]), 0)
         XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
-        let result = (try? JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: summary) ?? Data()))
-            as? [String: Any] ?? [:]
+        let result = readSummary(summary)
         XCTAssertEqual(result["weights_sha256"] as? String, reference.sha, coordinator.errors)
         XCTAssertGreaterThanOrEqual(result["lost_workers"] as? Int ?? 0, 1)
         XCTAssertEqual(workers[0].wait(seconds: 30), 0, workers[0].errors)

@@ -143,10 +143,16 @@ func runCoordinator(_ arguments: [String], seconds: Double = 180) throws -> RunR
     let summaryPath = scratchFolder + "summary-\(UUID().uuidString.prefix(8)).json"
     let child = try Child("coordinator", arguments + ["--summary", summaryPath])
     let status = child.wait(seconds: seconds)
-    let data = FileManager.default.contents(atPath: summaryPath) ?? Data()
-    let summary = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+    let summary = readSummary(summaryPath)
     try? FileManager.default.removeItem(atPath: summaryPath)
     return RunResult(status: status, summary: summary, output: child.output, errors: child.errors)
+}
+
+/// A `--summary` file as a dictionary; empty if it is missing or not JSON (the run failed,
+/// and the assertions on it then say so).
+func readSummary(_ path: String) -> [String: Any] {
+    let data = FileManager.default.contents(atPath: path) ?? Data()
+    return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
 }
 
 /// Parameters of a saved model file.
