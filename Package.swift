@@ -56,7 +56,7 @@ let package = Package(
 
         // Measurements behind scripts/bench.sh: sgemm roofline, training throughput, loading.
         .executableTarget(name: "bench",
-                          dependencies: ["Training", "NeuralNet", "MNISTData",
+                          dependencies: ["Training", "NeuralNet", "MNISTData", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),

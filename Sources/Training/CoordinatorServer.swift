@@ -361,7 +361,7 @@ public final class CoordinatorServer: ShardGradientSource {
         } else if batchSlotSteps[step % 2] != step {
             // Never under a zero-copy message that is still going out from the slot.
             guard isKnownUniquelyReferenced(&batchSlotBuffers[step % 2]) else { return false }
-            batchSegment.slot(step % 2).copyMemory(from: batch.buffer.pointer, byteCount: batch.sampleCount * (batch.featureCount + 1))
+            BulkCopy.copy(to: batchSegment.slot(step % 2), from: batch.buffer.pointer, byteCount: batch.sampleCount * (batch.featureCount + 1))
             batchSlotSteps[step % 2] = step
         }
         return true

@@ -82,7 +82,7 @@ public final class ShardResults {
     /// longer depend on memory another process can write; false if any is NaN or infinite.
     public func copyInPlaceGradient(_ shard: Int) -> Bool {
         guard let source = inPlace[shard]?.values else { return true }
-        shardGradients[shard].update(from: source, count: parameterCount)
+        BulkCopy.copy(to: shardGradients[shard], from: source, count: parameterCount)
         inPlace[shard] = nil
         reduced = nil
         return allFinite(shardGradients[shard])
@@ -112,7 +112,7 @@ public final class ShardResults {
                 reduced = shardGradients[0]
                 return shardGradients[0]
             }
-            total.update(from: source, count: count)
+            BulkCopy.copy(to: total, from: source, count: count)
         } else {
             let first = values(0), second = values(1)
             for i in 0..<count { total[i] = first[i] + second[i] }

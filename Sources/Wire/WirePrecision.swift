@@ -24,7 +24,7 @@ public enum WirePrecision: UInt8, Sendable, CaseIterable, CustomStringConvertibl
     public func encode(_ source: UnsafePointer<Float>, count: Int, into destination: UnsafeMutableRawPointer) {
         switch self {
         case .fp32:
-            destination.copyMemory(from: source, byteCount: count * 4)
+            BulkCopy.copy(to: destination, from: source, byteCount: count * 4)
         case .fp16:
             let out = destination.bindMemory(to: UInt16.self, capacity: count)
             for i in 0..<count { out[i] = HalfFloat.encode(source[i]) }
@@ -38,7 +38,7 @@ public enum WirePrecision: UInt8, Sendable, CaseIterable, CustomStringConvertibl
     public func decode(_ source: UnsafeRawPointer, count: Int, into destination: UnsafeMutablePointer<Float>) -> Bool {
         switch self {
         case .fp32:
-            UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: count * 4)
+            BulkCopy.copy(to: UnsafeMutableRawPointer(destination), from: source, byteCount: count * 4)
         case .fp16:
             let input = source.bindMemory(to: UInt16.self, capacity: count)
             for i in 0..<count { destination[i] = HalfFloat.decode(input[i]) }

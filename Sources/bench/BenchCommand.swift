@@ -6,7 +6,7 @@ import Training
 
 /// The single-process measurements of scripts/bench.sh, in one run so they can be compared:
 /// the sgemm roofline for the products a training step performs, the trainer's throughput
-/// as a fraction of it, allocations in the step loop, and data loading time.
+/// as a fraction of it, allocations in the step loop, data loading time, and the weights copy.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
@@ -32,6 +32,7 @@ struct BenchCommand: ParsableCommand {
 
         let spec = try ModelSpec.mlp(inputSize: train.featureCount, hidden: widths, classes: train.classCount)
         let roofline = Roofline.measure(spec: spec, batchSize: batchSize)
+        let copy = CopyBench.measure(floats: spec.parameterCount)
 
         var config = TrainingConfig()
         config.hidden = widths
@@ -66,6 +67,7 @@ struct BenchCommand: ParsableCommand {
             rooflineFraction: achievedGflops / roofline.gflops,
             allocationsPerStep: allocationsPerStep,
             loadTrainCsvSeconds: loadTrainSeconds, loadTestCsvSeconds: loadTestSeconds,
+            weightsCopy: copy,
             testAccuracy: trainer.history.last?.testAccuracy ?? 0)
         print(result.table)
         if let json {
@@ -89,6 +91,7 @@ struct BenchResult: Codable {
     var allocationsPerStep: Double?
     var loadTrainCsvSeconds: Double
     var loadTestCsvSeconds: Double
+    var weightsCopy: CopyBench.Figures
     var testAccuracy: Double
 
     var table: String {
@@ -104,6 +107,9 @@ struct BenchResult: Codable {
             "  allocations per step               " + (allocationsPerStep.map { String(format: "%9.2f", $0) } ?? "  n/a (run via scripts/bench.sh)"),
             String(format: "  load mnist_train.csv               %9.3f s", loadTrainCsvSeconds),
             String(format: "  load mnist_test.csv                %9.3f s", loadTestCsvSeconds),
+            String(format: "  copy the weights (%d KB) into slot 0: memcpy %.1f µs (%.1f µs half a page further), BulkCopy %.1f µs",
+                   weightsCopy.bytes / 1000, weightsCopy.memcpyAtSlotOffsetMicroseconds, weightsCopy.memcpyElsewhereMicroseconds,
+                   weightsCopy.bulkCopyAtSlotOffsetMicroseconds),
             String(format: "  test accuracy after the run        %9.2f %%", testAccuracy * 100),
         ]
         return lines.joined(separator: "\n")
