@@ -25,7 +25,7 @@ let package = Package(
                        providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        // sched_setaffinity, which Swift's Glibc module does not expose.
+        // sched_setaffinity and SCHED_IDLE, which Swift's Glibc module does not expose.
         .target(name: "CAffinity"),
         // Gathering a batch's rows with prefetch, which Swift cannot express.
         .target(name: "CGather"),

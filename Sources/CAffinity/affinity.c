@@ -32,3 +32,8 @@ int zmqt_allowed_cpu_count(void) {
     if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
     return CPU_COUNT(&set);
 }
+
+int zmqt_set_idle_policy(int idle) {
+    struct sched_param parameters = {0};
+    return sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &parameters);
+}

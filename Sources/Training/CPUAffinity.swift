@@ -19,6 +19,15 @@ public enum CPUAffinity {
         return cpu >= 0 ? Int(cpu) : nil
     }
 
+    /// Runs `body` with the calling thread in the idle scheduling class, where anything else
+    /// that becomes runnable on its CPU takes the CPU at once; the usual class afterwards.
+    /// Where the kernel refuses, `body` runs as it is.
+    public static func atIdlePriority<R>(_ body: () throws -> R) rethrows -> R {
+        let switched = zmqt_set_idle_policy(1) == 0
+        defer { if switched { zmqt_set_idle_policy(0) } }
+        return try body()
+    }
+
     /// Pins the calling thread (and the threads it starts afterwards) to `cpu`; nil, or why not.
     @discardableResult
     public static func pinCurrentThread(to cpu: Int) -> String? {

@@ -72,6 +72,12 @@ public final class PipeChannel {
         }
     }
 
+    /// Whether a read would find something now (bytes, or the writer gone), without waiting.
+    public var hasInput: Bool {
+        var item = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        return poll(&item, 1, 0) > 0
+    }
+
     /// Opens the other end of a peer's pipe, for reading or for writing, and removes its name.
     public init(opening path: String, forWriting: Bool) throws {
         Self.ignoreBrokenPipes()

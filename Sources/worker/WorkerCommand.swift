@@ -57,6 +57,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Pin this worker and its threads to CPU N, and tell a coordinator on this host (coordinator --spawn-workers gives each spawned worker its own CPU by default).")
     var cpu: Int32?
 
+    @Option(help: "On the coordinator's host, after sending a result, poll this many microseconds for the next step's weights before sleeping (at idle priority: anything else on the CPU goes first). Waking a sleeping CPU can cost more than the wait on a virtual machine. 0 sleeps at once.")
+    var busyWaitUs = 1000
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
 
@@ -67,6 +70,7 @@ struct WorkerCommand: ParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         guard connectTimeout > 0, coordinatorTimeout > 0 else { throw ValidationError("timeouts must be positive") }
         if let cpu, cpu < 0 { throw ValidationError("--cpu must be a CPU number (0 or more)") }
+        guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
     }
 
     private func parseHidden(_ text: String) throws -> ModelSpec {
@@ -96,6 +100,7 @@ struct WorkerCommand: ParsableCommand {
         options.coordinatorTimeoutSeconds = coordinatorTimeout
         options.parentPID = parentPid
         options.sharedMemory = sharedMemory
+        options.busyWaitSeconds = Double(busyWaitUs) / 1e6
         options.pinnedCPU = pinError == nil ? cpu.map(Int.init) : nil
         if let serverKey = curveServerKey {
             options.curveServerKey = try CurveKeys.load(serverKey)

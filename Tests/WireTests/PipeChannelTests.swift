@@ -35,6 +35,21 @@ final class PipeChannelTests: XCTestCase {
         XCTAssertFalse(worker.isClosed)
     }
 
+    /// What a worker polls while it waits for its weights: true once a message is in the
+    /// pipe, false again once it was read, and true when the writer is gone.
+    func testHasInputSaysWhetherAReadWouldFindSomething() throws {
+        var (worker, coordinator): (PipeChannel, PipeChannel?) = try pair(coordinatorWrites: true)
+        XCTAssertFalse(worker.hasInput)
+        XCTAssertTrue(try coordinator!.send(Heartbeat.encode(step: 1)))
+        XCTAssertTrue(worker.hasInput)
+        XCTAssertEqual(worker.receive().count, 1)
+        XCTAssertFalse(worker.hasInput)
+        coordinator = nil
+        XCTAssertTrue(worker.hasInput, "end of file is something to read")
+        XCTAssertTrue(worker.receive().isEmpty)
+        XCTAssertTrue(worker.isClosed)
+    }
+
     func testLargeMessagesAreLeftToTheSocket() throws {
         let (_, coordinator) = try pair(coordinatorWrites: true)
         let big = SharedBuffer(byteCount: PipeChannel.maximumMessageBytes)

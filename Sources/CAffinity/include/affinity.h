@@ -15,4 +15,9 @@ int zmqt_allowed_cpu(int index);
 /// How many CPUs this process may run on (its affinity mask: taskset, cgroup cpusets), or -1.
 int zmqt_allowed_cpu_count(void);
 
+/// Moves the calling thread to SCHED_IDLE (idle != 0: it runs only when nothing else on its
+/// CPU wants to) or back to SCHED_OTHER. Returns 0, or -1 with errno set. (SCHED_IDLE, too,
+/// needs _GNU_SOURCE.)
+int zmqt_set_idle_policy(int idle);
+
 #endif
