@@ -21,8 +21,9 @@ public struct WorkerOptions: Sendable {
     public var sharedMemory = true
     /// The CPU this worker pinned itself to (`worker --cpu`), told to a coordinator on this host.
     public var pinnedCPU: Int?
-    /// After a result goes to a coordinator on this host, how long to poll for its next
-    /// message (at idle priority) before sleeping; 0 sleeps at once. See `pollForNextMessage`.
+    /// After a result goes to a coordinator on this host, how long a worker pinned to a CPU
+    /// polls for its next message (at idle priority) before sleeping; 0 sleeps at once. See
+    /// `pollForNextMessage`.
     public var busyWaitSeconds = 0.001
 
     public init() {}
@@ -160,8 +161,12 @@ public final class WorkerNode {
     /// CPU, or anything else there runs at once, and the CPU counts as idle where the
     /// kernel places woken threads. Step messages come through the pipe; whatever comes on
     /// the socket meanwhile (a heartbeat, a shutdown) waits at most that long.
+    ///
+    /// Only a worker pinned to a CPU does this (spawned workers are, when there are no more
+    /// of them than CPUs): an idle-class thread that shares its CPU with a busy one hardly
+    /// runs, so it could see its weights late, where a sleeping one is woken as an equal.
     private func pollForNextMessage() {
-        guard let since = resultSentAt, pipesActive, let pipe = fromCoordinator else { return }
+        guard options.pinnedCPU != nil, let since = resultSentAt, pipesActive, let pipe = fromCoordinator else { return }
         let deadline = since + options.busyWaitSeconds
         guard MonotonicClock.now < deadline else { return }
         CPUAffinity.atIdlePriority {

@@ -57,7 +57,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Pin this worker and its threads to CPU N, and tell a coordinator on this host (coordinator --spawn-workers gives each spawned worker its own CPU by default).")
     var cpu: Int32?
 
-    @Option(help: "On the coordinator's host, after sending a result, poll this many microseconds for the next step's weights before sleeping (at idle priority: anything else on the CPU goes first). Waking a sleeping CPU can cost more than the wait on a virtual machine. 0 sleeps at once.")
+    @Option(help: "With --cpu, on the coordinator's host: after sending a result, poll this many microseconds for the next step's weights before sleeping (at idle priority: anything else on the CPU goes first). Waking a sleeping CPU can cost more than the wait on a virtual machine. 0 sleeps at once.")
     var busyWaitUs = 1000
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")

@@ -1,5 +1,6 @@
 import Foundation
 import NeuralNet
+import Training
 import XCTest
 
 /// Real coordinator and worker processes over real TCP sockets on loopback.
@@ -146,6 +147,25 @@ final class DistributedTests: XCTestCase {
         let difference = sqrt(zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) })
         XCTAssertLessThan(difference / norm, 1e-4)
         XCTAssertGreaterThan(run.summary["test_accuracy"] as? Double ?? 0, 0.9)
+    }
+
+    /// Pinned workers poll for their weights after each result (here one for up to a second,
+    /// one not at all): the run is the same bit for bit, and the shutdown still reaches both.
+    func testBusyWaitingWorkersTrainTheSameAndStopAtOnce() throws {
+        let reference = try runCoordinator(common + ["--local", "--shards", "2"])
+        let port = freePort()
+        let summary = scratchFolder + "busy-wait-\(getpid()).json"
+        let coordinator = try Child("coordinator", common + ["--workers", "2", "--shards", "2",
+                                                             "--bind", "tcp://127.0.0.1:\(port)", "--summary", summary])
+        let workers = try [(0, 1_000_000), (1, 0)].map { index, microseconds in
+            try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--cpu", "\(CPUAffinity.allowedCPU(index))",
+                                 "--busy-wait-us", "\(microseconds)"])
+        }
+        XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
+        let stopped = Date()
+        for worker in workers { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }
+        XCTAssertLessThan(Date().timeIntervalSince(stopped), 3, "the workers took long to stop")
+        XCTAssertEqual(readSummary(summary)["weights_sha256"] as? String, reference.sha)
     }
 
     func testAWorkerForAnotherModelIsRefusedWithTheReason() throws {
