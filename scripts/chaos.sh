@@ -4,9 +4,11 @@
 # two. Every run must end with the weights of the same run without faults, bit for bit,
 # and refuse no message.
 #
-#   scripts/chaos.sh [--runs N] [--debug] [-- coordinator args]
+#   scripts/chaos.sh [--runs N] [--debug] [--pin] [-- coordinator args]
 #
 # Defaults: 20 runs of the release build (--debug: the debug build, slower, other timings);
+# --pin pins worker i to CPU i mod nproc, as spawned workers are, so that the workers poll
+# for their weights and the coordinator for the last results (their busy waits);
 # 784-32-10, batch 60, 1,500 steps in 3 shards. Arguments after `--` go to every run and
 # to the fault-free one (say `-- --wire-precision fp16` or `-- --no-shared-memory`).
 # A failed run's logs stay in .build/chaos/.
@@ -15,10 +17,12 @@ cd "$(dirname "$0")/.."
 
 runs=20
 configuration=release
+pin=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
         --debug) configuration=debug; shift ;;
+        --pin) pin=true; shift ;;
         --) shift; break ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "chaos.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -54,7 +58,9 @@ for run in $(seq "$runs"); do
     endpoint=$(cat "$dir/endpoint" 2>/dev/null || echo none)
     workers=()
     for index in 0 1 2; do
-        "$bin/worker" --connect "$endpoint" --name "w$index" --coordinator-timeout 20 2> "$dir/w$index.log" &
+        cpu=()
+        if $pin; then cpu=(--cpu "$((index % $(nproc)))"); fi
+        "$bin/worker" --connect "$endpoint" --name "w$index" --coordinator-timeout 20 "${cpu[@]}" 2> "$dir/w$index.log" &
         workers+=($!)
     done
     # The first checkpoint says training is under way; then up to a second more.

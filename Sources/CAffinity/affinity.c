@@ -37,3 +37,15 @@ int zmqt_set_idle_policy(int idle) {
     struct sched_param parameters = {0};
     return sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &parameters);
 }
+
+size_t zmqt_affinity_mask_bytes(void) {
+    return sizeof(cpu_set_t);
+}
+
+int zmqt_get_affinity(void *mask) {
+    return sched_getaffinity(0, sizeof(cpu_set_t), (cpu_set_t *)mask);
+}
+
+int zmqt_set_affinity(const void *mask) {
+    return sched_setaffinity(0, sizeof(cpu_set_t), (const cpu_set_t *)mask);
+}

@@ -28,6 +28,18 @@ public enum CPUAffinity {
         return try body()
     }
 
+    /// Runs `body` with the calling thread on `cpu` alone, then lets it run wherever it could
+    /// before; false (and `body` not run) if the kernel would not move it there.
+    public static func onCPU(_ cpu: Int, _ body: () throws -> Void) rethrows -> Bool {
+        // On the stack: the coordinator does this every step.
+        try withUnsafeTemporaryAllocation(byteCount: zmqt_affinity_mask_bytes(), alignment: 8) { mask in
+            guard zmqt_get_affinity(mask.baseAddress) == 0, zmqt_pin_to_cpu(Int32(cpu)) == 0 else { return false }
+            defer { zmqt_set_affinity(mask.baseAddress) }
+            try body()
+            return true
+        }
+    }
+
     /// Pins the calling thread (and the threads it starts afterwards) to `cpu`; nil, or why not.
     @discardableResult
     public static func pinCurrentThread(to cpu: Int) -> String? {

@@ -22,6 +22,9 @@ public struct CoordinatorOptions: Sendable {
     /// Offer workers on this host a shared-memory path for weights and gradients; the
     /// socket still carries every message, only the bulk values move through memory.
     public var sharedMemory = true
+    /// While workers on this host finish a step, how long to poll for their results on the
+    /// CPU the first one freed before sleeping (see `sendNextBatchAheadAndAwaitTheRest`).
+    public var busyWaitSeconds = 0.001
     /// The largest batch, in samples: sizes the shared batch slots (0: no batch segment, the
     /// samples travel in the tasks even on this host).
     public var batchSlotSamples = 0
@@ -247,7 +250,7 @@ public final class CoordinatorServer: ShardGradientSource {
             try pump(timeoutMilliseconds: 50)
             if !nextSent && results.completeCount > completeBefore && !results.isComplete {
                 nextSent = true
-                if let next = next() { prefetch(next, step: step + 1) }
+                sendNextBatchAheadAndAwaitTheRest(next, step: step)
             }
             try checkLiveness()
             reassignOrphans()
@@ -370,7 +373,7 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Sends the next step's tasks ahead, with the same shard-to-worker mapping the next step
     /// will use if nobody joins or leaves; a worker keeps them until that step's weights
     /// arrive. Whatever the next step then assigns differently is simply sent again.
-    private func prefetch(_ batch: BatchView, step: Int) {
+    func prefetch(_ batch: BatchView, step: Int) {
         let live = livePeers
         guard !live.isEmpty else { return }
         for peer in live { peer.prefetchedStep = step; peer.prefetched = [] }

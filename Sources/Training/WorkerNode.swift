@@ -170,7 +170,9 @@ public final class WorkerNode {
         let deadline = since + options.busyWaitSeconds
         guard MonotonicClock.now < deadline else { return }
         CPUAffinity.atIdlePriority {
-            while !pipe.hasInput && MonotonicClock.now < deadline {}
+            // Yielding at each turn hands the CPU at once to the coordinator when it polls
+            // here too, also at idle priority, for the last results of a step.
+            while !pipe.hasInput && MonotonicClock.now < deadline { sched_yield() }
         }
     }
 

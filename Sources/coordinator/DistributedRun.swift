@@ -24,6 +24,7 @@ struct DistributedRun {
         options.dropout = config.dropoutMasks
         options.sharedMemory = command.sharedMemory
         options.batchSlotSamples = config.batchSize
+        options.busyWaitSeconds = Double(command.busyWaitUs) / 1e6
         var spawnedWorkerSecrets: [String] = []
         if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
             options.curveSecretKey = try CurveKeys.load(secretPath)
@@ -44,7 +45,7 @@ struct DistributedRun {
         }
         let spawner = WorkerSpawner()
         if let count = command.spawnWorkers {
-            var arguments = ["--log-level", command.logLevel]
+            var arguments = ["--log-level", command.logLevel, "--busy-wait-us", String(command.busyWaitUs)]
             if let secret = options.curveSecretKey { arguments += ["--curve-server-key", try CurveKeys.publicKey(forSecret: secret)] }
             try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
                               secretKeys: spawnedWorkerSecrets,

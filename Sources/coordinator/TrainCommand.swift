@@ -78,6 +78,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Workers on this host move weights, gradients and batches through shared memory and the step's messages through pipes; --no-shared-memory sends everything through the socket.")
     var sharedMemory = true
 
+    @Option(help: "With workers on this host pinned to CPUs (spawned ones are): microseconds to poll for the step's last results on a CPU the first finished worker freed, and, passed on to spawned workers, to poll for their next weights after a result, before sleeping. Polling runs at idle priority; waking a sleeping CPU can cost more than the wait on a virtual machine. 0 sleeps at once.")
+    var busyWaitUs = 1000
+
     @Option(help: "Once bound, write the endpoint workers should connect to into this file (for launchers; the port filled in).")
     var endpointFile: String?
 
@@ -164,6 +167,7 @@ struct TrainCommand: ParsableCommand {
                 """)
         }
         guard minWorkers >= 1 else { throw ValidationError("--min-workers must be at least 1") }
+        guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
         guard OptimizerKind(rawValue: optimizer) != nil else {
             throw ValidationError("--optimizer must be sgd or adam (got '\(optimizer)')")
         }

@@ -17,4 +17,18 @@ final class CPUAffinityTests: XCTestCase {
         XCTAssertThrowsError(try CPUAffinity.atIdlePriority { throw Stop() })
         XCTAssertEqual(sched_getscheduler(0), SCHED_OTHER)
     }
+
+    /// Where the coordinator waits for a step's last results: on one CPU, then wherever it
+    /// could run before; a CPU it cannot have leaves it where it is and runs nothing.
+    func testOnCPURunsThereAndPutsTheCPUSetBack() {
+        let allowed = CPUAffinity.allowedCount
+        let target = CPUAffinity.allowedCPU(allowed - 1)
+        var inside: (cpu: Int?, allowed: Int)?
+        XCTAssertTrue(CPUAffinity.onCPU(target) { inside = (CPUAffinity.currentCPU, CPUAffinity.allowedCount) })
+        XCTAssertEqual(inside?.cpu, target)
+        XCTAssertEqual(inside?.allowed, 1)
+        XCTAssertEqual(CPUAffinity.allowedCount, allowed)
+        XCTAssertFalse(CPUAffinity.onCPU(5000) { XCTFail("ran on a CPU it cannot have") })
+        XCTAssertEqual(CPUAffinity.allowedCount, allowed)
+    }
 }

@@ -150,12 +150,15 @@ final class DistributedTests: XCTestCase {
     }
 
     /// Pinned workers poll for their weights after each result (here one for up to a second,
-    /// one not at all): the run is the same bit for bit, and the shutdown still reaches both.
+    /// one not at all), and the coordinator for the last results of a step on the CPU the
+    /// first finished worker freed (up to a second): the run is the same bit for bit, and the
+    /// shutdown still reaches both workers.
     func testBusyWaitingWorkersTrainTheSameAndStopAtOnce() throws {
         let reference = try runCoordinator(common + ["--local", "--shards", "2"])
         let port = freePort()
         let summary = scratchFolder + "busy-wait-\(getpid()).json"
-        let coordinator = try Child("coordinator", common + ["--workers", "2", "--shards", "2",
+        let started = Date()
+        let coordinator = try Child("coordinator", common + ["--workers", "2", "--shards", "2", "--busy-wait-us", "1000000",
                                                              "--bind", "tcp://127.0.0.1:\(port)", "--summary", summary])
         let workers = try [(0, 1_000_000), (1, 0)].map { index, microseconds in
             try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--cpu", "\(CPUAffinity.allowedCPU(index))",
@@ -163,6 +166,8 @@ final class DistributedTests: XCTestCase {
         }
         XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
         let stopped = Date()
+        // 100 steps; a poll that missed what it waits for would hold each for a second.
+        XCTAssertLessThan(stopped.timeIntervalSince(started), 20, "the run took long")
         for worker in workers { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }
         XCTAssertLessThan(Date().timeIntervalSince(stopped), 3, "the workers took long to stop")
         XCTAssertEqual(readSummary(summary)["weights_sha256"] as? String, reference.sha)
