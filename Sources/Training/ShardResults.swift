@@ -25,10 +25,10 @@ public final class ShardResults {
     /// Where in a page the buffers start. The optimizer's loop loads the gradient sum and
     /// stores into the parameters and velocity, Swift arrays whose values start 48 bytes
     /// into a page when malloc maps them; the sum's loop stores the total and loads the
-    /// gradients of workers' segments, 64 bytes into a page. A buffer whose start lies just
-    /// below or at the start of another's modulo 4 KiB makes the CPU take each load for a
-    /// read of a store still in flight ("4K aliasing") and wait: with the total where
-    /// malloc put it, 16 bytes into a page, the optimizer's pass took 15–40% longer.
+    /// gradients of workers' segments, 64 bytes into a page. Streams that start a few dozen
+    /// bytes apart modulo 4 KiB make the CPU take loads for reads of stores still in flight
+    /// ("4K aliasing") and wait: with the total where malloc put it, 16 bytes into a page,
+    /// the optimizer's pass took 15–40% longer than with it here.
     static let pageOffset = 1536
 
     public init(shardCount: Int, parameterCount: Int) {
