@@ -121,7 +121,7 @@ final class UserViewTests: XCTestCase {
     func testScriptsExplainThemselves() throws {
         let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../scripts").standardized
-        for name in ["bench", "chaos", "cluster", "fetch-mnist", "launch", "netsim", "scale"] {
+        for name in ["bench", "chaos", "cluster", "compare", "fetch-mnist", "launch", "netsim", "scale"] {
             let path = scripts.appendingPathComponent("\(name).sh").path
             let help = try Child(executable: URL(fileURLWithPath: "/bin/bash"), [path, "--help"])
             XCTAssertEqual(help.wait(seconds: 10), 0, "\(name).sh --help: \(help.errors)")
