@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two builds side by side: each round runs each build's coordinator with 1 and then 2
 # spawned workers, so that a shared machine's drift falls on both builds alike. Prints each
-# round, then per build the median throughputs, the median 2-vs-1 ratio and the median time
+# round's figures, then per build the median throughputs, the median 2-vs-1 ratio and the median time
 # per 2-worker step outside the slower worker's compute, and how often, and by how much,
 # build B's 2 workers beat build A's in the same round.
 #
@@ -52,18 +52,7 @@ for round in $(seq "$rounds"); do
                 --bind "tcp://127.0.0.1:*" --summary "$out/r$round-b$side-w$workers.json" "${extra[@]}"
         done
     done
-    python3 - "$out" "$round" <<'PY'
-import json, sys
-out, r = sys.argv[1], sys.argv[2]
-def steady(run):
-    later = run["history"][1:] or run["history"]
-    return sum(e["samples_per_second"] * e["train_seconds"] for e in later) / sum(e["train_seconds"] for e in later)
-cells = []
-for side in "AB":
-    one, two = (json.load(open(f"{out}/r{r}-b{'AB'.index(side)}-w{w}.json")) for w in (1, 2))
-    cells.append(f"{side}: 1 worker {steady(one):8.0f}  2 workers {steady(two):8.0f}  ratio {steady(two) / steady(one):.2f}")
-print(f"round {r:>3}   " + "   ".join(cells), flush=True)
-PY
+    echo "round $round of $rounds done"
 done
 
 python3 - "$out" "$rounds" "${builds[@]}" <<'PY'
@@ -76,19 +65,24 @@ runs = {(r, side, w): json.load(open(f"{out}/r{r}-b{side}-w{w}.json"))
         for r in range(1, rounds + 1) for side in (0, 1) for w in (1, 2)}
 reference = {w: runs[(1, 0, w)]["weights_sha256"] for w in (1, 2)}
 differ = [key for key, run in runs.items() if run["weights_sha256"] != reference[key[2]]]
-twos = {}
+rows, summaries = [], []
 for side, build in enumerate(builds):
     one = [steady(runs[(r, side, 1)]) for r in range(1, rounds + 1)]
     two = [steady(runs[(r, side, 2)]) for r in range(1, rounds + 1)]
-    twos[side] = two
+    ratios = [b / a for a, b in zip(one, two)]
+    rows.append((one, two, ratios))
     # A 2-worker step's time beyond the slower worker's compute, per step, in ms.
     outside = [(runs[(r, side, 2)]["batch_size"] / t - runs[(r, side, 2)]["compute_seconds"] / runs[(r, side, 2)]["steps"]) * 1000
                for r, t in zip(range(1, rounds + 1), two)]
-    ratios = [b / a for a, b in zip(one, two)]
-    print(f"{'AB'[side]} = {build}: 1 worker {statistics.median(one):.0f}, 2 workers {statistics.median(two):.0f} samples/s; "
-          f"2 vs 1 {statistics.median(ratios):.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
-          f"2-worker step outside the compute {statistics.median(outside):.3f} ms")
-gains = [b / a for a, b in zip(twos[0], twos[1])]
+    summaries.append(f"{'AB'[side]} = {build}: 1 worker {statistics.median(one):.0f}, 2 workers {statistics.median(two):.0f} samples/s; "
+                     f"2 vs 1 {statistics.median(ratios):.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
+                     f"2-worker step outside the compute {statistics.median(outside):.3f} ms")
+for r in range(rounds):
+    print(f"round {r + 1:>3}   " + "   ".join(
+        f"{'AB'[side]}: 1 worker {one[r]:8.0f}  2 workers {two[r]:8.0f}  ratio {ratios[r]:.2f}"
+        for side, (one, two, ratios) in enumerate(rows)))
+print("\n".join(summaries))
+gains = [b / a for a, b in zip(rows[0][1], rows[1][1])]
 print(f"B's 2 workers over A's, round by round: faster in {sum(g > 1 for g in gains)} of {rounds}, "
       f"median {statistics.median(gains):.3f} ({min(gains):.2f}-{max(gains):.2f})")
 if differ:

@@ -28,6 +28,16 @@ public enum CPUAffinity {
         return try body()
     }
 
+    /// Polls `isReady` until it says true or `deadline` (a `MonotonicClock` time) passes, in
+    /// the idle scheduling class and yielding at every turn: a thread that would otherwise
+    /// sleep on a CPU with nothing else to do, kept awake so that what it waits for reaches
+    /// it at once, while anything else on that CPU (another such poller too) runs first.
+    public static func poll(until deadline: Double, _ isReady: () -> Bool) {
+        atIdlePriority {
+            while !isReady() && MonotonicClock.now < deadline { sched_yield() }
+        }
+    }
+
     /// Runs `body` with the calling thread on `cpu` alone, then lets it run wherever it could
     /// before; false (and `body` not run) if the kernel would not move it there.
     public static func onCPU(_ cpu: Int, _ body: () throws -> Void) rethrows -> Bool {

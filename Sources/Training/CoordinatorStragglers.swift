@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Wire
 
 /// What the coordinator does between a step's first result and its last when workers on
@@ -18,14 +15,15 @@ extension CoordinatorServer {
     /// for its weights) is never held up; after `busyWaitSeconds` this thread sleeps as
     /// before.
     func sendNextBatchAheadAndAwaitTheRest(_ next: () -> BatchView?, step: Int) {
-        if options.busyWaitSeconds > 0, let cpu = cpuFreedForWaiting(),
-           CPUAffinity.onCPU(cpu, {
-               if let batch = next() { prefetch(batch, step: step + 1) }
-               pollForRemainingResults()
-           }) {
-            return
-        }
-        if let batch = next() { prefetch(batch, step: step + 1) }
+        func sendAhead() { if let batch = next() { prefetch(batch, step: step + 1) } }
+        let cpu = options.busyWaitSeconds > 0 ? cpuFreedForWaiting() : nil
+        let moved = cpu.map { cpu in
+            CPUAffinity.onCPU(cpu) {
+                sendAhead()
+                CPUAffinity.poll(until: MonotonicClock.now + options.busyWaitSeconds) { resultIsWaiting() }
+            }
+        } ?? false
+        if !moved { sendAhead() }
     }
 
     /// The CPU of a worker on this host that has no shard left in this step, when every
@@ -46,17 +44,9 @@ extension CoordinatorServer {
         return nil
     }
 
-    /// Returns once a worker still computing has written to its pipe (a result, or end of
-    /// file), or after `busyWaitSeconds`; the caller's next `pump` reads it.
-    private func pollForRemainingResults() {
-        let deadline = MonotonicClock.now + options.busyWaitSeconds
-        CPUAffinity.atIdlePriority {
-            while MonotonicClock.now < deadline && !resultIsWaiting() { sched_yield() }
-        }
-    }
-
-    /// Whether the pipe of some worker still computing has something to read (true too if
-    /// none is computing: nothing to wait for).
+    /// Whether the pipe of some worker still computing has something to read, a result or
+    /// end of file, which the caller's next `pump` reads (true too if none is computing:
+    /// nothing to wait for).
     private func resultIsWaiting() -> Bool {
         var computing = false
         for peer in peers.values where peer.isAlive && !peer.outstanding.isEmpty {

@@ -169,11 +169,9 @@ public final class WorkerNode {
         guard options.pinnedCPU != nil, let since = resultSentAt, pipesActive, let pipe = fromCoordinator else { return }
         let deadline = since + options.busyWaitSeconds
         guard MonotonicClock.now < deadline else { return }
-        CPUAffinity.atIdlePriority {
-            // Yielding at each turn hands the CPU at once to the coordinator when it polls
-            // here too, also at idle priority, for the last results of a step.
-            while !pipe.hasInput && MonotonicClock.now < deadline { sched_yield() }
-        }
+        // Yielding at each turn hands the CPU at once to the coordinator when it polls here
+        // too, for the last results of a step.
+        CPUAffinity.poll(until: deadline) { pipe.hasInput }
     }
 
     private func dropPipes() {
