@@ -68,20 +68,23 @@ for run in $(seq "$runs"); do
     sleep "$(printf '0.%02d' $((RANDOM % 100)))"
     victim=$((RANDOM % 3))
     other=$(((victim + 1) % 3))
-    case $((RANDOM % 3)) in
-        0) fault="SIGKILL w$victim"
-           kill -KILL "${workers[$victim]}" 2>/dev/null || true ;;
-        1) fault="SIGSTOP w$victim for 1.5 s"
-           kill -STOP "${workers[$victim]}" 2>/dev/null || true
-           sleep 1.5
-           kill -CONT "${workers[$victim]}" 2>/dev/null || true ;;
-        2) fault="SIGKILL w$victim and w$other"
-           kill -KILL "${workers[$victim]}" "${workers[$other]}" 2>/dev/null || true ;;
-    esac
     status=0
-    wait "$coordinator" || status=$?
-    # (Braces, so that bash's own "Killed" notices go to /dev/null too.)
-    for pid in "${workers[@]}"; do { wait "$pid" || true; } 2>/dev/null; done
+    # In braces with stderr to /dev/null: bash prints a "Killed" notice for each SIGKILLed
+    # worker when it next reaps a child, which may be any command from the kill on.
+    {
+        case $((RANDOM % 3)) in
+            0) fault="SIGKILL w$victim"
+               kill -KILL "${workers[$victim]}" 2>/dev/null || true ;;
+            1) fault="SIGSTOP w$victim for 1.5 s"
+               kill -STOP "${workers[$victim]}" 2>/dev/null || true
+               sleep 1.5
+               kill -CONT "${workers[$victim]}" 2>/dev/null || true ;;
+            2) fault="SIGKILL w$victim and w$other"
+               kill -KILL "${workers[$victim]}" "${workers[$other]}" 2>/dev/null || true ;;
+        esac
+        wait "$coordinator" || status=$?
+        for pid in "${workers[@]}"; do wait "$pid" || true; done
+    } 2>/dev/null
     result=$(weights "$dir/summary.json")
     # A clean fail-over refuses nothing: late answers count as stale, not as rejected.
     rejected=$(field "$dir/summary.json" rejected_messages)
