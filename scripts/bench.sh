@@ -5,7 +5,10 @@
 #   - allocations per training step (a preloaded malloc counter), CSV loading time,
 #   - distributed throughput with 1 and 2 local workers at batch 128 and 512, with shared
 #     memory (the default on one host) and through the socket only,
-#   - a worker's peak memory.
+#   - a worker's peak memory,
+#   - the machine's own scaling, to read "2 workers vs 1" against: two independent single
+#     processes at once against one alone (no messages, no shared step), at batch 512, and
+#     what the synchronous step adds to it: the slower worker's compute against the mean.
 # Prints a table and writes every figure as JSON.
 #
 #   scripts/bench.sh [--epochs N] [--repeats R] [--json PATH] [--wire-precision fp32|fp16|bf16]
@@ -64,6 +67,11 @@ for repeat in $(seq "$repeats"); do
                 --bind "tcp://127.0.0.1:*" --wire-precision "$precision" --no-shared-memory
         done
     done
+    # Two --local runs at once: what two cores give two processes that share nothing, beside
+    # local-b512 of the same repeat.
+    run "pair-a-b512-r$repeat" --local --batch-size 512 &
+    run "pair-b-b512-r$repeat" --local --batch-size 512
+    wait $!
 done
 
 # A worker's peak memory (maximum resident set) over a whole run, 784-128-10 at batch 512.
@@ -124,6 +132,19 @@ d = out["distributed"]
 paired = sorted(steady(two) / steady(one) for one, two in zip(runs("w1-b512"), runs("w2-b512")))
 d["w2-b512"]["paired_vs_one_worker"] = paired
 print(f"2 workers vs 1 at batch 512, repeat by repeat: {', '.join(f'{r:.2f}' for r in paired)}")
+# The machine's own scaling beside that ratio: two processes that share nothing against one.
+ceiling = sorted((steady(a) + steady(b)) / steady(alone)
+                 for a, b, alone in zip(runs("pair-a-b512"), runs("pair-b-b512"), runs("local-b512")))
+out["independent_pair_vs_one"] = {"batch_size": 512, "median": ceiling[repeats // 2], "paired": ceiling}
+# What a synchronous step costs on a noisy machine: it waits for the slower worker.
+two = load("w2-b512")
+slowest = two["timing"]["compute_seconds"] / two["steps"] * 1000
+each = [w["mean_compute_milliseconds"] for w in two["worker_stats"]]
+d["w2-b512"]["slower_worker_vs_mean"] = slowest / (sum(each) / len(each))
+print(f"2 workers at batch 512: the slower worker's compute per step {slowest:.3f} ms, each worker's mean "
+      f"{' and '.join(f'{m:.3f}' for m in each)} ms: waiting for the slower costs {d['w2-b512']['slower_worker_vs_mean']:.2f}x")
+print(f"2 independent --local processes at once vs 1 alone at batch 512 (the machine's own scaling): "
+      f"{ceiling[repeats // 2]:.2f}x (repeat by repeat: {', '.join(f'{r:.2f}' for r in ceiling)})")
 print(f"2 workers vs 1 at batch 512: {d['w2-b512']['vs_one_worker']:.2f}x (whole run, start-up included: "
       f"{d['w2-b512']['whole_run_vs_one_worker']:.2f}x; socket only: "
       f"{d['w2-b512-socket']['samples_per_second'] / d['w1-b512-socket']['samples_per_second']:.2f}x); "
