@@ -42,14 +42,17 @@ struct BenchCommand: ParsableCommand {
         // The first epoch warms the workspace and the pools; allocations are counted after it.
         var allocationsAfterWarmUp: Int?
         var stepsCounted = 0
+        let interleaved = InterleavedRoofline(spec: spec, batchSize: batchSize)
         try trainer.run(onStep: { report in
             if report.epoch == 2 && report.stepInEpoch == 1 { allocationsAfterWarmUp = MallocCounter.count }
             if report.epoch >= 2 { stepsCounted += 1 }
+            interleaved.stepFinished(report)
         })
         let allocationsEnd = MallocCounter.count
         let timedEpochs = trainer.history.dropFirst()
         let samples = timedEpochs.reduce(0.0) { $0 + $1.samplesPerSecond * $1.trainSeconds }
-        let seconds = timedEpochs.reduce(0.0) { $0 + $1.trainSeconds }
+        // The roofline passes between blocks ran inside the timed epochs.
+        let seconds = timedEpochs.reduce(0.0) { $0 + $1.trainSeconds } - interleaved.passSeconds
         let samplesPerSecond = samples / seconds
         let achievedGflops = samplesPerSecond * Double(spec.trainingFlopsPerSample) / 1e9
 
@@ -65,6 +68,7 @@ struct BenchCommand: ParsableCommand {
             sgemmShapes: roofline.shapes, rooflineGflops: roofline.gflops,
             samplesPerSecond: samplesPerSecond, achievedGflops: achievedGflops,
             rooflineFraction: achievedGflops / roofline.gflops,
+            interleaved: interleaved.figures,
             allocationsPerStep: allocationsPerStep,
             loadTrainCsvSeconds: loadTrainSeconds, loadTestCsvSeconds: loadTestSeconds,
             weightsCopy: copy,
@@ -88,6 +92,7 @@ struct BenchResult: Codable {
     var samplesPerSecond: Double
     var achievedGflops: Double
     var rooflineFraction: Double
+    var interleaved: InterleavedRoofline.Figures?
     var allocationsPerStep: Double?
     var loadTrainCsvSeconds: Double
     var loadTestCsvSeconds: Double
@@ -104,6 +109,14 @@ struct BenchResult: Codable {
             String(format: "  sgemm roofline for the step        %9.1f GFLOP/s", rooflineGflops),
             String(format: "  training throughput                %9.0f samples/s = %.1f GFLOP/s", samplesPerSecond, achievedGflops),
             String(format: "  fraction of the roofline           %9.1f %%", rooflineFraction * 100),
+        ]
+        if let interleaved {
+            lines.append(String(format: "  timed side by side (median of %d blocks of %d steps, each against the roofline just before and after it; roofline median %.1f GFLOP/s):",
+                                interleaved.blocks, interleaved.stepsPerBlock, interleaved.medianRooflineGflops))
+            lines.append(String(format: "  fraction of the roofline, side by side %5.1f %% (blocks %.1f–%.1f %%)",
+                                interleaved.medianFraction * 100, interleaved.lowestFraction * 100, interleaved.highestFraction * 100))
+        }
+        lines += [
             "  allocations per step               " + (allocationsPerStep.map { String(format: "%9.2f", $0) } ?? "  n/a (run via scripts/bench.sh)"),
             String(format: "  load mnist_train.csv               %9.3f s", loadTrainCsvSeconds),
             String(format: "  load mnist_test.csv                %9.3f s", loadTestCsvSeconds),

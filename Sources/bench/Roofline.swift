@@ -13,7 +13,9 @@ enum Roofline {
         var flops: Double { 2 * Double(m * n * k) }
     }
 
-    static func measure(spec: ModelSpec, batchSize b: Int) -> (shapes: [Shape], gflops: Double) {
+    /// The products of one training step at `batchSize`: forward, weight gradient, and the
+    /// input gradient of every layer but the first (nothing uses the first's).
+    static func shapes(spec: ModelSpec, batchSize b: Int) -> [Shape] {
         var shapes: [Shape] = []
         for (index, layer) in spec.layers.enumerated() {
             let (i, o) = (layer.inputSize, layer.outputSize)
@@ -23,36 +25,71 @@ enum Roofline {
                 shapes.append(Shape(name: "L\(index + 1) dX \(b)x\(o)·\(o)x\(i)", m: b, n: i, k: o, transposeA: false, transposeB: true, gflops: 0))
             }
         }
-        var totalFlops = 0.0, totalSeconds = 0.0
-        for index in shapes.indices {
-            let seconds = time(shapes[index])
-            shapes[index].gflops = shapes[index].flops / seconds / 1e9
-            totalFlops += shapes[index].flops
-            totalSeconds += seconds
-        }
-        return (shapes, totalFlops / totalSeconds / 1e9)
+        return shapes
     }
 
-    /// Best-of-5 seconds per call, each trial long enough to time.
-    private static func time(_ shape: Shape) -> Double {
-        let a = [Float](repeating: 0.5, count: shape.m * shape.k)
-        let bMatrix = [Float](repeating: 0.25, count: shape.k * shape.n)
-        var c = [Float](repeating: 0, count: shape.m * shape.n)
-        let repetitions = max(10, Int(2e8 / shape.flops))
+    /// Each product's rate (best of 5 trials) and the step's: its FLOPs over the summed times.
+    static func measure(spec: ModelSpec, batchSize: Int) -> (shapes: [Shape], gflops: Double) {
+        let operands = RooflineOperands(shapes: shapes(spec: spec, batchSize: batchSize))
+        var shapes = operands.shapes
+        var flops = 0.0, seconds = 0.0
+        for index in shapes.indices {
+            let perCall = operands.seconds(index, trials: 5)
+            shapes[index].gflops = shapes[index].flops / perCall / 1e9
+            flops += shapes[index].flops
+            seconds += perCall
+        }
+        return (shapes, flops / seconds / 1e9)
+    }
+}
+
+/// The operands of a step's products, allocated once: timing them again allocates nothing,
+/// so the roofline can be re-measured between training steps while allocations are counted.
+final class RooflineOperands {
+    let shapes: [Roofline.Shape]
+    private var a: [[Float]]
+    private var b: [[Float]]
+    private var c: [[Float]]
+
+    init(shapes: [Roofline.Shape]) {
+        self.shapes = shapes
+        a = shapes.map { [Float](repeating: 0.5, count: $0.m * $0.k) }
+        b = shapes.map { [Float](repeating: 0.25, count: $0.k * $0.n) }
+        c = shapes.map { [Float](repeating: 0, count: $0.m * $0.n) }
+    }
+
+    /// The step's rate: its products' FLOPs over the sum of their times per call.
+    func stepGflops(trials: Int, flopsPerTrial: Double = 2e8, minimumCalls: Int = 10) -> Double {
+        var flops = 0.0, seconds = 0.0
+        for index in shapes.indices {
+            flops += shapes[index].flops
+            seconds += self.seconds(index, trials: trials, flopsPerTrial: flopsPerTrial, minimumCalls: minimumCalls)
+        }
+        return flops / seconds / 1e9
+    }
+
+    /// Seconds per call of product `index`, the best of `trials` trials of about
+    /// `flopsPerTrial` FLOPs (at least `minimumCalls` calls).
+    func seconds(_ index: Int, trials: Int, flopsPerTrial: Double = 2e8, minimumCalls: Int = 10) -> Double {
+        let shape = shapes[index]
+        let repetitions = max(minimumCalls, Int(flopsPerTrial / shape.flops))
         var best = Double.infinity
-        a.withUnsafeBufferPointer { a in
-            bMatrix.withUnsafeBufferPointer { bm in
-                c.withUnsafeMutableBufferPointer { c in
-                    for _ in 0..<5 {
+        a[index].withUnsafeBufferPointer { a in
+            b[index].withUnsafeBufferPointer { bm in
+                c[index].withUnsafeMutableBufferPointer { c in
+                    for trial in -1..<trials {
                         let start = MonotonicClock.now
-                        for _ in 0..<repetitions {
+                        for _ in 0..<(trial < 0 ? 1 : repetitions) {
                             BLAS.sgemm(transposeA: shape.transposeA, transposeB: shape.transposeB,
                                        m: shape.m, n: shape.n, k: shape.k,
                                        a: a.baseAddress!, lda: shape.transposeA ? shape.m : shape.k,
                                        b: bm.baseAddress!, ldb: shape.transposeB ? shape.k : shape.n,
                                        c: c.baseAddress!, ldc: shape.n)
                         }
-                        best = min(best, (MonotonicClock.now - start) / Double(repetitions))
+                        // Trial -1, one call, only brings the operands into the caches (after
+                        // training steps or the previous product they are not): the roofline
+                        // is warm sgemm.
+                        if trial >= 0 { best = min(best, (MonotonicClock.now - start) / Double(repetitions)) }
                     }
                 }
             }
