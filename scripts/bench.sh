@@ -133,9 +133,9 @@ paired = sorted(steady(two) / steady(one) for one, two in zip(runs("w1-b512"), r
 d["w2-b512"]["paired_vs_one_worker"] = paired
 print(f"2 workers vs 1 at batch 512, repeat by repeat: {', '.join(f'{r:.2f}' for r in paired)}")
 # The machine's own scaling beside that ratio: two processes that share nothing against one.
-ceiling = sorted((steady(a) + steady(b)) / steady(alone)
+own_scaling = sorted((steady(a) + steady(b)) / steady(alone)
                  for a, b, alone in zip(runs("pair-a-b512"), runs("pair-b-b512"), runs("local-b512")))
-out["independent_pair_vs_one"] = {"batch_size": 512, "median": ceiling[repeats // 2], "paired": ceiling}
+out["independent_pair_vs_one"] = {"batch_size": 512, "median": own_scaling[repeats // 2], "paired": own_scaling}
 # What a synchronous step costs on a noisy machine: it waits for the slower worker.
 two = load("w2-b512")
 slowest = two["timing"]["compute_seconds"] / two["steps"] * 1000
@@ -144,7 +144,7 @@ d["w2-b512"]["slower_worker_vs_mean"] = slowest / (sum(each) / len(each))
 print(f"2 workers at batch 512: the slower worker's compute per step {slowest:.3f} ms, each worker's mean "
       f"{' and '.join(f'{m:.3f}' for m in each)} ms: waiting for the slower costs {d['w2-b512']['slower_worker_vs_mean']:.2f}x")
 print(f"2 independent --local processes at once vs 1 alone at batch 512 (the machine's own scaling): "
-      f"{ceiling[repeats // 2]:.2f}x (repeat by repeat: {', '.join(f'{r:.2f}' for r in ceiling)})")
+      f"{own_scaling[repeats // 2]:.2f}x (repeat by repeat: {', '.join(f'{r:.2f}' for r in own_scaling)})")
 print(f"2 workers vs 1 at batch 512: {d['w2-b512']['vs_one_worker']:.2f}x (whole run, start-up included: "
       f"{d['w2-b512']['whole_run_vs_one_worker']:.2f}x; socket only: "
       f"{d['w2-b512-socket']['samples_per_second'] / d['w1-b512-socket']['samples_per_second']:.2f}x); "

@@ -6,9 +6,10 @@ import Training
 /// is set against the mean of the passes just before and just after it.
 ///
 /// Timed apart (the roofline first, best of 5, then whole epochs) the fraction moved by
-/// 20 points between runs on a shared virtual machine: the machine's speed changes between
-/// the two, and a best-of figure is taken at its fastest moment while an epoch averages
-/// over the slow ones. Here both see the same moments and neither is a best-of.
+/// 30 points between runs on a shared virtual machine (63–96% in one day): the machine's
+/// speed changes between the two, and a best-of figure is taken at its fastest moment while
+/// an epoch averages over the slow ones. Here both see the same moments and neither is a
+/// best-of (87–89% in four runs that day).
 final class InterleavedRoofline {
     struct Figures: Codable {
         /// Median over the blocks of block rate / adjacent roofline.
