@@ -74,13 +74,13 @@ for run in $(seq "$runs"); do
     {
         case $((RANDOM % 3)) in
             0) fault="SIGKILL w$victim"
-               kill -KILL "${workers[$victim]}" 2>/dev/null || true ;;
+               kill -KILL "${workers[$victim]}" || true ;;
             1) fault="SIGSTOP w$victim for 1.5 s"
-               kill -STOP "${workers[$victim]}" 2>/dev/null || true
+               kill -STOP "${workers[$victim]}" || true
                sleep 1.5
-               kill -CONT "${workers[$victim]}" 2>/dev/null || true ;;
+               kill -CONT "${workers[$victim]}" || true ;;
             2) fault="SIGKILL w$victim and w$other"
-               kill -KILL "${workers[$victim]}" "${workers[$other]}" 2>/dev/null || true ;;
+               kill -KILL "${workers[$victim]}" "${workers[$other]}" || true ;;
         esac
         wait "$coordinator" || status=$?
         for pid in "${workers[@]}"; do wait "$pid" || true; done
