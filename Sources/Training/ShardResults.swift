@@ -3,8 +3,8 @@ import Wire
 
 /// The gradient sums of one batch's shards, wherever they were computed, and their sum.
 ///
-/// Shard sums are added strictly in shard order, `((s0 + s1) + s2) + …`, so the total does
-/// not depend on which worker computed which shard or in what order they arrived: float
+/// Shard sums are added along one fixed tree over shard indices (`ShardTree`), so the total
+/// does not depend on which worker computed which shard or in what order they arrived: float
 /// addition is not associative, and this is what makes runs bit-for-bit reproducible.
 public final class ShardResults {
     public let shardCount: Int
@@ -16,6 +16,7 @@ public final class ShardResults {
     /// segment let go) cannot take the memory away before the sum is made.
     private var inPlace: [(values: UnsafePointer<Float>, owner: AnyObject)?]
     private let total: UnsafeMutablePointer<Float>
+    private let tree: ShardTree
     /// The sum, once `reduce()` made it for this batch.
     private var reduced: UnsafeMutablePointer<Float>?
     public private(set) var statistics: [BatchStatistics?]
@@ -47,6 +48,7 @@ public final class ShardResults {
         total = buffers.last!
         statistics = Array(repeating: nil, count: shardCount)
         inPlace = Array(repeating: nil, count: shardCount)
+        tree = ShardTree(shardCount: shardCount)
     }
 
     deinit {
@@ -112,27 +114,17 @@ public final class ShardResults {
         return sum
     }
 
-    /// The whole batch's gradient sum, adding the shards in shard order; made once per
-    /// batch, always in this object's own memory.
+    /// The whole batch's gradient sum, adding the shards along `ShardTree`'s fixed order;
+    /// made once per batch, always in this object's own memory.
     public func reduce() -> UnsafeMutablePointer<Float> {
         precondition(isComplete, "reduce() before every shard arrived")
         if let reduced { return reduced }
-        let count = parameterCount
-        let values = { (shard: Int) in self.inPlace[shard]?.values ?? UnsafePointer(self.shardGradients[shard]) }
-        if shardCount == 1 {
-            guard let source = inPlace[0]?.values else {
-                reduced = shardGradients[0]
-                return shardGradients[0]
-            }
-            BulkCopy.copy(to: total, from: source, count: count)
-        } else {
-            let first = values(0), second = values(1)
-            for i in 0..<count { total[i] = first[i] + second[i] }
-            for shard in 2..<shardCount {
-                let next = values(shard)
-                for i in 0..<count { total[i] += next[i] }
-            }
+        if shardCount == 1 && inPlace[0] == nil {
+            reduced = shardGradients[0]
+            return shardGradients[0]
         }
+        tree.sum(count: parameterCount, values: { self.inPlace[$0]?.values ?? UnsafePointer(self.shardGradients[$0]) },
+                 into: total)
         reduced = total
         return total
     }

@@ -83,7 +83,8 @@ final class TrainerTests: XCTestCase {
         }
     }
 
-    func testShardResultsAddInShardOrder() {
+    /// Shard sums are added along the shard tree whatever order they arrive in.
+    func testShardResultsAddAlongTheShardTree() {
         let results = ShardResults(shardCount: 3, parameterCount: 1)
         // (1e8 + -1e8) + 1 = 1, but 1e8 + (-1e8 + 1) = 0 in Float: the order shows.
         for (shard, value) in [(2, Float(1)), (0, 1e8), (1, -1e8)] {
@@ -93,6 +94,14 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(results.isComplete)
         XCTAssertEqual(results.reduce().pointee, 1)
         XCTAssertEqual(results.batchStatistics, BatchStatistics(sampleCount: 3, lossSum: 3, correctCount: 3))
+
+        // Four shards pair up: (1e8 + 1) + (-1e8 + 1) = 0, where a left fold gives 1.
+        let four = ShardResults(shardCount: 4, parameterCount: 1)
+        for (shard, value) in [(3, Float(1)), (1, 1), (0, 1e8), (2, -1e8)] {
+            four.gradient(shard).pointee = value
+            four.complete(shard, statistics: BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 1))
+        }
+        XCTAssertEqual(four.reduce().pointee, 0)
     }
 
     /// Gradients read where workers wrote them add up in shard order exactly like copied
