@@ -30,7 +30,9 @@ public struct PredictionInput: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else { throw DataError.missingFile(path: path) }
         var inputs: [PredictionInput] = []
         // `\r\n` is one Character in Swift, so both line endings split here.
-        let lines = String(decoding: data, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        // A byte-order mark (as some editors write UTF-8) is not part of the first line.
+        let text = data.starts(with: [0xEF, 0xBB, 0xBF]) ? data.dropFirst(3) : data[...]
+        let lines = String(decoding: text, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
         for (offset, line) in lines.enumerated() {
             let number = offset + 1
             if line.allSatisfy({ $0 == " " }) { continue }
