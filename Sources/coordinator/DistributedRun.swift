@@ -11,7 +11,7 @@ struct DistributedRun {
     let config: TrainingConfig
     let logger: Logger
 
-    func run(train: Dataset, test: Dataset, reporter: ConsoleReporter) throws {
+    func run(train: Dataset, test: Dataset, resumed: Checkpoint?, reporter: ConsoleReporter) throws {
         let spec = try config.modelSpec(inputSize: train.featureCount, classes: train.classCount)
         let workerCount = command.spawnWorkers ?? command.workers ?? 1
         var options = CoordinatorOptions()
@@ -53,7 +53,7 @@ struct DistributedRun {
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)
-            let trainer = try command.makeTrainer(config: config, train: train, test: test, source: server)
+            let trainer = try command.makeTrainer(config: config, train: train, test: test, source: server, resumed: resumed)
             try command.run(trainer, reporter: reporter)
             server.shutdownWorkers(reason: "training finished")
             let summary = RunSummary(mode: "distributed", trainer: trainer, workers: workerCount,
