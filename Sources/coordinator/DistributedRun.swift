@@ -27,7 +27,7 @@ struct DistributedRun {
         options.busyWaitSeconds = Double(command.busyWaitUs) / 1e6
         var spawnedWorkerSecrets: [String] = []
         if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
-            options.curveSecretKey = try CurveKeys.load(secretPath)
+            options.curveSecretKey = try CurveKeys.loadSecret(fromFile: secretPath)
             options.authorizedKeys = try CurveKeys.loadAuthorized(authorized)
             // Workers this process starts get throw-away keys of their own.
             for _ in 0..<(command.spawnWorkers ?? 0) {

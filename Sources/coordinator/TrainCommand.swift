@@ -87,7 +87,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Precision of weights and gradients on the wire: fp32, fp16 or bf16 (16-bit halves the bytes; arithmetic stays fp32). --local rounds the same way, so it still matches a distributed run bit for bit.")
     var wirePrecision = "fp32"
 
-    @Option(help: "CURVE: this coordinator's secret key file (from `coordinator keygen`); encrypts all traffic and admits only --authorized-keys.")
+    @Option(help: "CURVE: this coordinator's secret key file (from `coordinator keygen`; a file only, as a key on the command line would show in `ps`); encrypts all traffic and admits only --authorized-keys.")
     var curveSecretKey: String?
 
     @Option(help: "CURVE: a file of worker public keys (one per line) or a folder of .pub files.")
