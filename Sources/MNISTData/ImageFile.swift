@@ -17,8 +17,13 @@ public enum ImageFile {
     static let maximumPixels = 1 << 24
 
     public static func load(path: String) throws -> Image {
-        guard let data = FileManager.default.contents(atPath: path) else { throw DataError.missingFile(path: path) }
-        let bytes = [UInt8](data)
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path) }
+        let bytes: [UInt8]
+        do {
+            bytes = try RegularFile.read(path)
+        } catch let error as ModelFileError {
+            throw DataError.unreadable(path: path, reason: error.reason)
+        }
         if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return try decodePNG(bytes, path: path) }
         if bytes.count >= 2, bytes[0] == UInt8(ascii: "P"), bytes[1] == UInt8(ascii: "2") || bytes[1] == UInt8(ascii: "5") {
             return try decodePGM(bytes, path: path)

@@ -85,10 +85,7 @@ public enum ModelFile {
     }
 
     public static func load(from path: String) throws -> (spec: ModelSpec, parameters: [Float]) {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ModelFileError(path: path, reason: "cannot read the file")
-        }
-        return try decode([UInt8](data), path: path)
+        try decode(RegularFile.read(path), path: path)
     }
 }
 
@@ -96,6 +93,33 @@ public struct ModelFileError: Error, CustomStringConvertible, Equatable {
     public let path: String
     public let reason: String
     public var description: String { "\(path): \(reason)" }
+}
+
+/// Whole-file reads of files a user names (models, checkpoints, images): only regular
+/// files, so a FIFO or a device (`--resume /dev/zero`) is an error instead of a hang or an
+/// endless read, and no more than the size `fstat` gave.
+public enum RegularFile {
+    public static func read(_ path: String) throws -> [UInt8] {
+        func fail(_ reason: String) -> ModelFileError { ModelFileError(path: path, reason: reason) }
+        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard descriptor >= 0 else { throw fail("cannot read the file: \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw fail("cannot read the file: \(String(cString: strerror(errno)))") }
+        guard status.st_mode & S_IFMT == S_IFREG else { throw fail("not a regular file") }
+        let size = Int(status.st_size)
+        var bytes = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = bytes.withUnsafeMutableBytes { Foundation.read(descriptor, $0.baseAddress! + done, size - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw fail("cannot read the file: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }  // shrank while read: the decoder finds it short
+            done += n
+        }
+        return Array(bytes[0..<done])
+    }
 }
 
 /// Whole-file writes that never leave a half-written file behind: write a temporary file in

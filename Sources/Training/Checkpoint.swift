@@ -144,10 +144,13 @@ public struct Checkpoint: Equatable, Sendable {
     }
 
     public static func load(from path: String) throws -> Checkpoint {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError(path: path, reason: "cannot read the file")
+        let bytes: [UInt8]
+        do {
+            bytes = try RegularFile.read(path)
+        } catch let error as ModelFileError {
+            throw CheckpointError(path: path, reason: error.reason)
         }
-        return try decode([UInt8](data), path: path)
+        return try decode(bytes, path: path)
     }
 }
 

@@ -70,6 +70,9 @@ final class HostileBytesTests: XCTestCase {
                 XCTAssertTrue("\(error)".hasPrefix("crafted.bin: ") && "\(error)".contains(reason), "\(error)")
             }
         }
+        XCTAssertThrowsError(try ModelFile.load(from: "/dev/zero")) { error in
+            XCTAssertEqual("\(error)", "/dev/zero: not a regular file")
+        }
         // The same writer with sane sizes gives a model that loads.
         let good = try ModelFile.decode(modelFile(inputSize: 2, sizes: [3], count: 9, parameterBytes: 36))
         XCTAssertEqual(good.spec.description, "2-3(relu)")

@@ -120,7 +120,11 @@ final class DiskFailureTests: XCTestCase {
     func testABadResumeIsReportedBeforeBinding() throws {
         let corrupt = folder + "/corrupt"
         XCTAssertTrue(FileManager.default.createFile(atPath: corrupt, contents: Data(Array("ZMQK".utf8) + [UInt8](repeating: 7, count: 100))))
-        let cases = [(folder + "/missing", "cannot read the file"), (corrupt, "checksum mismatch")]
+        let fifo = folder + "/fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        // A FIFO once blocked the read for good, and /dev/zero never ends.
+        let cases = [(folder + "/missing", "cannot read the file: No such file or directory"), (corrupt, "checksum mismatch"),
+                     (fifo, "not a regular file"), ("/dev/zero", "not a regular file")]
         for (path, reason) in cases {
             let start = Date()
             let run = try runCoordinator(["--data", data, "--workers", "1", "--bind", "tcp://127.0.0.1:\(freePort())",
