@@ -332,6 +332,8 @@ struct TrainCommand: ParsableCommand {
             if !quiet { try OutputFile.standardOutput.write("  model saved to  \(saveModel)\n") }
         }
         if let path = self.summary {
+            // In place, not through a renamed temporary file: the path may be a pipe or a
+            // device (`/dev/stdout`), which a rename would replace.
             try OutputFile.write([UInt8](try summary.jsonData()), to: path)
         }
     }
