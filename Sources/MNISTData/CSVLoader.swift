@@ -1,4 +1,5 @@
 import Foundation
+import NeuralNet
 
 /// MNIST as CSV: one sample per line, the label then `featureCount` pixels, comma-separated.
 ///
@@ -30,14 +31,21 @@ public enum CSVLoader {
 
         var lineCount = 0
         for byte in text where byte == newline { lineCount += 1 }
+        // A sample takes at least a digit and a comma per field, so the file's length caps the
+        // rows it can hold, whatever its line count (a file of blank lines holds none).
+        let rowCapacity = min(lineCount + 1, end / (2 * fieldCount - 1) + 1)
+        guard let pixelCapacity = CheckedSize.product([rowCapacity, featureCount]) else {
+            throw DataError.unreadable(path: path, reason: "\(featureCount) pixels per sample is too many")
+        }
         var pixels = [UInt8]()
         var labels = [UInt8]()
-        pixels.reserveCapacity((lineCount + 1) * featureCount)
+        pixels.reserveCapacity(pixelCapacity)
         pixels.withUnsafeBufferPointer { adviseHugePages($0.baseAddress, byteCount: pixels.capacity) }
-        labels.reserveCapacity(lineCount + 1)
+        labels.reserveCapacity(rowCapacity)
         var row = [UInt8](repeating: 0, count: fieldCount)
 
-        var position = 0
+        // A byte-order mark (as some editors write UTF-8) is not part of the first line.
+        var position = text.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
         var lineNumber = 0
         while position < end {
             lineNumber += 1

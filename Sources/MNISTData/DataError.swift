@@ -10,6 +10,7 @@ public enum DataError: Error, Equatable, CustomStringConvertible {
     case badIDX(path: String, reason: String)
     case mismatchedCounts(images: String, labels: String, imageCount: Int, labelCount: Int)
     case noDataset(directory: String)
+    case mismatchedShape(path: String, featureCount: Int, expected: Int, reference: String)
 
     public var description: String {
         switch self {
@@ -31,6 +32,8 @@ public enum DataError: Error, Equatable, CustomStringConvertible {
             "\(path): not a valid IDX file: \(reason)"
         case let .mismatchedCounts(images, labels, imageCount, labelCount):
             "\(images) holds \(imageCount) images but \(labels) holds \(labelCount) labels"
+        case let .mismatchedShape(path, featureCount, expected, reference):
+            "\(path): images of \(featureCount) pixels, but the training set \(reference) has \(expected); both sets need one image size"
         case let .noDataset(directory):
             "\(directory): no MNIST data found (expected mnist_train.csv and mnist_test.csv, or IDX files such as train-images-idx3-ubyte.gz); run scripts/fetch-mnist.sh"
         }

@@ -1,5 +1,6 @@
 import CZlib
 import Foundation
+import NeuralNet
 
 /// MNIST-style IDX files (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, …), plain or
 /// gzip-compressed: zlib's `gzread` reads both, so Fashion-MNIST as Debian ships it loads too.
@@ -21,6 +22,9 @@ public enum IDXLoader {
                                              imageCount: imageDimensions[0], labelCount: labelDimensions[0])
         }
         guard imageDimensions[0] > 0 else { throw DataError.emptyFile(path: imagesPath) }
+        guard imageDimensions.dropFirst().allSatisfy({ $0 > 0 }) else {
+            throw DataError.badIDX(path: imagesPath, reason: "images of size \(imageDimensions.dropFirst().map(String.init).joined(separator: "×")) hold no pixels")
+        }
         if let index = labels.firstIndex(where: { Int($0) >= classCount }) {
             throw DataError.badIDX(path: labelsPath, reason: "label \(labels[index]) of sample \(index + 1) is outside 0…\(classCount - 1)")
         }
@@ -59,16 +63,33 @@ public enum IDXLoader {
         guard (1...4).contains(rank) else { throw DataError.badIDX(path: path, reason: "\(rank) dimensions") }
         var sizes = [UInt8](repeating: 0, count: 4 * rank)
         try sizes.withUnsafeMutableBytes { try read(4 * rank, into: $0.baseAddress!) }
-        let dimensions = (0..<rank).map { i in
-            sizes[(4 * i)..<(4 * i + 4)].reduce(0) { $0 << 8 | Int($1) }
+        let dimensions = try sizes.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            return try (0..<rank).map { index in
+                try reader.read(UInt32.self, in: 0...Int(UInt32.max), field: "dimension \(index + 1)", bigEndian: true)
+            }
         }
-        let total = dimensions.reduce(1, *)
-        guard total < 1 << 32 else { throw DataError.badIDX(path: path, reason: "dimensions \(dimensions) are too large") }
+        // The data cannot be longer than the file holds: its own length, or, compressed, what
+        // deflate's best ratio (1032:1) could make of it.
+        let headerBytes = 4 + 4 * rank
+        let fileBytes = try fileSize(path)
+        let room = gzdirect(file) == 1 ? max(0, fileBytes - headerBytes) : (CheckedSize.product([fileBytes, 1032]) ?? .max)
+        guard let total = CheckedSize.product(dimensions, atMost: room) else {
+            throw DataError.badIDX(path: path, reason: "dimensions \(dimensions) claim more data than the file's \(fileBytes) bytes can hold")
+        }
         let values = try [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
             adviseHugePages(buffer.baseAddress, byteCount: total)
             if total > 0 { try read(total, into: buffer.baseAddress!) }
             initialized = total
         }
         return (dimensions, values)
+    }
+
+    private static func fileSize(_ path: String) throws -> Int {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        return Int(status.st_size)
     }
 }

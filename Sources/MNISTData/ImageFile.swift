@@ -1,5 +1,6 @@
 import CZlib
 import Foundation
+import NeuralNet
 
 /// Single images for `coordinator predict`: PGM (P2 text or P5 binary) and PNG (8-bit,
 /// non-interlaced, grey, grey+alpha, RGB or RGBA; colour is averaged to grey). Images must
@@ -11,9 +12,18 @@ public enum ImageFile {
         public let pixels: [UInt8]
     }
 
+    /// Far above any model's input: a header claiming more is refused before anything is
+    /// allocated for it.
+    static let maximumPixels = 1 << 24
+
     public static func load(path: String) throws -> Image {
-        guard let data = FileManager.default.contents(atPath: path) else { throw DataError.missingFile(path: path) }
-        let bytes = [UInt8](data)
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path) }
+        let bytes: [UInt8]
+        do {
+            bytes = try RegularFile.read(path)
+        } catch let error as ModelFileError {
+            throw DataError.unreadable(path: path, reason: error.reason)
+        }
         if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return try decodePNG(bytes, path: path) }
         if bytes.count >= 2, bytes[0] == UInt8(ascii: "P"), bytes[1] == UInt8(ascii: "2") || bytes[1] == UInt8(ascii: "5") {
             return try decodePGM(bytes, path: path)
@@ -44,7 +54,8 @@ public enum ImageFile {
         }
         let binary = bytes[1] == UInt8(ascii: "5")
         let width = try token(), height = try token(), maximum = try token()
-        guard width > 0, height > 0, width * height <= 1 << 24, (1...255).contains(maximum) else {
+        guard width > 0, height > 0, CheckedSize.product([width, height], atMost: maximumPixels) != nil,
+              (1...255).contains(maximum) else {
             throw DataError.unreadable(path: path, reason: "PGM of \(width)×\(height) with maximum \(maximum) is not supported (8-bit only)")
         }
         var pixels = [UInt8](repeating: 0, count: width * height)
@@ -92,7 +103,9 @@ public enum ImageFile {
                 default: throw fail("colour type \(body[9]) is not supported (grey, grey+alpha, RGB, RGBA)")
                 }
                 guard body[12] == 0 else { throw fail("interlaced images are not supported") }
-                guard width > 0, height > 0, width * height <= 1 << 24 else { throw fail("size \(width)×\(height)") }
+                guard width > 0, height > 0, CheckedSize.product([width, height], atMost: maximumPixels) != nil else {
+                    throw fail("size \(width)×\(height) is not supported (at most \(maximumPixels) pixels)")
+                }
             case "IDAT":
                 compressed += body
             case "IEND":
@@ -105,6 +118,11 @@ public enum ImageFile {
         }
         guard channels > 0 else { throw fail("no header") }
         let stride = width * channels
+        // Deflate shrinks data at most 1032-fold: a header claiming more than its data can
+        // hold is refused before anything is allocated for it.
+        guard (stride + 1) * height <= compressed.count * 1032 else {
+            throw fail("\(width)×\(height) pixels cannot come from \(compressed.count) bytes of image data")
+        }
         var raw = [UInt8](repeating: 0, count: (stride + 1) * height)
         var rawLength = uLongf(raw.count)
         let status = compressed.withUnsafeBufferPointer { source in

@@ -1,4 +1,5 @@
 import Foundation
+import NeuralNet
 
 /// Images to classify, from the files a user names: PGM/PNG images, or CSV rows of pixels
 /// (with or without a leading label, with or without a header line).
@@ -27,10 +28,18 @@ public struct PredictionInput: Sendable, Equatable {
     }
 
     static func loadCSV(path: String, featureCount: Int, classCount: Int) throws -> [PredictionInput] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw DataError.missingFile(path: path) }
+        guard FileManager.default.fileExists(atPath: path) else { throw DataError.missingFile(path: path) }
+        let data: [UInt8]
+        do {
+            data = try RegularFile.read(path)
+        } catch let error as ModelFileError {
+            throw DataError.unreadable(path: path, reason: error.reason)
+        }
         var inputs: [PredictionInput] = []
         // `\r\n` is one Character in Swift, so both line endings split here.
-        let lines = String(decoding: data, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        // A byte-order mark (as some editors write UTF-8) is not part of the first line.
+        let text = data.starts(with: [0xEF, 0xBB, 0xBF]) ? data.dropFirst(3) : data[...]
+        let lines = String(decoding: text, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
         for (offset, line) in lines.enumerated() {
             let number = offset + 1
             if line.allSatisfy({ $0 == " " }) { continue }

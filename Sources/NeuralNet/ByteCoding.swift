@@ -31,9 +31,13 @@ public struct ByteWriter {
 public enum ByteReaderError: Error, Equatable, CustomStringConvertible {
     case truncated(needed: Int, offset: Int, available: Int)
     case badString(offset: Int)
+    /// An integer field whose value lies outside what the format allows.
+    case outOfRange(field: String, value: String, allowed: ClosedRange<Int>, offset: Int)
 
     public var description: String {
         switch self {
+        case let .outOfRange(field, value, allowed, offset):
+            "\(field) \(value) at offset \(offset) is outside \(allowed.lowerBound)…\(allowed.upperBound)"
         case let .truncated(needed, offset, available):
             "truncated: needed \(needed) bytes at offset \(offset), only \(available) left"
         case let .badString(offset):
@@ -64,6 +68,20 @@ public struct ByteReader {
         return T(littleEndian: slice.loadUnaligned(as: T.self))
     }
 
+    /// Reads a `T` and returns it as an `Int` only if it lies in `allowed`: the value is
+    /// checked before it is converted, so no field from outside (a count of 2⁶³, a negative
+    /// size) can trap or reach an index or an allocation unchecked. `field` names it in the error.
+    public mutating func read<T: FixedWidthInteger>(_: T.Type, in allowed: ClosedRange<Int>, field: String,
+                                                    bigEndian: Bool = false) throws -> Int {
+        let start = offset
+        let raw = try read(T.self)
+        let value = bigEndian ? raw.byteSwapped : raw
+        guard let converted = Int(exactly: value), allowed.contains(converted) else {
+            throw ByteReaderError.outOfRange(field: field, value: "\(value)", allowed: allowed, offset: start)
+        }
+        return converted
+    }
+
     public mutating func readFloat() throws -> Float { Float(bitPattern: try read(UInt32.self)) }
     public mutating func readDouble() throws -> Double { Double(bitPattern: try read(UInt64.self)) }
 
@@ -86,5 +104,32 @@ public struct ByteReader {
             throw ByteReaderError.badString(offset: start)
         }
         return string
+    }
+}
+
+/// Sizes computed from numbers that came from outside: `nil` instead of a trap when a factor
+/// is negative, the arithmetic overflows, or the result passes `limit` (which callers derive
+/// from the bytes actually there, so a header cannot ask for more memory than its file fills).
+public enum CheckedSize {
+    public static func product(_ factors: [Int], atMost limit: Int = .max) -> Int? {
+        var result = 1
+        for factor in factors {
+            guard factor >= 0 else { return nil }
+            let (next, overflow) = result.multipliedReportingOverflow(by: factor)
+            guard !overflow, next <= limit else { return nil }
+            result = next
+        }
+        return result
+    }
+
+    public static func sum(_ terms: [Int], atMost limit: Int = .max) -> Int? {
+        var result = 0
+        for term in terms {
+            guard term >= 0 else { return nil }
+            let (next, overflow) = result.addingReportingOverflow(term)
+            guard !overflow, next <= limit else { return nil }
+            result = next
+        }
+        return result
     }
 }

@@ -51,22 +51,22 @@ public enum ModelFile {
                 guard fileVersion == version else {
                     throw ModelFileError(path: path, reason: "format version \(fileVersion) is not supported (expected \(version))")
                 }
-                let layerCount = Int(try reader.read(UInt16.self))
-                let inputSize = Int(try reader.read(UInt32.self))
-                var layers: [Dense] = []
-                var width = inputSize
+                let layerCount = try reader.read(UInt16.self, in: 1...Int(UInt16.max), field: "layer count")
+                let inputSize = try reader.read(UInt32.self, in: 1...Int(UInt32.max), field: "input size")
+                var shape: [(outputSize: Int, activation: Activation)] = []
                 for index in 0..<layerCount {
-                    let outputSize = Int(try reader.read(UInt32.self))
-                    let code = try reader.read(UInt32.self)
-                    guard let activation = Activation(rawValue: UInt8(truncatingIfNeeded: code)), code < 256,
-                          outputSize > 0, width > 0 else {
-                        throw ModelFileError(path: path, reason: "layer \(index) has an invalid size or activation")
+                    let outputSize = try reader.read(UInt32.self, in: 1...Int(UInt32.max), field: "layer \(index) size")
+                    let code = try reader.read(UInt32.self, in: 0...Int(UInt8.max), field: "layer \(index) activation")
+                    guard let activation = Activation(rawValue: UInt8(code)) else {
+                        throw ModelFileError(path: path, reason: "layer \(index) has an unknown activation \(code)")
                     }
-                    layers.append(Dense(inputSize: width, outputSize: outputSize, activation: activation))
-                    width = outputSize
+                    shape.append((outputSize, activation))
                 }
-                let spec = try ModelSpec(inputSize: inputSize, layers: layers)
-                let count = Int(try reader.read(UInt64.self))
+                // The parameters must fit in the bytes that are left: the file's real length caps
+                // the sizes its header may claim.
+                let room = max(0, reader.remaining - 8) / 4
+                let spec = try ModelSpec(untrustedInputSize: inputSize, layers: shape, maximumParameterCount: room)
+                let count = try reader.read(UInt64.self, in: 0...room, field: "parameter count")
                 guard count == spec.parameterCount, reader.remaining == count * 4 else {
                     throw ModelFileError(path: path, reason: "holds \(count) parameters; \(spec) needs \(spec.parameterCount)")
                 }
@@ -85,10 +85,7 @@ public enum ModelFile {
     }
 
     public static func load(from path: String) throws -> (spec: ModelSpec, parameters: [Float]) {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ModelFileError(path: path, reason: "cannot read the file")
-        }
-        return try decode([UInt8](data), path: path)
+        try decode(RegularFile.read(path), path: path)
     }
 }
 
@@ -98,13 +95,50 @@ public struct ModelFileError: Error, CustomStringConvertible, Equatable {
     public var description: String { "\(path): \(reason)" }
 }
 
+/// Whole-file reads of files a user names (models, checkpoints, images): only regular
+/// files, so a FIFO or a device (`--resume /dev/zero`) is an error instead of a hang or an
+/// endless read, and no more than the size `fstat` gave.
+public enum RegularFile {
+    public static func read(_ path: String) throws -> [UInt8] {
+        func fail(_ reason: String) -> ModelFileError { ModelFileError(path: path, reason: reason) }
+        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard descriptor >= 0 else { throw fail("cannot read the file: \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw fail("cannot read the file: \(String(cString: strerror(errno)))") }
+        guard status.st_mode & S_IFMT == S_IFREG else { throw fail("not a regular file") }
+        let size = Int(status.st_size)
+        var bytes = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = bytes.withUnsafeMutableBytes { Foundation.read(descriptor, $0.baseAddress! + done, size - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw fail("cannot read the file: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }  // shrank while read: the decoder finds it short
+            done += n
+        }
+        return Array(bytes[0..<done])
+    }
+}
+
 /// Whole-file writes that never leave a half-written file behind: write a temporary file in
 /// the same folder, fsync it, rename it over the target, fsync the folder.
+///
+/// The temporary file has one fixed name per target (`TARGET.tmp`), so a process killed
+/// mid-write leaves at most one behind, which the next write replaces. It is always a new
+/// file (unlinked, then created with `O_EXCL`), so it has `mode` from its first byte and no
+/// reader can hold it open from before. One writer per target at a time (one run owns its
+/// checkpoint); a second one fails instead of mixing bytes.
 public enum AtomicFile {
-    public static func write(_ bytes: [UInt8], to path: String) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard descriptor >= 0 else { throw ModelFileError(path: path, reason: "cannot create: \(errnoText())") }
+    public static func temporaryPath(for path: String) -> String { path + ".tmp" }
+
+    /// - Parameter mode: the file's permissions from its first byte (less the umask).
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+        let temporary = temporaryPath(for: path)
+        unlink(temporary)
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard descriptor >= 0 else { throw ModelFileError(path: path, reason: "cannot create \(temporary): \(errnoText())") }
         var written = 0
         let ok = bytes.withUnsafeBytes { raw -> Bool in
             while written < raw.count {
@@ -125,8 +159,21 @@ public enum AtomicFile {
             unlink(temporary)
             throw ModelFileError(path: path, reason: "cannot rename into place: \(reason)")
         }
-        let folder = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY)
-        if folder >= 0 { fsync(folder); close(folder) }
+        let folder = (path as NSString).deletingLastPathComponent
+        let folderDescriptor = open(folder.isEmpty ? "." : folder, O_RDONLY | O_CLOEXEC)
+        if folderDescriptor >= 0 { fsync(folderDescriptor); close(folderDescriptor) }
+    }
+
+    /// Removes the leftovers of earlier writers of `path` killed mid-write: the fixed
+    /// temporary name and the `.tmp-PID` names older versions used.
+    public static func removeStaleTemporaries(of path: String) {
+        unlink(temporaryPath(for: path))
+        let folder = (path as NSString).deletingLastPathComponent
+        let prefix = (path as NSString).lastPathComponent + ".tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.isEmpty ? "." : folder) else { return }
+        for name in names where name.hasPrefix(prefix) && name.dropFirst(prefix.count).allSatisfy(\.isNumber) {
+            unlink((folder as NSString).appendingPathComponent(name))
+        }
     }
 
     private static func errnoText() -> String { String(cString: strerror(errno)) }

@@ -1,5 +1,6 @@
 import Foundation
 import NeuralNet
+import Wire
 
 /// A snapshot from which a run continues exactly: model, momentum, optimizer iteration,
 /// position in the data (epoch, step, the data-order generator's state) and configuration.
@@ -10,6 +11,9 @@ import NeuralNet
 ///     magic "ZMQK" · format version UInt16 · header length UInt32 · header (JSON) ·
 ///     parameter count UInt64 · parameters Float32 · optimizer state buffer count UInt32 ·
 ///     the buffers (Float32 each: SGD's velocity; Adam's two moments) · SHA-256 of all before
+///
+/// Version 3 added `wirePrecision` to the header; version 2 files still load, with the
+/// precision unknown (see `validate`).
 public struct Checkpoint: Equatable, Sendable {
     public var config: TrainingConfig
     public var spec: ModelSpec
@@ -26,34 +30,13 @@ public struct Checkpoint: Equatable, Sendable {
     public var parameters: [Float]
     /// The optimizer's buffers (`Optimizer.state`).
     public var optimizerState: [[Float]]
+    /// How weights and gradients were rounded on the wire (it decides the weights); nil in
+    /// checkpoints written before it was recorded.
+    public var wirePrecision: WirePrecision?
 
     public static let magic: [UInt8] = Array("ZMQK".utf8)
-    public static let version: UInt16 = 2
-
-    /// Refuses to continue a different run: the settings that decide the weights must match.
-    func checkCompatible(with other: TrainingConfig, spec otherSpec: ModelSpec, trainCount otherCount: Int) throws {
-        var differences: [String] = []
-        func compare<T: Equatable>(_ name: String, _ a: T, _ b: T) {
-            if a != b { differences.append("\(name) \(a) (checkpoint) vs \(b)") }
-        }
-        compare("--hidden", config.hidden, other.hidden)
-        compare("--batch-size", config.batchSize, other.batchSize)
-        compare("--learning-rate", config.learningRate, other.learningRate)
-        compare("--decay", config.decay, other.decay)
-        compare("--momentum", config.momentum, other.momentum)
-        compare("--optimizer", config.optimizer.rawValue, other.optimizer.rawValue)
-        compare("--beta1", config.beta1, other.beta1)
-        compare("--beta2", config.beta2, other.beta2)
-        compare("--l2", config.l2, other.l2)
-        compare("--dropout", config.dropout, other.dropout)
-        compare("--seed", config.seed, other.seed)
-        compare("--shards", config.shardCount, other.shardCount)
-        compare("model", spec.description, otherSpec.description)
-        compare("training samples", trainCount, otherCount)
-        guard differences.isEmpty else {
-            throw CheckpointError(path: nil, reason: "it belongs to another run: " + differences.joined(separator: "; "))
-        }
-    }
+    public static let version: UInt16 = 3
+    static let readableVersions: ClosedRange<UInt16> = 2...3
 
     private struct Header: Codable {
         var config: TrainingConfig
@@ -68,13 +51,15 @@ public struct Checkpoint: Equatable, Sendable {
         var trainSeconds: Double
         var history: [EpochReport]
         var iteration: Int
+        var wirePrecision: String?
     }
 
     public func encode() throws -> [UInt8] {
         let header = Header(config: config, spec: spec, trainCount: trainCount, step: step, epoch: epoch,
                             stepInEpoch: stepInEpoch, generatorState: generatorState,
                             epochStatistics: epochStatistics, epochSeconds: epochSeconds,
-                            trainSeconds: trainSeconds, history: history, iteration: iteration)
+                            trainSeconds: trainSeconds, history: history, iteration: iteration,
+                            wirePrecision: wirePrecision?.description)
         let json = try JSONEncoder().encode(header)
         var writer = ByteWriter(capacity: 64 + json.count + parameters.count * 4 * (1 + optimizerState.count))
         writer.write(raw: Self.magic)
@@ -101,22 +86,26 @@ public struct Checkpoint: Equatable, Sendable {
             do {
                 _ = try reader.readBytes(count: 4)
                 let fileVersion = try reader.read(UInt16.self)
-                guard fileVersion == version else { throw fail("format version \(fileVersion), expected \(version)") }
-                let headerLength = Int(try reader.read(UInt32.self))
-                let json = Data(try reader.readBytes(count: headerLength))
-                let header = try JSONDecoder().decode(Header.self, from: json)
-                let count = Int(try reader.read(UInt64.self))
-                guard count == header.spec.parameterCount, reader.remaining >= count * 4 + 4 else {
+                guard readableVersions.contains(fileVersion) else {
+                    throw fail("format version \(fileVersion) is not supported (this build reads \(readableVersions.lowerBound) to \(version))")
+                }
+                let headerLength = try reader.read(UInt32.self, in: 0...reader.remaining, field: "header length")
+                let header = try JSONDecoder().decode(Header.self, from: Data(try reader.readBytes(count: headerLength)))
+                var precision: WirePrecision?
+                if let name = header.wirePrecision {
+                    guard let known = WirePrecision(name: name) else { throw fail("unknown wire precision '\(name)'") }
+                    precision = known
+                }
+                // Every count is checked against the bytes that follow before it sizes anything.
+                let count = try reader.read(UInt64.self, in: 0...(reader.remaining / 4), field: "parameter count")
+                guard count == header.spec.parameterCount else {
                     throw fail("holds \(count) parameters; \(header.spec) needs \(header.spec.parameterCount)")
                 }
                 let parameters = try reader.readFloats(count: count)
-                let bufferCount = Int(try reader.read(UInt32.self))
+                let bufferCount = try reader.read(UInt32.self, in: 0...2, field: "optimizer buffer count")
                 let expectedBuffers = header.config.makeOptimizer(parameterCount: 0).state.count
                 guard bufferCount == expectedBuffers, reader.remaining == bufferCount * count * 4 else {
                     throw fail("holds \(bufferCount) optimizer buffers of the wrong size; \(header.config.optimizer.rawValue) needs \(expectedBuffers) of \(count)")
-                }
-                guard header.generatorState.count == 4, header.generatorState.contains(where: { $0 != 0 }) else {
-                    throw fail("invalid data-order generator state")
                 }
                 return Checkpoint(config: header.config, spec: header.spec, trainCount: header.trainCount,
                                   step: header.step, epoch: header.epoch, stepInEpoch: header.stepInEpoch,
@@ -124,12 +113,28 @@ public struct Checkpoint: Equatable, Sendable {
                                   epochSeconds: header.epochSeconds, trainSeconds: header.trainSeconds,
                                   history: header.history, iteration: header.iteration,
                                   parameters: parameters,
-                                  optimizerState: try (0..<bufferCount).map { _ in try reader.readFloats(count: count) })
+                                  optimizerState: try (0..<bufferCount).map { _ in try reader.readFloats(count: count) },
+                                  wirePrecision: precision)
             } catch let error as CheckpointError {
                 throw error
+            } catch let error as DecodingError {
+                throw fail("invalid header: \(Self.explain(error))")
             } catch {
                 throw fail("\(error)")
             }
+        }
+    }
+
+    /// A decoding error in one line, with the field it is about.
+    private static func explain(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case let .dataCorrupted(context): return "\(path(context)): \(context.underlyingError.map { "\($0)" } ?? context.debugDescription)"
+        case let .keyNotFound(key, context): return "\(path(context)): missing \(key.stringValue)"
+        case let .typeMismatch(_, context), let .valueNotFound(_, context): return "\(path(context)): \(context.debugDescription)"
+        @unknown default: return "\(error)"
         }
     }
 
@@ -139,10 +144,13 @@ public struct Checkpoint: Equatable, Sendable {
     }
 
     public static func load(from path: String) throws -> Checkpoint {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError(path: path, reason: "cannot read the file")
+        let bytes: [UInt8]
+        do {
+            bytes = try RegularFile.read(path)
+        } catch let error as ModelFileError {
+            throw CheckpointError(path: path, reason: error.reason)
         }
-        return try decode([UInt8](data), path: path)
+        return try decode(bytes, path: path)
     }
 }
 

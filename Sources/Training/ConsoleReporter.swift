@@ -3,6 +3,7 @@ import NeuralNet
 
 /// What a person watching the run sees: a progress line during the epoch (redrawn in place
 /// on a terminal, a plain line every 10 s otherwise), one line per epoch, and a summary.
+/// A failed write (a full disk, a closed pipe) is thrown, so that the run stops saying so.
 public final class ConsoleReporter {
     private let quiet: Bool
     private let isTerminal: Bool
@@ -13,7 +14,7 @@ public final class ConsoleReporter {
         self.isTerminal = isatty(STDOUT_FILENO) == 1
     }
 
-    public func step(_ report: StepReport) {
+    public func step(_ report: StepReport) throws {
         guard !quiet else { return }
         let now = MonotonicClock.now
         if lastDraw == 0 { lastDraw = now }
@@ -25,20 +26,20 @@ public final class ConsoleReporter {
         let line = String(format: "epoch %d  step %d/%d  loss %.4f  %.0f samples/s  ETA %.1fs",
                           report.epoch, report.stepInEpoch, report.stepsPerEpoch,
                           report.batchStatistics.meanLoss, rate, remaining)
-        write(isTerminal ? "\r\u{1B}[2K" + line : line + "\n")
+        try write(isTerminal ? "\r\u{1B}[2K" + line : line + "\n")
     }
 
-    public func epoch(_ report: EpochReport, of epochs: Int) {
+    public func epoch(_ report: EpochReport, of epochs: Int) throws {
         guard !quiet else { return }
-        if isTerminal { write("\r\u{1B}[2K") }
+        if isTerminal { try write("\r\u{1B}[2K") }
         let test = report.testAccuracy.map { String(format: "%.2f%%", $0 * 100) } ?? "–"
         let testLoss = report.testLoss.map { String(format: "%.4f", $0) } ?? "–"
-        write(String(format: "epoch %2d/%d  train loss %.4f  train acc %.2f%%  test loss %@  test acc %@  lr %.5f  %.0f samples/s\n",
+        try write(String(format: "epoch %2d/%d  train loss %.4f  train acc %.2f%%  test loss %@  test acc %@  lr %.5f  %.0f samples/s\n",
                      report.epoch, epochs, report.trainLoss, report.trainAccuracy * 100, testLoss, test,
                      report.learningRate, report.samplesPerSecond))
     }
 
-    public func summary(_ summary: RunSummary) {
+    public func summary(_ summary: RunSummary) throws {
         guard !quiet else { return }
         var lines = [
             "",
@@ -67,14 +68,14 @@ public final class ConsoleReporter {
                 }
             }
         }
-        write(lines.joined(separator: "\n") + "\n")
+        try write(lines.joined(separator: "\n") + "\n")
     }
 
     private func perStep(_ seconds: Double, _ summary: RunSummary) -> Double {
         summary.steps == 0 ? 0 : seconds / Double(summary.steps) * 1000
     }
 
-    private func write(_ text: String) {
-        FileHandle.standardOutput.write(Data(text.utf8))
+    private func write(_ text: String) throws {
+        try OutputFile.standardOutput.write(text)
     }
 }

@@ -56,6 +56,7 @@ public enum CoordinatorError: Error, CustomStringConvertible {
 public final class CoordinatorServer: ShardGradientSource {
     public let options: CoordinatorOptions
     public let spec: ModelSpec
+    public var precision: WirePrecision { options.precision }
     let modelHash: [UInt8]
     let logger: Logger
     private let context: ZMQContext

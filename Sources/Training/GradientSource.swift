@@ -13,6 +13,9 @@ public protocol ShardGradientSource: AnyObject {
     var timing: StepTiming { get }
     /// Workers currently computing (1 for a local source).
     var liveWorkerCount: Int { get }
+    /// How weights and gradients are rounded on their way (it decides the weights, so a
+    /// checkpoint records it).
+    var precision: WirePrecision { get }
     /// Where the trainer may build the batch of `step` so that the source need not copy it
     /// (the coordinator's shared batch slot); nil: anywhere.
     func batchBuffer(forStep step: Int) -> SharedBuffer?

@@ -10,8 +10,10 @@ import NeuralNet
 /// `learning_rate`, `samples_per_second`, `live_workers`, `elapsed_seconds` (since the run
 /// started), and `ms_per_step` (time per step by phase: compute, send, network_wait,
 /// receive, reduce, optimizer, batch; over the K steps or the epoch).
+///
+/// A line that cannot be written (a full disk) is thrown as an `OutputError`.
 public final class MetricsLog {
-    private let handle: FileHandle
+    private let file: OutputFile
     private let every: Int?
     private let start = MonotonicClock.now
     private var window = BatchStatistics()
@@ -25,26 +27,21 @@ public final class MetricsLog {
     /// Starts the log for `trainer`, before it runs: timings and steps count from here (a
     /// resumed run starts mid-epoch, with the timings of the steps it did not run at zero).
     public init(path: String, every: Int?, trainer: Trainer) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil) else {
-            throw MetricsError(path: path)
-        }
-        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        file = try OutputFile(creating: path)
         self.every = every
         windowTiming = trainer.combinedTiming
         epochTiming = windowTiming
         epochFirstStep = trainer.step
     }
 
-    deinit { try? handle.close() }
-
-    public func step(_ report: StepReport, trainer: Trainer) {
+    public func step(_ report: StepReport, trainer: Trainer) throws {
         guard let every, every > 0 else { return }
         window += report.batchStatistics
         windowSteps += 1
         guard windowSteps >= every else { return }
         let now = MonotonicClock.now
         let timing = trainer.combinedTiming
-        write([
+        try write([
             "kind": "steps", "epoch": report.epoch, "step": report.step,
             "loss": window.meanLoss, "accuracy": window.accuracy,
             "learning_rate": Double(report.learningRate),
@@ -59,7 +56,7 @@ public final class MetricsLog {
         windowTiming = timing
     }
 
-    public func epoch(_ report: EpochReport, trainer: Trainer) {
+    public func epoch(_ report: EpochReport, trainer: Trainer) throws {
         let timing = trainer.combinedTiming
         var line: [String: Any] = [
             "kind": "epoch", "epoch": report.epoch, "step": trainer.step,
@@ -73,7 +70,7 @@ public final class MetricsLog {
         ]
         if let loss = report.testLoss { line["test_loss"] = loss }
         if let accuracy = report.testAccuracy { line["test_accuracy"] = accuracy }
-        write(line)
+        try write(line)
         epochTiming = timing
         epochFirstStep = trainer.step
     }
@@ -91,13 +88,9 @@ public final class MetricsLog {
         ]
     }
 
-    private func write(_ object: [String: Any]) {
+    private func write(_ object: [String: Any]) throws {
+        // The values are numbers and strings of our own: serialisation cannot fail.
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
-        handle.write(data + Data("\n".utf8))
+        try file.write([UInt8](data) + [UInt8(ascii: "\n")])
     }
-}
-
-public struct MetricsError: Error, CustomStringConvertible {
-    public let path: String
-    public var description: String { "\(path): cannot create the metrics file" }
 }

@@ -82,6 +82,9 @@ public final class Trainer {
         guard config.shardCount <= config.batchSize else {
             throw TrainingError.invalidConfig("--shards \(config.shardCount) exceeds --batch-size \(config.batchSize)")
         }
+        if let test, test.featureCount != train.featureCount || test.classCount != train.classCount {
+            throw TrainingError.invalidConfig("the test set has \(test.featureCount) pixels and \(test.classCount) classes per image, the training set \(train.featureCount) and \(train.classCount)")
+        }
         let spec = try config.modelSpec(inputSize: train.featureCount, classes: train.classCount)
         self.config = config
         // The seed decides the initial weights; the data order uses a stream derived from it.
@@ -110,7 +113,9 @@ public final class Trainer {
     }
 
     /// Runs every remaining epoch. `onStep` and `onEpoch` are called on this thread.
-    public func run(onStep: (StepReport) -> Void = { _ in }, onEpoch: (EpochReport) -> Void = { _ in }) throws {
+    /// An error thrown by `onStep` or `onEpoch` (a report that cannot be written) stops the
+    /// run; the last checkpoint written stays the last good one.
+    public func run(onStep: (StepReport) throws -> Void = { _ in }, onEpoch: (EpochReport) throws -> Void = { _ in }) throws {
         while epoch < config.epochs && step < totalSteps {
             if stepInEpoch == 0 {
                 epochStartGenerator = dataGenerator
@@ -124,8 +129,9 @@ public final class Trainer {
             // inside the epoch, so a checkpoint taken now continues it exactly.
             let report = complete ? finishEpoch() : partialEpochReport()
             history.append(report)
-            onEpoch(report)
+            // The checkpoint first: a report that cannot be written then costs no progress.
             try onCheckpoint?(checkpoint())
+            try onEpoch(report)
             if !complete { break }
         }
     }
@@ -139,7 +145,7 @@ public final class Trainer {
     }
 
     /// The steps left in the current epoch.
-    private func runSteps(onStep: (StepReport) -> Void) throws {
+    private func runSteps(onStep: (StepReport) throws -> Void) throws {
         let start = MonotonicClock.now - epochSeconds
         var batch = builder.build(from: train, indices: order.batch(stepInEpoch), shardCount: config.shardCount,
                                   into: source.batchBuffer(forStep: step))
@@ -154,14 +160,14 @@ public final class Trainer {
             epochStatistics += statistics
             stepInEpoch += 1
             epochSeconds = MonotonicClock.now - start
-            onStep(StepReport(epoch: epoch + 1, stepInEpoch: stepInEpoch, stepsPerEpoch: stepsPerEpoch,
+            if let every = checkpointEvery, every > 0, step % every == 0, stepInEpoch < stepsPerEpoch {
+                try onCheckpoint?(checkpoint())
+            }
+            try onStep(StepReport(epoch: epoch + 1, stepInEpoch: stepInEpoch, stepsPerEpoch: stepsPerEpoch,
                               step: step, batchStatistics: statistics,
                               learningRate: optimizer.currentLearningRate,
                               epochElapsedSeconds: epochSeconds,
                               epochSamples: epochStatistics.sampleCount))
-            if let every = checkpointEvery, every > 0, step % every == 0, stepInEpoch < stepsPerEpoch {
-                try onCheckpoint?(checkpoint())
-            }
         }
     }
 
@@ -207,11 +213,12 @@ public final class Trainer {
                    generatorState: (stepInEpoch > 0 ? epochStartGenerator : dataGenerator).state,
                    epochStatistics: epochStatistics, epochSeconds: epochSeconds,
                    trainSeconds: trainSeconds, history: history, iteration: optimizer.iteration,
-                   parameters: model.parameters, optimizerState: optimizer.state)
+                   parameters: model.parameters, optimizerState: optimizer.state, wirePrecision: source.precision)
     }
 
     private func restore(_ checkpoint: Checkpoint) throws {
-        try checkpoint.checkCompatible(with: config, spec: model.spec, trainCount: train.count)
+        try checkpoint.validate(against: config, spec: model.spec, trainCount: train.count,
+                                stepsPerEpoch: stepsPerEpoch, precision: source.precision)
         model.parameters = checkpoint.parameters
         optimizer.state = checkpoint.optimizerState
         optimizer.iteration = checkpoint.iteration

@@ -49,6 +49,15 @@ public enum CurveKeys {
         return key
     }
 
+    /// Reads a secret key from a file written by `coordinator keygen`. Never the key itself:
+    /// a command line is visible to every user of the host (`ps`, /proc/PID/cmdline).
+    public static func loadSecret(fromFile path: String) throws -> String {
+        if isValid(path) && !FileManager.default.fileExists(atPath: path) {
+            throw CurveKeyError(reason: "a secret key is read from a file (see `coordinator keygen`), never taken from the command line, where `ps` shows it to every user")
+        }
+        return try load(path)
+    }
+
     /// Public keys allowed to connect: a file of keys (one per line, `#` comments) or a
     /// folder of `*.pub` files.
     public static func loadAuthorized(_ path: String) throws -> Set<String> {

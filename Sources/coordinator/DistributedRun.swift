@@ -11,7 +11,7 @@ struct DistributedRun {
     let config: TrainingConfig
     let logger: Logger
 
-    func run(train: Dataset, test: Dataset, reporter: ConsoleReporter) throws {
+    func run(train: Dataset, test: Dataset, resumed: Checkpoint?, reporter: ConsoleReporter) throws {
         let spec = try config.modelSpec(inputSize: train.featureCount, classes: train.classCount)
         let workerCount = command.spawnWorkers ?? command.workers ?? 1
         var options = CoordinatorOptions()
@@ -27,7 +27,7 @@ struct DistributedRun {
         options.busyWaitSeconds = Double(command.busyWaitUs) / 1e6
         var spawnedWorkerSecrets: [String] = []
         if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
-            options.curveSecretKey = try CurveKeys.load(secretPath)
+            options.curveSecretKey = try CurveKeys.loadSecret(fromFile: secretPath)
             options.authorizedKeys = try CurveKeys.loadAuthorized(authorized)
             // Workers this process starts get throw-away keys of their own.
             for _ in 0..<(command.spawnWorkers ?? 0) {
@@ -53,7 +53,7 @@ struct DistributedRun {
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)
-            let trainer = try command.makeTrainer(config: config, train: train, test: test, source: server)
+            let trainer = try command.makeTrainer(config: config, train: train, test: test, source: server, resumed: resumed)
             try command.run(trainer, reporter: reporter)
             server.shutdownWorkers(reason: "training finished")
             let summary = RunSummary(mode: "distributed", trainer: trainer, workers: workerCount,

@@ -35,14 +35,14 @@ struct EvaluateCommand: ParsableCommand {
                 throw ValidationError("\(model) takes \(spec.inputSize) inputs and \(spec.outputSize) classes; the data in \(data) has \(test.featureCount) and \(test.classCount)")
             }
             let matrix = ConfusionMatrix(model: Sequential(spec: spec, parameters: parameters), dataset: test)
-            print(Self.report(matrix, title: "\(model) (\(spec)) on \(test.count) test samples from \(data)"))
+            try OutputFile.standardOutput.write(Self.report(matrix, title: "\(model) (\(spec)) on \(test.count) test samples from \(data)") + "\n")
             if let json {
-                try Self.json(matrix).write(to: URL(fileURLWithPath: json))
+                try OutputFile.write([UInt8](try Self.json(matrix)), to: json)
             }
         } catch let error as ValidationError {
             throw error
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            OutputFile.standardError.writeIgnoringErrors("error: \(error)\n")
             throw ExitCode.failure
         }
     }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import NeuralNet
+import Training
 import Wire
 
 struct KeygenCommand: ParsableCommand {
@@ -33,15 +35,11 @@ struct KeygenCommand: ParsableCommand {
         for path in [secretPath, publicPath] where FileManager.default.fileExists(atPath: path) && !force {
             throw ValidationError("\(path) exists; pass --force to replace it")
         }
-        try write("# CURVE secret key of \(name): keep it private\n\(keys.secretKey)\n", to: secretPath, mode: 0o600)
-        try write("# CURVE public key of \(name)\n\(keys.publicKey)\n", to: publicPath, mode: 0o644)
-        print("wrote \(secretPath) and \(publicPath)")
-        print("public key: \(keys.publicKey)")
-    }
-
-    private func write(_ text: String, to path: String, mode: mode_t) throws {
-        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: Int(mode)]) else {
-            throw ValidationError("cannot write \(path)")
-        }
+        // Mode 600 from the first byte: the key is never readable by others, not even while
+        // it is written.
+        try AtomicFile.write(Array("# CURVE secret key of \(name): keep it private\n\(keys.secretKey)\n".utf8),
+                             to: secretPath, mode: 0o600)
+        try AtomicFile.write(Array("# CURVE public key of \(name)\n\(keys.publicKey)\n".utf8), to: publicPath, mode: 0o644)
+        try OutputFile.standardOutput.write("wrote \(secretPath) and \(publicPath)\npublic key: \(keys.publicKey)\n")
     }
 }

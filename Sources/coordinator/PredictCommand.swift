@@ -54,14 +54,14 @@ struct PredictCommand: ParsableCommand {
                         if label == best { right += 1 }
                         line += label == best ? "  label \(label) ✓" : "  label \(label) ✗"
                     }
-                    print(line)
+                    try OutputFile.standardOutput.write(line + "\n")
                 }
             }
             if labelled > 1 {
-                print(String(format: "%d of %d labelled images right (%.2f%%)", right, labelled, Double(right) / Double(labelled) * 100))
+                try OutputFile.standardOutput.write(String(format: "%d of %d labelled images right (%.2f%%)\n", right, labelled, Double(right) / Double(labelled) * 100))
             }
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            OutputFile.standardError.writeIgnoringErrors("error: \(error)\n")
             throw ExitCode.failure
         }
     }

@@ -87,7 +87,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Precision of weights and gradients on the wire: fp32, fp16 or bf16 (16-bit halves the bytes; arithmetic stays fp32). --local rounds the same way, so it still matches a distributed run bit for bit.")
     var wirePrecision = "fp32"
 
-    @Option(help: "CURVE: this coordinator's secret key file (from `coordinator keygen`); encrypts all traffic and admits only --authorized-keys.")
+    @Option(help: "CURVE: this coordinator's secret key file (from `coordinator keygen`; a file only, as a key on the command line would show in `ps`); encrypts all traffic and admits only --authorized-keys.")
     var curveSecretKey: String?
 
     @Option(help: "CURVE: a file of worker public keys (one per line) or a folder of .pub files.")
@@ -244,47 +244,66 @@ struct TrainCommand: ParsableCommand {
         } catch let error as CleanExit {
             throw error
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            OutputFile.standardError.writeIgnoringErrors("error: \(error)\n")
             throw ExitCode.failure
         }
     }
 
     private func train() throws {
         let logger = Logger(label: "coordinator")
-        var trainSet = try DataDirectory.load(.train, from: data)
-        if let trainLimit { trainSet = trainSet.prefix(trainLimit) }
-        let testSet = try DataDirectory.load(.test, from: data)
+        let (trainSet, testSet) = try DataDirectory.loadTrainAndTest(from: data, trainLimit: trainLimit)
         logger.info("loaded \(trainSet.count) training and \(testSet.count) test samples from \(data)")
 
         let reporter = ConsoleReporter(quiet: quiet)
         let config = self.config
+        // Before any socket is bound or worker started: a bad checkpoint is a mistake to
+        // report at once, not after the workers joined.
+        let resumed = try loadCheckpoint(config: config, train: trainSet)
+        if let path = checkpoint ?? resume { AtomicFile.removeStaleTemporaries(of: path) }
         let summaryRecord: RunSummary
         if local {
-            let trainer = try makeTrainer(config: config, train: trainSet, test: testSet, source: LocalShardSource(precision: precision))
+            let trainer = try makeTrainer(config: config, train: trainSet, test: testSet,
+                                          source: LocalShardSource(precision: precision), resumed: resumed)
             try run(trainer, reporter: reporter)
             summaryRecord = RunSummary(mode: "local", trainer: trainer, workers: 0)
             try finish(trainer: trainer, summary: summaryRecord, reporter: reporter)
         } else {
             try DistributedRun(command: self, config: config, logger: logger)
-                .run(train: trainSet, test: testSet, reporter: reporter)
+                .run(train: trainSet, test: testSet, resumed: resumed, reporter: reporter)
         }
+    }
+
+    /// `--resume`'s checkpoint, read and checked against this run's settings and data.
+    private func loadCheckpoint(config: TrainingConfig, train: Dataset) throws -> Checkpoint? {
+        guard let resume else { return nil }
+        let checkpoint = try Checkpoint.load(from: resume)
+        do {
+            try checkpoint.validate(against: config,
+                                    spec: config.modelSpec(inputSize: train.featureCount, classes: train.classCount),
+                                    trainCount: train.count,
+                                    stepsPerEpoch: EpochOrder(sampleCount: train.count, batchSize: config.batchSize).batchCount,
+                                    precision: precision)
+        } catch let error as CheckpointError {
+            throw CheckpointError(path: resume, reason: error.reason)
+        }
+        return checkpoint
     }
 
     /// Runs the trainer with the console reporter and the `--metrics` log attached.
     func run(_ trainer: Trainer, reporter: ConsoleReporter) throws {
         let log = try metrics.map { try MetricsLog(path: $0, every: metricsEvery, trainer: trainer) }
         try trainer.run(onStep: { report in
-            reporter.step(report)
-            log?.step(report, trainer: trainer)
+            try reporter.step(report)
+            try log?.step(report, trainer: trainer)
         }, onEpoch: { report in
-            reporter.epoch(report, of: trainer.config.epochs)
-            log?.epoch(report, trainer: trainer)
+            try reporter.epoch(report, of: trainer.config.epochs)
+            try log?.epoch(report, trainer: trainer)
         })
     }
 
-    /// A trainer, resumed from `--resume` if given, that writes `--checkpoint`s.
-    func makeTrainer(config: TrainingConfig, train: Dataset, test: Dataset, source: ShardGradientSource) throws -> Trainer {
-        let resumed = try resume.map { try Checkpoint.load(from: $0) }
+    /// A trainer, continuing `resumed` (from `--resume`) if given, that writes `--checkpoint`s.
+    func makeTrainer(config: TrainingConfig, train: Dataset, test: Dataset, source: ShardGradientSource,
+                     resumed: Checkpoint?) throws -> Trainer {
         let trainer: Trainer
         do {
             trainer = try Trainer(config: config, train: train, test: test, source: source, resume: resumed)
@@ -292,7 +311,12 @@ struct TrainCommand: ParsableCommand {
             throw CheckpointError(path: resume, reason: error.reason)
         }
         if let resumed, !quiet {
-            print("resuming from \(resume!) at step \(resumed.step) (epoch \(resumed.epoch + 1), step \(resumed.stepInEpoch + 1) of it)")
+            try OutputFile.standardOutput.write(
+                "resuming from \(resume!) at step \(resumed.step) (epoch \(resumed.epoch + 1), step \(resumed.stepInEpoch + 1) of it)\n")
+        }
+        if let resumed, resumed.wirePrecision == nil {
+            OutputFile.standardError.writeIgnoringErrors(
+                "warning: \(resume!) does not record its --wire-precision (an older format); continuing with \(precision) as given\n")
         }
         if let path = checkpoint ?? resume {
             trainer.checkpointEvery = checkpointEvery
@@ -302,13 +326,15 @@ struct TrainCommand: ParsableCommand {
     }
 
     func finish(trainer: Trainer, summary: RunSummary, reporter: ConsoleReporter) throws {
-        reporter.summary(summary)
+        try reporter.summary(summary)
         if let saveModel {
             try ModelFile.save(spec: trainer.model.spec, parameters: trainer.model.parameters, to: saveModel)
-            if !quiet { print("  model saved to  \(saveModel)") }
+            if !quiet { try OutputFile.standardOutput.write("  model saved to  \(saveModel)\n") }
         }
         if let path = self.summary {
-            try summary.jsonData().write(to: URL(fileURLWithPath: path))
+            // In place, not through a renamed temporary file: the path may be a pipe or a
+            // device (`/dev/stdout`), which a rename would replace.
+            try OutputFile.write([UInt8](try summary.jsonData()), to: path)
         }
     }
 }

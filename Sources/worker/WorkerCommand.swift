@@ -45,7 +45,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "CURVE: the coordinator's public key, or a file holding it.")
     var curveServerKey: String?
 
-    @Option(help: "CURVE: this worker's secret key file (from `coordinator keygen`).")
+    @Option(help: "CURVE: this worker's secret key file (from `coordinator keygen`); a file only, as a key on the command line would show in `ps`.")
     var curveSecretKey: String?
 
     @Flag(inversion: .prefixedNo, help: "On the coordinator's host, move weights, gradients and batches through shared memory and the step's messages through pipes; --no-shared-memory uses the socket for everything.")
@@ -105,7 +105,7 @@ struct WorkerCommand: ParsableCommand {
         if let serverKey = curveServerKey {
             options.curveServerKey = try CurveKeys.load(serverKey)
             if let path = curveSecretKey {
-                options.curveSecretKey = try CurveKeys.load(path)
+                options.curveSecretKey = try CurveKeys.loadSecret(fromFile: path)
             } else if let secret = ProcessInfo.processInfo.environment[WorkerSpawner.secretKeyVariable] {
                 options.curveSecretKey = secret
             } else {
