@@ -173,3 +173,18 @@ func workerPIDs(in log: String) -> [Int32] {
         part.hasPrefix("") ? Int32(part.prefix { $0.isNumber }) : nil
     }
 }
+
+/// The pid in the coordinator's "worker NAME (pid N) joined" line, once it is in `child`'s
+/// stderr (nil after `seconds`).
+func waitForWorkerPID(_ name: String, in child: Child, seconds: Double = 60) -> Int32? {
+    let marker = "worker \(name) (pid "
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if let range = child.errors.range(of: marker) {
+            let digits = child.errors[range.upperBound...].prefix { $0.isNumber }
+            if digits.count < child.errors.distance(from: range.upperBound, to: child.errors.endIndex) { return Int32(digits) }
+        }
+        usleep(20_000)
+    }
+    return nil
+}
