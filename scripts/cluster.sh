@@ -82,7 +82,8 @@ rendezvous=${rendezvous:-$PWD/.zmqt-endpoint-$run_id}
 # Rank 0 removes it when the coordinator succeeds.
 publish() {
     local aside=$rendezvous.tmp-$run_id-$$
-    printf '%s\n' "zmqt-rendezvous 1" "run $run_id" "$@" > "$aside"
+    # Private (every rank runs as the same user): it names where this run listens.
+    (umask 077; printf '%s\n' "zmqt-rendezvous 1" "run $run_id" "$@" > "$aside")
     mv -f "$aside" "$rendezvous"
 }
 
@@ -138,20 +139,33 @@ if [ "$rank" = 0 ]; then
     mirror=$!
     # Its stdout through a pipe: mpirun gives ranks a terminal, and progress lines redrawn
     # in place do not belong in a job's log.
-    set +e
+    exec 6> >(cat)
+    plain=$!
     "$bin/coordinator" --workers $((size - 1)) --bind "tcp://$address:$port" --endpoint-file "$private_endpoint" \
-        "${coordinator_options[@]}" 2>&4 | cat
-    status=${PIPESTATUS[0]}
-    set -e
-    exec 4>&-
-    wait "$mirror" || true
+        "${coordinator_options[@]}" 2>&4 >&6 &
+    coordinator=$!
+    # A launcher that stops the job may signal this rank only: pass it on.
+    trap 'kill -TERM "$coordinator" 2>/dev/null || true' TERM INT HUP
+    while :; do  # a signal interrupts wait; the coordinator's end ends the loop
+        status=0
+        wait "$coordinator" || status=$?
+        kill -0 "$coordinator" 2>/dev/null || break
+    done
+    trap - TERM INT HUP
+    exec 4>&- 6>&-
+    wait "$mirror" "$plain" || true
     kill "$publisher" 2>/dev/null || true
     wait "$publisher" 2>/dev/null || true
     if [ "$status" = 0 ]; then
         rm -f "$rendezvous"
     else
-        last_error=$(grep -v '^[[:space:]]*$' "$errors" | tail -n 1 | tr -cd '[:print:]' | cut -c1-400)
-        publish "exit $status" "error ${last_error:-the coordinator exited with status $status}"
+        # Its last error line; else how it ended.
+        last_error=$(grep -i 'error' "$errors" | tail -n 1 | tr -cd '[:print:]' | cut -c1-400) || true
+        if [ -z "$last_error" ]; then
+            last_error="the coordinator exited with status $status"
+            [ "$status" -le 128 ] || last_error="the coordinator was stopped by signal $((status - 128))"
+        fi
+        publish "exit $status" "error $last_error"
     fi
     exit "$status"
 fi
@@ -175,6 +189,7 @@ fi
 "$bin/worker" --connect "$endpoint" --name "rank-$rank" "${worker_options[@]}" &
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true' EXIT
+trap 'exit 143' TERM INT HUP
 while kill -0 "$worker" 2>/dev/null; do
     if [ -z "${ZMQT_COORDINATOR:-}" ] && read_rendezvous && [ -n "$seen_exit" ]; then
         kill "$worker" 2>/dev/null || true

@@ -109,4 +109,32 @@ final class ClusterLaunchTests: XCTestCase {
         XCTAssertTrue(worker.errors.contains("rank 1: rank 0 failed"), worker.errors)
         XCTAssertTrue(worker.errors.contains("missing"), "rank 0's error names the missing folder: \(worker.errors)")
     }
+
+    /// A launcher stopping the job may signal rank 0's script only: the coordinator stops
+    /// with it, and the other ranks follow with its status.
+    func testAStoppedRankZeroStopsItsCoordinatorAndTheOtherRanks() throws {
+        let folder = scratchFolder + "slurm-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var tasks: [Child] = []
+        for rank in [1, 0] {
+            tasks.append(try Child(executable: script, ["--rendezvous", folder + "/endpoint", "--bin", binaries, "--",
+                                                        "--data", data, "--hidden", "16", "--epochs", "100000",
+                                                        "--log-level", "notice"],
+                                   environment: ["SLURM_PROCID": "\(rank)", "SLURM_NTASKS": "2", "SLURM_NNODES": "1",
+                                                 "SLURM_JOB_ID": "4244", "SLURM_STEP_ID": "0"]))
+        }
+        let (worker, rankZero) = (tasks[0], tasks[1])
+        XCTAssertTrue(rankZero.waitFor("1 live", seconds: 60), rankZero.errors)
+        let children = ((try? String(contentsOfFile: "/proc/\(rankZero.pid)/task/\(rankZero.pid)/children", encoding: .utf8)) ?? "")
+            .split(separator: " ").compactMap { Int32($0) }
+        let coordinator = try XCTUnwrap(children.first { pid in
+            ((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "").hasPrefix("coordinator")
+        })
+        kill(rankZero.pid, SIGTERM)
+        XCTAssertEqual(rankZero.wait(seconds: 20), 128 + SIGTERM, rankZero.errors)
+        XCTAssertFalse(isRunning(coordinator), "the coordinator outlived its rank")
+        XCTAssertEqual(worker.wait(seconds: 20), 128 + SIGTERM, worker.errors)
+        XCTAssertTrue(worker.errors.contains("rank 0 failed (exit 143): the coordinator was stopped by signal 15"), worker.errors)
+    }
 }
