@@ -186,7 +186,9 @@ if [ -z "$endpoint" ]; then
 fi
 
 # Not exec'd: this rank outlives its worker, so that a worker's death does not end the job.
-"$bin/worker" --connect "$endpoint" --name "rank-$rank" "${worker_options[@]}" &
+# --parent-pid: should this script be killed outright, the worker goes too, instead of
+# saying hello to whatever listens at the endpoint next.
+"$bin/worker" --connect "$endpoint" --name "rank-$rank" --parent-pid $$ "${worker_options[@]}" &
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true' EXIT
 trap 'exit 143' TERM INT HUP

@@ -141,7 +141,7 @@ IFS= read -r secret || exit 97
 printf '%s\n' "\$server" > "\$dir/coordinator.pub"
 printf '%s\n' "\$secret" > "\$dir/worker.key"
 [ -x $(quote "$remote_bin/worker") ] || { echo "$2: no executable $(quote "$remote_bin/worker") on \$(hostname)" >&2; exit 97; }
-$(quote "$remote_bin/worker") --connect $(quote "$1") --name $(quote "$2") $keys$options < /dev/null 3<&- &
+$(quote "$remote_bin/worker") --connect $(quote "$1") --name $(quote "$2") --parent-pid \$\$ $keys$options < /dev/null 3<&- &
 worker=\$!
 echo "launch.sh: worker $2 started on \$(hostname) (pid \$worker)" >&2
 ( while IFS= read -r _; do :; done <&3; kill \$worker 2>/dev/null ) &

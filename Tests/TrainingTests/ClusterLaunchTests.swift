@@ -111,21 +111,28 @@ final class ClusterLaunchTests: XCTestCase {
     }
 
     /// A launcher stopping the job may signal rank 0's script only: the coordinator stops
-    /// with it, and the other ranks follow with its status.
+    /// with it, and the other ranks follow with its status. A worker rank's script killed
+    /// outright takes its worker with it.
     func testAStoppedRankZeroStopsItsCoordinatorAndTheOtherRanks() throws {
         let folder = scratchFolder + "slurm-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         var tasks: [Child] = []
-        for rank in [1, 0] {
+        for rank in [2, 1, 0] {
             tasks.append(try Child(executable: script, ["--rendezvous", folder + "/endpoint", "--bin", binaries, "--",
                                                         "--data", data, "--hidden", "16", "--epochs", "100000",
                                                         "--log-level", "notice"],
-                                   environment: ["SLURM_PROCID": "\(rank)", "SLURM_NTASKS": "2", "SLURM_NNODES": "1",
+                                   environment: ["SLURM_PROCID": "\(rank)", "SLURM_NTASKS": "3", "SLURM_NNODES": "1",
                                                  "SLURM_JOB_ID": "4244", "SLURM_STEP_ID": "0"]))
         }
-        let (worker, rankZero) = (tasks[0], tasks[1])
-        XCTAssertTrue(rankZero.waitFor("1 live", seconds: 60), rankZero.errors)
+        let (orphaned, worker, rankZero) = (tasks[0], tasks[1], tasks[2])
+        XCTAssertTrue(rankZero.waitFor("2 live", seconds: 60), rankZero.errors)
+        let orphan = try XCTUnwrap(waitForWorkerPID("rank-2", in: rankZero), rankZero.errors)
+        kill(orphaned.pid, SIGKILL)
+        let deadline = Date().addingTimeInterval(5)
+        while isRunning(orphan) && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(isRunning(orphan), "a worker outlived its rank's script")
+
         let children = ((try? String(contentsOfFile: "/proc/\(rankZero.pid)/task/\(rankZero.pid)/children", encoding: .utf8)) ?? "")
             .split(separator: " ").compactMap { Int32($0) }
         let coordinator = try XCTUnwrap(children.first { pid in
