@@ -22,9 +22,9 @@
 # Each host needs passwordless ssh (BatchMode) and the built `worker`. The keys go to each
 # host through ssh's standard input into a private file, never onto a command line, and are
 # deleted when the worker ends; a worker from another run cannot join this one. The job's
-# exit status is the coordinator's. If ssh to a host fails before its worker started, the
-# run stops at once with ssh's error. When the coordinator ends, every remote worker is
-# stopped: closing the ssh connection tells the remote side.
+# exit status is the coordinator's. If ssh to a host fails, or a worker fails before it
+# joined, the run stops at once with that error. When the coordinator ends, every remote
+# worker is stopped: closing the ssh connection tells the remote side.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -127,7 +127,9 @@ quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 # the worker in the background, and a watch on standard input (kept as fd 3: sh gives
 # background jobs /dev/null) that stops the worker when this script's end closes.
 remote_script() {  # endpoint, name
-    local options="" option
+    # At info level a worker says when it joined (one line), which tells a worker that
+    # failed to start from one that died later; options given later win.
+    local options=" --log-level info" option
     for option in "${worker_options[@]}"; do options="$options $(quote "$option")"; done
     local keys=""
     $insecure || keys="--curve-server-key \"\$dir/coordinator.pub\" --curve-secret-key \"\$dir/worker.key\""
@@ -175,7 +177,10 @@ for host in $hosts; do
     done
 done
 
-# Until the coordinator ends: a host whose ssh fails before its worker started ends the run.
+# Until the coordinator ends: a worker that ends in failure before it joined (ssh failed,
+# no executable, refused by the coordinator, ...) ends the run: the coordinator would wait
+# for it until its --startup-timeout. One that dies after it joined is the coordinator's
+# business: its shards go to the others.
 # (bash's own notices of jobs that died are kept off stderr; ours go to fd 5.)
 exec 5>&2
 while kill -0 "$coordinator"; do
@@ -185,7 +190,7 @@ while kill -0 "$coordinator"; do
         status=0
         wait "$pid" || status=$?
         pids[$index]=""
-        if [ "$status" != 0 ] && ! grep -q "^launch.sh: worker ${names[$index]} started" "${logs[$index]}"; then
+        if [ "$status" != 0 ] && ! grep -q "joined as worker" "${logs[$index]}"; then
             reason=$(grep -v '^[[:space:]]*$' "${logs[$index]}" | tail -n 1 | tr -cd '[:print:]')
             echo "launch.sh: could not start worker ${names[$index]} (ssh exit $status): ${reason:-no message}; stopping" >&5
             kill "$coordinator" || true

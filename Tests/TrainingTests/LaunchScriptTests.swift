@@ -44,8 +44,9 @@ final class LaunchScriptTests: XCTestCase {
     }
 
     /// Two workers over ssh train with per-run CURVE keys (never on a command line) to the
-    /// weights of the local run; then a run whose coordinator is killed: its remote workers
-    /// are stopped at once, instead of lingering to join the next run.
+    /// weights of the local run; workers the coordinator refuses stop the run at once; and
+    /// when a coordinator is killed, its remote workers are stopped at once, instead of
+    /// lingering to join the next run.
     func testWorkersOverSshTrainSecurelyAndStopWithTheCoordinator() throws {
         let (coordinatorHost, workerHost, sshOptions) = try startHosts()
         let data = try makeSyntheticData(trainCount: 600, testCount: 100)
@@ -66,6 +67,16 @@ final class LaunchScriptTests: XCTestCase {
         let names = (result["worker_stats"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
         XCTAssertEqual(Set(names), ["\(workerHost)-1", "\(workerHost)-2"])
         for pid in remoteWorkerPIDs(launch) { XCTAssertFalse(isRunning(pid), "worker pid \(pid) outlived the run") }
+
+        // Workers the coordinator refuses (started for another model): the run stops at once
+        // with their reason, instead of waiting 120 s for them.
+        let start = Date()
+        let refused = try startLaunch(in: coordinatorHost, host: workerHost, sshOptions: sshOptions,
+                                      settings + ["--epochs", "20"], workerOptions: ["--hidden", "99"])
+        XCTAssertEqual(refused.wait(seconds: 60), 1, refused.errors)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 30, refused.errors)
+        XCTAssertTrue(refused.errors.contains("could not start worker \(workerHost)-"), refused.errors)
+        XCTAssertTrue(refused.errors.contains("model mismatch"), refused.errors)
 
         // The coordinator dies mid-run: launch.sh exits with its status and stops the workers,
         // which on their own would wait 10 s and then 120 s more for a coordinator.
@@ -146,11 +157,13 @@ final class LaunchScriptTests: XCTestCase {
         return (here, subnet + ".2", options)
     }
 
-    private func startLaunch(in namespace: String, host: String, sshOptions: [String], _ coordinatorOptions: [String]) throws -> Child {
+    private func startLaunch(in namespace: String, host: String, sshOptions: [String], _ coordinatorOptions: [String],
+                             workerOptions: [String] = []) throws -> Child {
         // Namespaces share /dev/shm; hosts do not.
         var arguments = ["netns", "exec", namespace, script.path, "--hosts", host, "--workers-per-host", "2",
                          "--bin", binaries, "--worker-option", "--no-shared-memory"]
         for option in sshOptions { arguments += ["--ssh-option", option] }
+        for option in workerOptions { arguments += ["--worker-option", option] }
         return try Child(executable: URL(fileURLWithPath: "/usr/sbin/ip"), arguments + ["--"] + coordinatorOptions)
     }
 
