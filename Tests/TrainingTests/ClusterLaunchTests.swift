@@ -144,4 +144,25 @@ final class ClusterLaunchTests: XCTestCase {
         XCTAssertEqual(worker.wait(seconds: 20), 128 + SIGTERM, worker.errors)
         XCTAssertTrue(worker.errors.contains("rank 0 failed (exit 143): the coordinator was stopped by signal 15"), worker.errors)
     }
+
+    /// Started from another folder without --data, the coordinator reads this checkout's
+    /// data/ (where fetch-mnist.sh puts MNIST), not the current folder's.
+    func testTheDataFolderDoesNotDependOnTheCurrentFolder() throws {
+        let elsewhere = scratchFolder + "elsewhere-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: elsewhere) }
+        // Rank 0 alone: it loads the data, then gives up waiting for its worker.
+        let rankZero = try Child(executable: URL(fileURLWithPath: "/bin/sh"),
+                                 ["-c", "cd \"$1\" && exec \"$2\" --bin \"$3\" -- --quiet --startup-timeout 1",
+                                  "sh", elsewhere, script.path, binaries],
+                                 environment: ["SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_NNODES": "1",
+                                               "SLURM_JOB_ID": "4245", "SLURM_STEP_ID": "0"])
+        XCTAssertNotEqual(rankZero.wait(seconds: 120), 0)
+        let dataFolder = repository.appendingPathComponent("data").path
+        if FileManager.default.fileExists(atPath: dataFolder + "/mnist_train.csv") {
+            XCTAssertTrue(rankZero.errors.contains("0 of 1 workers connected"), rankZero.errors)
+        } else {
+            XCTAssertTrue(rankZero.errors.contains(dataFolder), rankZero.errors)
+        }
+    }
 }

@@ -52,7 +52,7 @@ final class SlurmClusterTests: XCTestCase {
         let reference = try runCoordinator(training + ["--local", "--shards", "2", "--quiet"])
         XCTAssertEqual(reference.status, 0, reference.errors)
         let summary = folder + "/srun.json"
-        // 3 tasks on 2 CPUs: without --overcommit the job waits for CPUs forever.
+        // 3 tasks on a node of 2 CPUs: without --overcommit the job would wait for CPUs forever.
         let job = try srun(["--ntasks", "3", "--overcommit", script, "--bin", binaries, "--"] + training
                            + ["--quiet", "--summary", summary])
         XCTAssertEqual(job.wait(seconds: 120), 0, job.output + job.errors)
@@ -137,7 +137,7 @@ final class SlurmClusterTests: XCTestCase {
         AuthType=auth/munge
         AuthInfo=socket=\(socket)
         CredType=cred/munge
-        NodeName=localhost CPUs=2 State=UNKNOWN
+        NodeName=localhost CPUs=\(ProcessInfo.processInfo.activeProcessorCount) State=UNKNOWN
         PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         ProctrackType=proctrack/linuxproc
         TaskPlugin=task/none
