@@ -81,7 +81,7 @@ fi
 # Keys for this run only, in a folder only we can read; gone when we exit.
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/zmqt-launch.XXXXXX")
 chmod 700 "$run_dir"
-pids=() feeds=() names=() logs=()
+pids=() feeds=() logs=()
 stop_workers() {
     local fd
     for fd in "${feeds[@]}"; do exec {fd}>&- 2>/dev/null || true; done
@@ -104,9 +104,15 @@ if ! $insecure; then
 fi
 key_of() { grep -v '^#' "$1" | head -n 1; }
 # Every worker's key is authorised before the coordinator starts: it reads them once.
-worker_names=()
+# Workers are named HOST-1, HOST-2, ... (numbered on, should a host be listed twice).
+worker_names=() worker_hosts=()
+declare -A on_host=()
 for host in $hosts; do
-    for i in $(seq 1 "$per_host"); do worker_names+=("${host#*@}-$i"); done
+    for _ in $(seq 1 "$per_host"); do
+        on_host[$host]=$(( ${on_host[$host]:-0} + 1 ))
+        worker_names+=("${host#*@}-${on_host[$host]}")
+        worker_hosts+=("$host")
+    done
 done
 if ! $insecure; then
     for name in "${worker_names[@]}"; do
@@ -155,26 +161,23 @@ exit \$status
 EOF
 }
 
-for host in $hosts; do
-    for i in $(seq 1 "$per_host"); do
-        name=${host#*@}-$i
-        server_key="" secret_key=""
-        if ! $insecure; then
-            server_key=$(key_of "$run_dir/coordinator.pub")
-            secret_key=$(key_of "$run_dir/$name.key")
-        fi
-        log=$run_dir/$name.log
-        # ssh reads its standard input from a pipe this script holds open until the end.
-        mkfifo "$run_dir/$name.feed"
-        ssh -o BatchMode=yes "${ssh_options[@]}" "$host" "$(remote_script "tcp://${advertised[$host]}:$port" "$name")" \
-            < "$run_dir/$name.feed" 2> >(tee "$log" >&2) &
-        pids+=($!)
-        exec {feed}> "$run_dir/$name.feed"
-        feeds+=("$feed")
-        names+=("$name")
-        logs+=("$log")
-        printf '%s\n%s\n' "$server_key" "$secret_key" >&"$feed"
-    done
+for index in "${!worker_names[@]}"; do
+    name=${worker_names[$index]} host=${worker_hosts[$index]}
+    server_key="" secret_key=""
+    if ! $insecure; then
+        server_key=$(key_of "$run_dir/coordinator.pub")
+        secret_key=$(key_of "$run_dir/$name.key")
+    fi
+    log=$run_dir/$name.log
+    # ssh reads its standard input from a pipe this script holds open until the end.
+    mkfifo "$run_dir/$name.feed"
+    ssh -o BatchMode=yes "${ssh_options[@]}" "$host" "$(remote_script "tcp://${advertised[$host]}:$port" "$name")" \
+        < "$run_dir/$name.feed" 2> >(tee "$log" >&2) &
+    pids+=($!)
+    exec {feed}> "$run_dir/$name.feed"
+    feeds+=("$feed")
+    logs+=("$log")
+    printf '%s\n%s\n' "$server_key" "$secret_key" >&"$feed"
 done
 
 # Until the coordinator ends: a worker that ends in failure before it joined (ssh failed,
@@ -192,7 +195,7 @@ while kill -0 "$coordinator"; do
         pids[$index]=""
         if [ "$status" != 0 ] && ! grep -q "joined as worker" "${logs[$index]}"; then
             reason=$(grep -v '^[[:space:]]*$' "${logs[$index]}" | tail -n 1 | tr -cd '[:print:]')
-            echo "launch.sh: could not start worker ${names[$index]} (ssh exit $status): ${reason:-no message}; stopping" >&5
+            echo "launch.sh: could not start worker ${worker_names[$index]} (ssh exit $status): ${reason:-no message}; stopping" >&5
             kill "$coordinator" || true
             wait "$coordinator" || true
             exit 1
