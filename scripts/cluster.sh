@@ -100,7 +100,7 @@ read_rendezvous() {
         while read -r key value; do
             case "$key" in
                 endpoint) [[ "$value" =~ ^tcp://[][A-Za-z0-9.:-]+:[0-9]+$ ]] && seen_endpoint=$value ;;
-                exit) [[ "$value" =~ ^[0-9]{1,3}$ ]] && seen_exit=$value ;;
+                exit) [[ "$value" =~ ^[1-9][0-9]{0,2}$ ]] && [ "$value" -le 255 ] && seen_exit=$value ;;
                 error) seen_error=$(printf '%s' "$value" | tr -cd '[:print:]' | cut -c1-400) ;;
             esac
         done
