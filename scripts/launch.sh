@@ -184,6 +184,10 @@ done
 # no executable, refused by the coordinator, ...) ends the run: the coordinator would wait
 # for it until its --startup-timeout. One that dies after it joined is the coordinator's
 # business: its shards go to the others.
+# A worker told another --log-level may not say that it joined: then only a failure before
+# it started (ssh, no executable) counts.
+joined="joined as worker"
+for option in "${worker_options[@]}"; do [ "$option" != --log-level ] || joined=" started on "; done
 # (bash's own notices of jobs that died are kept off stderr; ours go to fd 5.)
 exec 5>&2
 while kill -0 "$coordinator"; do
@@ -193,7 +197,7 @@ while kill -0 "$coordinator"; do
         status=0
         wait "$pid" || status=$?
         pids[$index]=""
-        if [ "$status" != 0 ] && ! grep -q "joined as worker" "${logs[$index]}"; then
+        if [ "$status" != 0 ] && ! grep -q -e "$joined" "${logs[$index]}"; then
             reason=$(grep -v '^[[:space:]]*$' "${logs[$index]}" | tail -n 1 | tr -cd '[:print:]')
             echo "launch.sh: could not start worker ${worker_names[$index]} (ssh exit $status): ${reason:-no message}; stopping" >&5
             kill "$coordinator" || true
