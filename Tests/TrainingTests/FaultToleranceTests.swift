@@ -94,6 +94,30 @@ final class FaultToleranceTests: XCTestCase {
         unlink(checkpoint)
     }
 
+    /// The coordinator stopped (SIGSTOP) for longer than the workers' --coordinator-timeout:
+    /// they say hello again instead of exiting, and rejoin when it runs again.
+    func testWorkersRejoinACoordinatorSilentLongerThanTheirTimeout() throws {
+        let expected = try reference(shards: 2)
+        let checkpoint = temporaryPath("progress")
+        defer { unlink(checkpoint) }
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summaryPath = temporaryPath("summary") + ".json"
+        let coordinator = try Child("coordinator", settings(shards: 2) + [
+            "--workers", "2", "--bind", endpoint, "--summary", summaryPath, "--log-level", "notice",
+            "--checkpoint", checkpoint, "--checkpoint-every", "200"])
+        let workers = try (0..<2).map { index in
+            try Child("worker", ["--connect", endpoint, "--name", "w\(index)", "--coordinator-timeout", "1",
+                                 "--connect-timeout", "30"])
+        }
+        XCTAssertTrue(waitForFile(checkpoint), coordinator.errors)
+        kill(coordinator.pid, SIGSTOP)
+        for worker in workers { XCTAssertTrue(worker.waitFor("saying hello again", seconds: 15), worker.errors) }
+        kill(coordinator.pid, SIGCONT)
+        XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
+        XCTAssertEqual(readSummary(summaryPath)["weights_sha256"] as? String, expected, coordinator.errors)
+        for worker in workers { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }
+    }
+
     /// The coordinator killed with SIGKILL and started again with --resume, while its workers
     /// (started by hand) keep running and join the new coordinator.
     func testACoordinatorKilledAndResumedEndsWithTheSameWeights() throws {

@@ -173,3 +173,42 @@ func workerPIDs(in log: String) -> [Int32] {
         part.hasPrefix("") ? Int32(part.prefix { $0.isNumber }) : nil
     }
 }
+
+/// The pid in the coordinator's "worker NAME (pid N) joined" line, once it is in `child`'s
+/// stderr (nil after `seconds`).
+func waitForWorkerPID(_ name: String, in child: Child, seconds: Double = 60) -> Int32? {
+    let marker = "worker \(name) (pid "
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if let range = child.errors.range(of: marker) {
+            let digits = child.errors[range.upperBound...].prefix { $0.isNumber }
+            if digits.count < child.errors.distance(from: range.upperBound, to: child.errors.endIndex) { return Int32(digits) }
+        }
+        usleep(20_000)
+    }
+    return nil
+}
+
+/// Runs `path` with its standard streams on /dev/null and waits for it, without Foundation's
+/// Process: a daemon closes the descriptors Process watches, and Process then blocks its
+/// monitor thread waiting for the daemon. For tools that daemonize (sshd, munged, slurmd),
+/// this waits only for the parent that forks the daemon. Returns the exit status.
+@discardableResult
+func runDetached(_ path: String, _ arguments: [String], environment: [String: String] = [:]) -> Int32 {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for descriptor in Int32(0)...2 {
+        posix_spawn_file_actions_addopen(&actions, descriptor, "/dev/null", descriptor == 0 ? O_RDONLY : O_WRONLY, 0)
+    }
+    let variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
+    var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+    var envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup($0) } + [nil]
+    defer { (argv + envp).forEach { free($0) } }
+    var pid: pid_t = 0
+    guard posix_spawn(&pid, path, &actions, nil, &argv, &envp) == 0 else { return -1 }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    // WIFEXITED / WEXITSTATUS, which Swift does not import.
+    return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
