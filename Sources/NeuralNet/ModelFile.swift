@@ -4,28 +4,28 @@ import Foundation
 ///
 ///     offset  size        field
 ///     0       4           magic "ZMQN"
-///     4       2           format version (1)
-///     6       2           layer count L
-///     8       4           input size
-///     12      8·L         per layer: output size (UInt32), activation (UInt32, `Activation` raw value)
+///     4       2           format version (2)
+///     6       4           spec length N
+///     10      N           the architecture in `ModelCodec`'s encoding
 ///     …       8           parameter count P
 ///     …       4·P         parameters, Float32, in `ModelSpec`'s flat layout
 ///     …       32          SHA-256 of every byte before it
+///
+/// Version 1 (dense layers only) still loads: its header, after the version, was layer
+/// count L (UInt16), input size (UInt32) and per layer output size and activation (UInt32
+/// each); it is translated into the codec's bytes and decoded by the same checked decoder.
 public enum ModelFile {
     public static let magic: [UInt8] = Array("ZMQN".utf8)
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
 
     public static func encode(spec: ModelSpec, parameters: [Float]) -> [UInt8] {
         precondition(parameters.count == spec.parameterCount)
-        var writer = ByteWriter(capacity: 64 + parameters.count * 4)
+        let specBytes = ModelCodec.encode(spec)
+        var writer = ByteWriter(capacity: 64 + specBytes.count + parameters.count * 4)
         writer.write(raw: magic)
         writer.write(version)
-        writer.write(UInt16(spec.layers.count))
-        writer.write(UInt32(spec.inputSize))
-        for layer in spec.layers {
-            writer.write(UInt32(layer.outputSize))
-            writer.write(UInt32(layer.activation.rawValue))
-        }
+        writer.write(UInt32(specBytes.count))
+        writer.write(raw: specBytes)
         writer.write(UInt64(parameters.count))
         writer.write(floats: parameters)
         writer.write(raw: Checksum.sha256(writer.bytes))
@@ -48,24 +48,19 @@ public enum ModelFile {
             do {
                 _ = try reader.readBytes(count: 4)
                 let fileVersion = try reader.read(UInt16.self)
-                guard fileVersion == version else {
-                    throw ModelFileError(path: path, reason: "format version \(fileVersion) is not supported (expected \(version))")
-                }
-                let layerCount = try reader.read(UInt16.self, in: 1...Int(UInt16.max), field: "layer count")
-                let inputSize = try reader.read(UInt32.self, in: 1...Int(UInt32.max), field: "input size")
-                var shape: [(outputSize: Int, activation: Activation)] = []
-                for index in 0..<layerCount {
-                    let outputSize = try reader.read(UInt32.self, in: 1...Int(UInt32.max), field: "layer \(index) size")
-                    let code = try reader.read(UInt32.self, in: 0...Int(UInt8.max), field: "layer \(index) activation")
-                    guard let activation = Activation(rawValue: UInt8(code)) else {
-                        throw ModelFileError(path: path, reason: "layer \(index) has an unknown activation \(code)")
-                    }
-                    shape.append((outputSize, activation))
+                let specBytes: [UInt8]
+                switch fileVersion {
+                case 1: specBytes = try legacySpecBytes(from: &reader)
+                case version:
+                    let length = try reader.read(UInt32.self, in: 0...reader.remaining, field: "spec length")
+                    specBytes = Array(try reader.readBytes(count: length))
+                default:
+                    throw ModelFileError(path: path, reason: "format version \(fileVersion) is not supported (this build reads 1 and \(version))")
                 }
                 // The parameters must fit in the bytes that are left: the file's real length caps
                 // the sizes its header may claim.
                 let room = max(0, reader.remaining - 8) / 4
-                let spec = try ModelSpec(untrustedInputSize: inputSize, layers: shape, maximumParameterCount: room)
+                let spec = try ModelCodec.decode(specBytes, maximumParameterCount: room)
                 let count = try reader.read(UInt64.self, in: 0...room, field: "parameter count")
                 guard count == spec.parameterCount, reader.remaining == count * 4 else {
                     throw ModelFileError(path: path, reason: "holds \(count) parameters; \(spec) needs \(spec.parameterCount)")
@@ -77,6 +72,25 @@ public enum ModelFile {
                 throw ModelFileError(path: path, reason: error.description)
             }
         }
+    }
+
+    /// A version-1 header (an MLP) as `ModelCodec` bytes: a vector input, dense layers.
+    private static func legacySpecBytes(from reader: inout ByteReader) throws -> [UInt8] {
+        let layerCount = try reader.read(UInt16.self, in: 1...ModelCodec.maximumLayerCount, field: "layer count")
+        let inputSize = try reader.read(UInt32.self, in: 1...ModelCodec.maximumValuesPerSample, field: "input size")
+        var writer = ByteWriter()
+        writer.write(UInt32(1))
+        writer.write(UInt32(1))
+        writer.write(UInt32(inputSize))
+        writer.write(UInt16(layerCount))
+        for index in 0..<layerCount {
+            let outputSize = try reader.read(UInt32.self, in: 1...ModelCodec.maximumValuesPerSample, field: "layer \(index) size")
+            let code = try reader.read(UInt32.self, in: 0...Int(UInt8.max), field: "layer \(index) activation")
+            writer.write(ModelCodec.Kind.dense.rawValue)
+            writer.write(UInt32(outputSize))
+            writer.write(UInt8(code))
+        }
+        return writer.bytes
     }
 
     /// Writes atomically: a temporary file beside the target, then a rename.

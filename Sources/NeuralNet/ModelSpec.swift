@@ -1,48 +1,43 @@
-/// The architecture of a sequential network: the input width and its dense layers in order.
+/// The architecture of a sequential network: the shape of one input sample and its layers
+/// in order, each taking the shape the one before gives.
 ///
 /// Parameter layout (the "flat buffer" that optimizers, the wire and model files share):
-/// for each layer in order, its weights `inputSize × outputSize` row-major, then its
-/// `outputSize` biases. Gradients and momentum mirror the same layout.
+/// for each layer in order, its weights (dense: `inputSize × outputSize` row-major; conv:
+/// `patchSize × outputChannels`, see `Conv2D`), then its biases; pooling and flatten layers
+/// have none. Gradients and momentum mirror the same layout.
+///
+/// Built in code with `init(input:layers:)`, `mlp` or `parse`; from bytes only by
+/// `ModelCodec`, whose decoder checks every size before it builds one.
 public struct ModelSpec: Sendable, Equatable, CustomStringConvertible {
-    public let inputSize: Int
-    public let layers: [Dense]
+    public let input: ImageShape
+    public let layers: [Layer]
 
-    public init(inputSize: Int, layers: [Dense]) throws {
-        guard !layers.isEmpty else { throw ModelSpecError.noLayers }
-        var width = inputSize
+    /// - Throws: `ModelSpecError` when a layer does not take the shape the one before gives
+    ///   (a dense layer needs a vector: a `flatten` must come between an image and it), when
+    ///   the last layer is not dense (the model is a classifier), or a convolution has a
+    ///   softmax (which is not element-wise).
+    public init(input: ImageShape, layers: [Layer]) throws {
+        guard let last = layers.last else { throw ModelSpecError.noLayers }
+        var shape = input
         for (index, layer) in layers.enumerated() {
-            guard layer.inputSize == width else {
-                throw ModelSpecError.shapeMismatch(layer: index, expected: width, got: layer.inputSize)
+            guard layer.input == shape else {
+                throw ModelSpecError.shapeMismatch(layer: index, expected: shape, got: layer.input)
             }
-            width = layer.outputSize
+            if case let .conv(conv) = layer, conv.activation == .softmax {
+                throw ModelSpecError.invalidLayer(layer: index, reason: "a convolution's activation must be element-wise, not softmax")
+            }
+            shape = layer.output
         }
-        self.inputSize = inputSize
+        guard case .dense = last else {
+            throw ModelSpecError.invalidLayer(layer: layers.count - 1, reason: "the last layer must be dense (it gives the class scores)")
+        }
+        self.input = input
         self.layers = layers
     }
 
-    /// A spec from sizes that came from outside (a model file, a checkpoint, the wire): the
-    /// one way to build a model from bytes. Every size must be positive and the parameter
-    /// count, computed with checked arithmetic, at most `maximumParameterCount`, which callers
-    /// derive from the bytes actually there; so no header can trap or ask for memory its file
-    /// does not fill.
-    public init(untrustedInputSize inputSize: Int, layers shape: [(outputSize: Int, activation: Activation)],
-                maximumParameterCount: Int) throws {
-        guard !shape.isEmpty else { throw ModelSpecError.noLayers }
-        guard inputSize > 0, shape.allSatisfy({ $0.outputSize > 0 }) else {
-            throw ModelSpecError.badSizes(inputSize: inputSize, hidden: shape.map(\.outputSize), classes: 0)
-        }
-        var width = inputSize
-        var parameterCount = 0
-        var layers: [Dense] = []
-        for (index, layer) in shape.enumerated() {
-            guard let weights = CheckedSize.product([width, layer.outputSize]),
-                  let total = CheckedSize.sum([parameterCount, weights, layer.outputSize], atMost: maximumParameterCount)
-            else { throw ModelSpecError.tooLarge(layer: index, limit: maximumParameterCount) }
-            parameterCount = total
-            layers.append(Dense(inputSize: width, outputSize: layer.outputSize, activation: layer.activation))
-            width = layer.outputSize
-        }
-        try self.init(inputSize: inputSize, layers: layers)
+    /// A spec of dense layers over a vector input.
+    public init(inputSize: Int, layers: [Dense]) throws {
+        try self.init(input: .vector(inputSize), layers: layers.map(Layer.dense))
     }
 
     /// A multilayer perceptron: ReLU hidden layers of the given widths, then a softmax layer.
@@ -60,8 +55,28 @@ public struct ModelSpec: Sendable, Equatable, CustomStringConvertible {
         return try ModelSpec(inputSize: inputSize, layers: layers)
     }
 
+    /// Values per input sample.
+    public var inputSize: Int { input.count }
     public var outputSize: Int { layers[layers.count - 1].outputSize }
     public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameterCount } }
+
+    /// Whether samples of `shape` fit this model: the same image shape, or any image of the
+    /// right size for a model that starts with a vector (an MLP reads an image flattened).
+    public func accepts(_ shape: ImageShape) -> Bool {
+        input == shape || (input.isVector && input.count == shape.count)
+    }
+
+    /// Whether dropout may run on this model: every dense layer but the last is ReLU (the
+    /// backward pass finds the dropped units in the ReLU's output). Convolutions get none.
+    public var allowsDropout: Bool {
+        layers.dropLast().allSatisfy { layer in
+            guard case let .dense(dense) = layer else { return true }
+            return dense.activation == .relu
+        }
+    }
+
+    /// The first layer with parameters: backward stops there, since nothing before it learns.
+    public var firstTrainableLayer: Int { layers.firstIndex { $0.parameterCount > 0 } ?? 0 }
 
     /// Offset of each layer's slice in the flat parameter buffer.
     public var parameterOffsets: [Int] {
@@ -74,76 +89,48 @@ public struct ModelSpec: Sendable, Equatable, CustomStringConvertible {
         return offsets
     }
 
-    /// Matrix-product FLOPs one training sample costs: forward `2·in·out` per layer, and
-    /// backward `2·in·out` for the weight gradient plus `2·in·out` for the input gradient of
-    /// every layer but the first.
+    /// Matrix-product FLOPs one training sample costs: each layer's forward product, the
+    /// same again for its weight gradient, and again for its input gradient unless it is the
+    /// first layer with parameters (whose input gradient nothing uses).
     public var trainingFlopsPerSample: Int {
-        layers.enumerated().reduce(0) { total, item in
-            let product = 2 * item.element.inputSize * item.element.outputSize
-            return total + (item.offset == 0 ? 2 : 3) * product
+        let first = firstTrainableLayer
+        return layers.enumerated().reduce(0) { total, item in
+            total + (item.offset <= first ? 2 : 3) * item.element.forwardProductFlops
         }
     }
 
-    /// For example `784-128(relu)-10(softmax)`.
+    /// For example `784-128(relu)-10(softmax)` or
+    /// `28x28x1-conv5x32(relu)-pool2-flatten-10(softmax)`.
     public var description: String {
-        "\(inputSize)" + layers.map { "-\($0.outputSize)(\($0.activation))" }.joined()
-    }
-}
-
-/// JSON (in checkpoints) as `{"inputSize": 784, "layers": [{"inputSize", "outputSize",
-/// "activation"}…]}`; decoding goes through the checked initializer, so a spec read back is
-/// as valid as one built in code.
-extension ModelSpec: Codable {
-    private enum CodingKeys: String, CodingKey { case inputSize, layers }
-    private struct LayerRecord: Codable {
-        var inputSize: Int
-        var outputSize: Int
-        var activation: Activation
-    }
-
-    /// Far beyond any model this trainer can hold, and small enough that a parameter count
-    /// times the bytes of every buffer the run keeps cannot overflow.
-    public static let maximumDecodedParameterCount = 1 << 40
-
-    public init(from decoder: Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        let inputSize = try container.decode(Int.self, forKey: .inputSize)
-        let records = try container.decode([LayerRecord].self, forKey: .layers)
-        var width = inputSize
-        for (index, record) in records.enumerated() {
-            guard record.inputSize == width else {
-                throw ModelSpecError.shapeMismatch(layer: index, expected: width, got: record.inputSize)
-            }
-            width = record.outputSize
-        }
-        try self.init(untrustedInputSize: inputSize, layers: records.map { ($0.outputSize, $0.activation) },
-                      maximumParameterCount: Self.maximumDecodedParameterCount)
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(inputSize, forKey: .inputSize)
-        try container.encode(layers.map { LayerRecord(inputSize: $0.inputSize, outputSize: $0.outputSize, activation: $0.activation) },
-                             forKey: .layers)
+        (input.isVector ? "\(input.count)" : input.description) + layers.map { "-\($0)" }.joined()
     }
 }
 
 public enum ModelSpecError: Error, CustomStringConvertible, Equatable {
     case noLayers
     case tooLarge(layer: Int, limit: Int)
-    case shapeMismatch(layer: Int, expected: Int, got: Int)
+    /// A layer's output or im2col rows would hold more values per sample than allowed.
+    case tooManyValues(layer: Int, limit: Int)
+    case shapeMismatch(layer: Int, expected: ImageShape, got: ImageShape)
     case badSizes(inputSize: Int, hidden: [Int], classes: Int)
+    case invalidLayer(layer: Int, reason: String)
 
     public var description: String {
         switch self {
         case .noLayers:
-            "a model needs at least one layer"
+            return "a model needs at least one layer"
         case let .tooLarge(layer, limit):
-            "layer \(layer)'s size takes the model past \(limit) parameters"
+            return "layer \(layer)'s size takes the model past \(limit) parameters"
+        case let .tooManyValues(layer, limit):
+            return "layer \(layer) would hold more than \(limit) values per sample"
         case let .shapeMismatch(layer, expected, got):
-            "layer \(layer) takes \(got) inputs but the layer before gives \(expected)"
+            func text(_ shape: ImageShape) -> String { shape.isVector ? "\(shape.count) inputs" : "a \(shape) image" }
+            let hint = got.isVector && !expected.isVector ? " (a flatten must come before a dense layer)" : ""
+            return "layer \(layer) takes \(text(got)) but the layer before gives \(text(expected))\(hint)"
         case let .badSizes(inputSize, hidden, classes):
-            "layer sizes must be positive (input \(inputSize), hidden \(hidden), classes \(classes))"
+            return "layer sizes must be positive (input \(inputSize), hidden \(hidden), classes \(classes))"
+        case let .invalidLayer(layer, reason):
+            return "layer \(layer): \(reason)"
         }
     }
 }

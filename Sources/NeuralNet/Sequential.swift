@@ -1,10 +1,11 @@
-/// The model of the thesis design: dense layers in order, each feeding the next, with the
-/// last layer's activation output as the model's output.
+/// The model of the thesis design: layers in order (dense, convolution, max pooling,
+/// flatten), each feeding the next, with the last layer's activation output as the model's
+/// output.
 ///
 /// Parameters and gradients are each one flat `[Float]` in `ModelSpec`'s documented layout,
 /// so averaging, sending, checksumming and saving are loops over one buffer. Activations and
-/// their gradients live in a workspace preallocated for the batch size: after the first
-/// call at a given batch size, a training step allocates nothing.
+/// their gradients, pooling masks and the im2col scratch live in a workspace preallocated
+/// for the batch size: after the first call at a given batch size, a step allocates nothing.
 public final class Sequential {
     public let spec: ModelSpec
     /// All weights and biases, layer after layer (see `ModelSpec`).
@@ -22,24 +23,23 @@ public final class Sequential {
         return parameters.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
-    /// Dropout on the hidden layers' outputs in training passes (never in `forward` or
+    /// Dropout on the dense hidden layers' outputs in training passes (never in `forward` or
     /// `evaluate`). Only after ReLU layers: their backward pass reads the dropped output.
     public var dropout: Dropout? {
         didSet {
-            precondition(dropout == nil || spec.layers.dropLast().allSatisfy { $0.activation == .relu },
-                         "Dropout needs ReLU hidden layers.")
+            precondition(dropout == nil || spec.allowsDropout, "Dropout needs ReLU dense hidden layers.")
         }
     }
 
     /// A freshly initialised model: He-normal weights for ReLU layers (they keep the
-    /// activations' variance through the ReLU), Glorot-uniform for the others, zero biases.
+    /// activations' variance through the ReLU; a convolution's fan-in is its patch size),
+    /// Glorot-uniform for the others, zero biases.
     public convenience init(spec: ModelSpec, seed: UInt64) {
         var generator = SeededGenerator(seed: seed)
         var parameters = [Float]()
         parameters.reserveCapacity(spec.parameterCount)
         for layer in spec.layers {
-            let fanIn = Double(layer.inputSize)
-            let fanOut = Double(layer.outputSize)
+            let (fanIn, fanOut) = (Double(layer.fans.fanIn), Double(layer.fans.fanOut))
             for _ in 0..<layer.weightCount {
                 if layer.activation == .relu {
                     parameters.append(Float(generator.nextGaussian() * (2 / fanIn).squareRoot()))
@@ -48,7 +48,7 @@ public final class Sequential {
                     parameters.append((generator.nextUnitFloat() * 2 - 1) * limit)
                 }
             }
-            parameters.append(contentsOf: repeatElement(0, count: layer.outputSize))
+            parameters.append(contentsOf: repeatElement(0, count: layer.parameterCount - layer.weightCount))
         }
         self.init(spec: spec, parameters: parameters)
     }
@@ -69,20 +69,36 @@ public final class Sequential {
         forward(input: input, rows: rows, dropoutKey: nil)
     }
 
-    /// The forward pass; with a `dropoutKey` (training) the hidden outputs are dropped out.
+    /// The buffer layer `index` reads: the output of the layer before (a flatten passes its
+    /// own input through), or the model's input.
+    private func layerInput(_ index: Int, modelInput: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        workspace.inputSource[index].map { UnsafePointer(workspace.outputs[$0]) } ?? modelInput
+    }
+
+    /// The forward pass; with a `dropoutKey` (training) the dense hidden outputs are dropped
+    /// out. Each layer leaves what its backward pass needs: its output, and a pooling layer
+    /// its argmax mask.
     private func forward(input: UnsafePointer<Float>, rows: Int, dropoutKey: UInt64?) -> UnsafePointer<Float> {
         workspace.reserve(rows: rows)
         let last = spec.layers.count - 1
         withParameterPointer { p in
-            var layerInput = input
             for (index, layer) in spec.layers.enumerated() {
+                let x = layerInput(index, modelInput: input)
                 let output = workspace.outputs[index]
-                layer.forward(input: layerInput, rows: rows,
-                              parameters: p + offsets[index], output: output)
-                if let dropout, let dropoutKey, index < last {
-                    dropout.apply(to: output, rows: rows, columns: layer.outputSize, layer: index, key: dropoutKey)
+                switch layer {
+                case let .dense(dense):
+                    dense.forward(input: x, rows: rows, parameters: p + offsets[index], output: output)
+                    if let dropout, let dropoutKey, index < last {
+                        dropout.apply(to: output, rows: rows, columns: dense.outputSize, layer: index, key: dropoutKey)
+                    }
+                case let .conv(conv):
+                    conv.forward(input: x, rows: rows, parameters: p + offsets[index], output: output,
+                                 scratch: workspace.scratch, scratchCapacity: workspace.scratchCapacity[index])
+                case let .maxPool(pool):
+                    pool.forward(input: x, rows: rows, output: output, argmax: workspace.argmax[index]!)
+                case .flatten:
+                    break
                 }
-                layerInput = UnsafePointer(output)
             }
         }
         return UnsafePointer(workspace.outputs[last])
@@ -107,37 +123,59 @@ public final class Sequential {
         let correct = CategoricalCrossEntropy.correctCount(probabilities: probabilities, labels: labels,
                                                            rows: rows, classes: classes)
         let lastGradient = workspace.gradients[last]
-        if spec.layers[last].activation == .softmax {
+        let outputActivation = spec.layers[last].activation ?? .linear
+        if outputActivation == .softmax {
             CategoricalCrossEntropy.softmaxBackward(probabilities: probabilities, labels: labels,
                                                     rows: rows, classes: classes, gradient: lastGradient)
         } else {
             CategoricalCrossEntropy.backward(probabilities: probabilities, labels: labels,
                                              rows: rows, classes: classes, gradient: lastGradient)
-            spec.layers[last].activation.backward(output: probabilities, gradient: lastGradient,
-                                                  rows: rows, columns: classes)
+            outputActivation.backward(output: probabilities, gradient: lastGradient, rows: rows, columns: classes)
         }
         withParameterPointer { p in
-            for index in stride(from: last, through: 0, by: -1) {
-                let layer = spec.layers[index]
-                let isFirst = index == 0
-                let layerInput = isFirst ? input : UnsafePointer(workspace.outputs[index - 1])
-                layer.backward(input: layerInput, rows: rows,
-                               parameters: p + offsets[index],
-                               outputGradient: workspace.gradients[index],
-                               parameterGradient: gradient + offsets[index],
-                               inputGradient: isFirst ? nil : workspace.gradients[index - 1])
-                if !isFirst {
-                    let previous = spec.layers[index - 1]
-                    // The gradient reaches the kept units only, scaled as they were.
-                    dropout?.apply(to: workspace.gradients[index - 1], rows: rows,
-                                   columns: previous.outputSize, layer: index - 1, key: dropoutKey)
-                    previous.activation.backward(output: workspace.outputs[index - 1],
-                                                 gradient: workspace.gradients[index - 1],
-                                                 rows: rows, columns: previous.outputSize)
-                }
+            let first = spec.firstTrainableLayer
+            for index in stride(from: last, through: first, by: -1) {
+                backward(layer: index, rows: rows, modelInput: input, parameters: p,
+                         gradient: gradient, computesInputGradient: index > first, dropoutKey: dropoutKey)
             }
         }
         return BatchStatistics(sampleCount: rows, lossSum: lossSum, correctCount: correct)
+    }
+
+    /// Layer `index`'s backward pass from dL/dz in its gradient buffer: its parameter
+    /// gradient, and (unless nothing before it learns) dL/dz of the layer whose output it
+    /// read: the input gradient, through that layer's dropout mask and activation.
+    private func backward(layer index: Int, rows: Int, modelInput: UnsafePointer<Float>,
+                          parameters p: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>,
+                          computesInputGradient: Bool, dropoutKey: UInt64) {
+        let source = workspace.inputSource[index]
+        let x = layerInput(index, modelInput: modelInput)
+        let outputGradient = UnsafePointer(workspace.gradients[index])
+        let inputGradient = computesInputGradient ? source.map { workspace.gradients[$0] } : nil
+        switch spec.layers[index] {
+        case let .dense(dense):
+            dense.backward(input: x, rows: rows, parameters: p + offsets[index], outputGradient: outputGradient,
+                           parameterGradient: gradient + offsets[index], inputGradient: inputGradient)
+        case let .conv(conv):
+            conv.backward(input: x, rows: rows, parameters: p + offsets[index], outputGradient: outputGradient,
+                          parameterGradient: gradient + offsets[index], inputGradient: inputGradient,
+                          scratch: workspace.scratch, scratchCapacity: workspace.scratchCapacity[index])
+        case let .maxPool(pool):
+            if let inputGradient {
+                pool.backward(rows: rows, outputGradient: outputGradient, argmax: workspace.argmax[index]!,
+                              inputGradient: inputGradient)
+            }
+        case .flatten:
+            return  // the layer after it wrote straight into the gradient of the layer before
+        }
+        guard let source, let inputGradient else { return }
+        let previous = spec.layers[source]
+        if case .dense = previous {
+            // The gradient reaches the kept units only, scaled as they were.
+            dropout?.apply(to: inputGradient, rows: rows, columns: previous.outputSize, layer: source, key: dropoutKey)
+        }
+        previous.activation?.backward(output: workspace.outputs[source], gradient: inputGradient,
+                                      rows: rows, columns: previous.outputSize)
     }
 
     /// `computeGradientSum` on raw 0–255 pixels, scaled to [0, 1] into the workspace first.
@@ -218,43 +256,3 @@ public struct BatchStatistics: Sendable, Equatable, Codable {
     public var accuracy: Double { sampleCount == 0 ? 0 : Double(correctCount) / Double(sampleCount) }
 }
 
-/// Preallocated per-layer activation and gradient buffers for up to `capacity` rows.
-final class Workspace {
-    private let spec: ModelSpec
-    private(set) var capacity = 0
-    private(set) var input: UnsafeMutablePointer<Float>?
-    private(set) var outputs: [UnsafeMutablePointer<Float>] = []
-    private(set) var gradients: [UnsafeMutablePointer<Float>] = []
-
-    init(spec: ModelSpec) { self.spec = spec }
-
-    deinit { release() }
-
-    /// Grows the buffers when a larger batch arrives; a no-op otherwise.
-    func reserve(rows: Int) {
-        guard rows > capacity else { return }
-        release()
-        capacity = rows
-        input = .allocate(capacity: rows * spec.inputSize)
-        outputs = spec.layers.map { .allocate(capacity: rows * $0.outputSize) }
-        gradients = spec.layers.map { .allocate(capacity: rows * $0.outputSize) }
-    }
-
-    /// Pixels 0–255 to floats in [0, 1], in the input buffer.
-    func scaledInput(pixels: UnsafePointer<UInt8>, rows: Int) -> UnsafePointer<Float> {
-        reserve(rows: rows)
-        let destination = input!
-        let scale: Float = 1 / 255
-        for i in 0..<(rows * spec.inputSize) { destination[i] = Float(pixels[i]) * scale }
-        return UnsafePointer(destination)
-    }
-
-    private func release() {
-        input?.deallocate()
-        outputs.forEach { $0.deallocate() }
-        gradients.forEach { $0.deallocate() }
-        input = nil
-        outputs = []
-        gradients = []
-    }
-}

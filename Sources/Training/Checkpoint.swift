@@ -12,8 +12,10 @@ import Wire
 ///     parameter count UInt64 · parameters Float32 · optimizer state buffer count UInt32 ·
 ///     the buffers (Float32 each: SGD's velocity; Adam's two moments) · SHA-256 of all before
 ///
-/// Version 3 added `wirePrecision` to the header; version 2 files still load, with the
-/// precision unknown (see `validate`).
+/// The header's `model` is the architecture in `ModelCodec`'s bytes, base64: the same checked
+/// decoder as model files and the wire builds it. Version 4 introduced it; versions 2 and 3
+/// (an MLP as JSON layer records in `spec`) still load through that decoder, and version 2
+/// files have the wire precision unknown (see `validate`).
 public struct Checkpoint: Equatable, Sendable {
     public var config: TrainingConfig
     public var spec: ModelSpec
@@ -35,12 +37,15 @@ public struct Checkpoint: Equatable, Sendable {
     public var wirePrecision: WirePrecision?
 
     public static let magic: [UInt8] = Array("ZMQK".utf8)
-    public static let version: UInt16 = 3
-    static let readableVersions: ClosedRange<UInt16> = 2...3
+    public static let version: UInt16 = 4
+    static let readableVersions: ClosedRange<UInt16> = 2...4
 
     private struct Header: Codable {
         var config: TrainingConfig
-        var spec: ModelSpec
+        /// `ModelCodec` bytes, base64 (version 4 on).
+        var model: String?
+        /// Versions 2 and 3 only.
+        var spec: LegacySpec?
         var trainCount: Int
         var step: Int
         var epoch: Int
@@ -52,10 +57,20 @@ public struct Checkpoint: Equatable, Sendable {
         var history: [EpochReport]
         var iteration: Int
         var wirePrecision: String?
+
+        /// The architecture's codec bytes, from whichever field this version wrote.
+        func modelBytes() throws -> [UInt8] {
+            if let model {
+                guard let data = Data(base64Encoded: model) else { throw CheckpointError(path: nil, reason: "model is not base64") }
+                return [UInt8](data)
+            }
+            if let spec { return try spec.codecBytes() }
+            throw CheckpointError(path: nil, reason: "the header names no model")
+        }
     }
 
     public func encode() throws -> [UInt8] {
-        let header = Header(config: config, spec: spec, trainCount: trainCount, step: step, epoch: epoch,
+        let header = Header(config: config, model: Data(ModelCodec.encode(spec)).base64EncodedString(), trainCount: trainCount, step: step, epoch: epoch,
                             stepInEpoch: stepInEpoch, generatorState: generatorState,
                             epochStatistics: epochStatistics, epochSeconds: epochSeconds,
                             trainSeconds: trainSeconds, history: history, iteration: iteration,
@@ -97,9 +112,10 @@ public struct Checkpoint: Equatable, Sendable {
                     precision = known
                 }
                 // Every count is checked against the bytes that follow before it sizes anything.
+                let spec = try ModelCodec.decode(try header.modelBytes(), maximumParameterCount: reader.remaining / 4)
                 let count = try reader.read(UInt64.self, in: 0...(reader.remaining / 4), field: "parameter count")
-                guard count == header.spec.parameterCount else {
-                    throw fail("holds \(count) parameters; \(header.spec) needs \(header.spec.parameterCount)")
+                guard count == spec.parameterCount else {
+                    throw fail("holds \(count) parameters; \(spec) needs \(spec.parameterCount)")
                 }
                 let parameters = try reader.readFloats(count: count)
                 let bufferCount = try reader.read(UInt32.self, in: 0...2, field: "optimizer buffer count")
@@ -107,7 +123,7 @@ public struct Checkpoint: Equatable, Sendable {
                 guard bufferCount == expectedBuffers, reader.remaining == bufferCount * count * 4 else {
                     throw fail("holds \(bufferCount) optimizer buffers of the wrong size; \(header.config.optimizer.rawValue) needs \(expectedBuffers) of \(count)")
                 }
-                return Checkpoint(config: header.config, spec: header.spec, trainCount: header.trainCount,
+                return Checkpoint(config: header.config, spec: spec, trainCount: header.trainCount,
                                   step: header.step, epoch: header.epoch, stepInEpoch: header.stepInEpoch,
                                   generatorState: header.generatorState, epochStatistics: header.epochStatistics,
                                   epochSeconds: header.epochSeconds, trainSeconds: header.trainSeconds,
@@ -116,12 +132,47 @@ public struct Checkpoint: Equatable, Sendable {
                                   optimizerState: try (0..<bufferCount).map { _ in try reader.readFloats(count: count) },
                                   wirePrecision: precision)
             } catch let error as CheckpointError {
-                throw error
+                throw error.path == nil ? fail(error.reason) : error
             } catch let error as DecodingError {
                 throw fail("invalid header: \(Self.explain(error))")
             } catch {
                 throw fail("\(error)")
             }
+        }
+    }
+
+    /// JSON layer records of versions 2 and 3: `{"inputSize": 784, "layers": [{"inputSize",
+    /// "outputSize", "activation"}…]}`.
+    private struct LegacySpec: Codable {
+        struct Record: Codable {
+            var inputSize: Int
+            var outputSize: Int
+            var activation: Activation
+        }
+        var inputSize: Int
+        var layers: [Record]
+
+        /// The same MLP in `ModelCodec`'s bytes, so that it meets the codec's checks; sizes
+        /// outside what the codec can hold, and layers that do not chain, are refused here.
+        func codecBytes() throws -> [UInt8] {
+            let sizes = 1...ModelCodec.maximumValuesPerSample
+            guard sizes.contains(inputSize), (1...ModelCodec.maximumLayerCount).contains(layers.count) else {
+                throw CheckpointError(path: nil, reason: "model of \(layers.count) layers on \(inputSize) inputs")
+            }
+            var writer = ByteWriter()
+            for value in [1, 1, inputSize] { writer.write(UInt32(value)) }
+            writer.write(UInt16(layers.count))
+            var width = inputSize
+            for (index, record) in layers.enumerated() {
+                guard record.inputSize == width, sizes.contains(record.outputSize) else {
+                    throw CheckpointError(path: nil, reason: "model layer \(index) takes \(record.inputSize) inputs and gives \(record.outputSize) but the layer before gives \(width)")
+                }
+                writer.write(ModelCodec.Kind.dense.rawValue)
+                writer.write(UInt32(record.outputSize))
+                writer.write(record.activation.rawValue)
+                width = record.outputSize
+            }
+            return writer.bytes
         }
     }
 

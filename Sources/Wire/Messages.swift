@@ -83,7 +83,7 @@ public struct Welcome: Equatable, Sendable {
             guard rate >= 0 && rate < 1 else { throw ProtocolError.malformed(.welcome, "dropout rate \(rate) outside [0, 1)") }
             let dropout = rate > 0 ? Dropout(rate: rate, seed: seed) : nil
             let spec = try ModelSpecCoding.read(from: &reader)
-            if dropout != nil, !spec.layers.dropLast().allSatisfy({ $0.activation == .relu }) {
+            if dropout != nil, !spec.allowsDropout {
                 throw ProtocolError.malformed(.welcome, "dropout on non-ReLU hidden layers")
             }
             return (index, heartbeat, precision, dropout, spec, try reader.readSegment(), try reader.readSegment())
@@ -378,41 +378,21 @@ public struct ResultHeader: Equatable, Sendable {
     }
 }
 
-/// Model specs inside messages.
+/// Model specs inside messages: `ModelCodec`'s bytes, read with the parameter count capped
+/// by what one message can carry.
 public enum ModelSpecCoding {
     public static func write(_ spec: ModelSpec, to writer: inout ByteWriter) {
-        writer.write(UInt32(spec.inputSize))
-        writer.write(UInt32(spec.layers.count))
-        for layer in spec.layers {
-            writer.write(UInt32(layer.outputSize))
-            writer.write(layer.activation.rawValue)
-        }
+        ModelCodec.write(spec, to: &writer)
     }
 
     public static func read(from reader: inout ByteReader) throws -> ModelSpec {
-        let inputSize = Int(try reader.read(UInt32.self))
-        let count = Int(try reader.read(UInt32.self))
-        guard count >= 1, count <= 64, inputSize >= 1, inputSize <= 1 << 24 else {
-            throw ProtocolError.malformed(.welcome, "model with \(count) layers and \(inputSize) inputs")
+        do {
+            return try ModelCodec.read(from: &reader, maximumParameterCount: WireProtocol.maximumMessageBytes / 4)
+        } catch let error as ModelSpecError {
+            throw ProtocolError.malformed(.welcome, "model: \(error)")
         }
-        var layers: [Dense] = []
-        var width = inputSize
-        for _ in 0..<count {
-            let size = Int(try reader.read(UInt32.self))
-            let code = try reader.read(UInt8.self)
-            guard size >= 1, size <= 1 << 20, let activation = Activation(rawValue: code) else {
-                throw ProtocolError.malformed(.welcome, "invalid layer (size \(size), activation \(code))")
-            }
-            layers.append(Dense(inputSize: width, outputSize: size, activation: activation))
-            width = size
-        }
-        return try ModelSpec(inputSize: inputSize, layers: layers)
     }
 
     /// SHA-256 of the spec's canonical encoding: what a hello carries.
-    public static func hash(_ spec: ModelSpec) -> [UInt8] {
-        var writer = ByteWriter()
-        write(spec, to: &writer)
-        return Checksum.sha256(writer.bytes)
-    }
+    public static func hash(_ spec: ModelSpec) -> [UInt8] { ModelCodec.hash(spec) }
 }

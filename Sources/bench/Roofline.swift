@@ -15,10 +15,13 @@ enum Roofline {
 
     /// The products of one training step at `batchSize`: forward, weight gradient, and the
     /// input gradient of every layer but the first (nothing uses the first's).
+    /// MLPs only (`bench` builds one from `--hidden`): a convolution's products depend on its
+    /// im2col blocking, which this table does not model.
     static func shapes(spec: ModelSpec, batchSize b: Int) -> [Shape] {
         var shapes: [Shape] = []
         for (index, layer) in spec.layers.enumerated() {
-            let (i, o) = (layer.inputSize, layer.outputSize)
+            guard case let .dense(dense) = layer else { preconditionFailure("the roofline covers dense layers only, not \(layer)") }
+            let (i, o) = (dense.inputSize, dense.outputSize)
             shapes.append(Shape(name: "L\(index + 1) forward \(b)x\(i)·\(i)x\(o)", m: b, n: o, k: i, transposeA: false, transposeB: false, gflops: 0))
             shapes.append(Shape(name: "L\(index + 1) dW \(i)x\(b)·\(b)x\(o)", m: i, n: o, k: b, transposeA: true, transposeB: false, gflops: 0))
             if index > 0 {

@@ -118,11 +118,27 @@ final class CheckpointFileTests: XCTestCase {
     }
 
     /// A spec whose layers do not chain (the description alone looks right) and parameters
-    /// that do not fit the run's model were once accepted and read past.
+    /// that do not fit the run's model were once accepted and read past. Versions 2 and 3
+    /// carried the spec as JSON layer records; they load through the model codec's checks.
     func testAParameterArrayThatDoesNotFitTheModelIsRefused() throws {
         let checkpoint = try saved()
+        let model = "\"model\":\"[^\"]*\""
+        func legacy(_ secondInputs: Int) -> String {
+            #""spec":{"inputSize":784,"layers":[{"inputSize":784,"outputSize":8,"activation":1},"#
+                + #"{"inputSize":\#(secondInputs),"outputSize":10,"activation":4}]}"#
+        }
+        XCTAssertEqual(try Checkpoint.decode(try crafted(checkpoint, version: 3, replace: [(model, legacy(8))]), path: "c"), checkpoint)
         // The second layer claims 9 inputs; the first gives 8.
-        assertRefused(try crafted(checkpoint, replace: [("\"inputSize\":8\\b", "\"inputSize\":9")]), "takes 9 inputs")
+        assertRefused(try crafted(checkpoint, version: 3, replace: [(model, legacy(9))]), "takes 9 inputs")
+        assertRefused(try crafted(checkpoint, replace: [(model, #""formerlyModel":0"#)]), "the header names no model")
+        assertRefused(try crafted(checkpoint, replace: [(model, #""model":"%%""#)]), "model is not base64")
+        // Codec bytes that claim more parameters than the file holds.
+        let huge = try ModelSpec.mlp(inputSize: 784, hidden: [1 << 20], classes: 10)
+        let hugeModel = #""model":""# + Data(ModelCodec.encode(huge)).base64EncodedString() + "\""
+        assertRefused(try crafted(checkpoint, replace: [(model, hugeModel)]), "past")
+        let other = try ModelSpec.mlp(inputSize: 784, hidden: [8, 8], classes: 10)
+        let otherModel = #""model":""# + Data(ModelCodec.encode(other)).base64EncodedString() + "\""
+        assertRefused(try crafted(checkpoint, replace: [(model, otherModel)]), "holds 6370 parameters; 784-8(relu)-8(relu)-10(softmax) needs 6442")
         var short = checkpoint
         short.parameters.removeLast(100)
         XCTAssertThrowsError(try trainer(short)) { XCTAssertTrue("\($0)".contains("arrays do not fit"), "\($0)") }

@@ -51,6 +51,15 @@ final class ProtocolTests: XCTestCase {
         XCTAssertEqual(try Welcome(try roundTripToDealer(welcome.encode())), welcome)
         let withDropout = Welcome(workerIndex: 1, heartbeatMilliseconds: 500, spec: spec, dropout: Dropout(rate: 0.25, seed: 42))
         XCTAssertEqual(try Welcome(try roundTripToDealer(withDropout.encode())), withDropout)
+        let conv = try Conv2D(input: ImageShape(height: 6, width: 6, channels: 1), outputChannels: 2, kernelSize: 3,
+                              padding: 1, activation: .relu)
+        let pool = try MaxPool2D(input: conv.output, size: 2)
+        let convnet = try ModelSpec(input: conv.input, layers: [
+            .conv(conv), .maxPool(pool), .flatten(pool.output),
+            .dense(Dense(inputSize: pool.outputSize, outputSize: 3, activation: .softmax)),
+        ])
+        let convWelcome = Welcome(workerIndex: 0, heartbeatMilliseconds: 100, spec: convnet)
+        XCTAssertEqual(try Welcome(try roundTripToDealer(convWelcome.encode())), convWelcome)
 
         let notice = Notice(reason: "training finished ✓")
         let shutdown = try roundTripToDealer(notice.encode(.shutdown))
@@ -175,6 +184,16 @@ final class ProtocolTests: XCTestCase {
         let truncated = try roundTripToRouter([.bytes(header), .bytes(Array(meta.dropLast(3)))])
         XCTAssertThrowsError(try Hello(truncated)) { error in
             XCTAssertTrue("\(error)".hasPrefix("malformed hello"), "\(error)")
+        }
+    }
+
+    /// The welcome's model goes through the model codec, capped by what a message can carry.
+    func testAWelcomeWithAModelTooLargeToSendIsRefused() throws {
+        let spec = try ModelSpec.mlp(inputSize: 1 << 14, hidden: [1 << 13], classes: 10)
+        XCTAssertGreaterThan(spec.parameterCount, WireProtocol.maximumMessageBytes / 4)
+        let welcome = try roundTripToDealer(Welcome(workerIndex: 0, heartbeatMilliseconds: 100, spec: spec).encode())
+        XCTAssertThrowsError(try Welcome(welcome)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("malformed welcome") && "\(error)".contains("past \(WireProtocol.maximumMessageBytes / 4) parameters"), "\(error)")
         }
     }
 
