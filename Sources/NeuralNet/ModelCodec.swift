@@ -25,6 +25,10 @@ public enum ModelCodec {
     /// convolution's im2col rows (2²⁴ floats, 64 MiB): the workspace is sized from these,
     /// so a decoded model cannot ask for more memory per sample than this.
     public static let maximumValuesPerSample = 1 << 24
+    /// The most parameters a model built in code may have (2³⁰, 4 GiB of weights alone):
+    /// far beyond any model this trainer can train, and small enough that a parameter count
+    /// times the bytes of every buffer a run keeps cannot overflow.
+    public static let maximumTypedParameterCount = 1 << 30
 
     public static func encode(_ spec: ModelSpec) -> [UInt8] {
         var writer = ByteWriter()

@@ -101,7 +101,9 @@ public struct ModelSpec: Sendable, Equatable, CustomStringConvertible {
 
     /// For example `784-128(relu)-10(softmax)` or
     /// `28x28x1-conv5x32(relu)-pool2-flatten-10(softmax)`.
-    public var description: String {
+    public var description: String { Self.describe(layers: layers, input: input) }
+
+    static func describe(layers: [Layer], input: ImageShape) -> String {
         (input.isVector ? "\(input.count)" : input.description) + layers.map { "-\($0)" }.joined()
     }
 }
