@@ -6,14 +6,20 @@ import NeuralNet
 /// happens per batch, in the model's workspace, so the data set stays four times smaller.
 public struct Dataset: Sendable, Equatable {
     public let featureCount: Int
+    /// One sample as an image, channels-last; `imageShape.count == featureCount`.
+    public let imageShape: ImageShape
     public let classCount: Int
     public var pixels: [UInt8]
     public var labels: [UInt8]
 
-    public init(featureCount: Int, classCount: Int = 10, pixels: [UInt8], labels: [UInt8]) {
+    /// - Parameter imageShape: nil: `Dataset.imageShape(featureCount:)`.
+    public init(featureCount: Int, imageShape: ImageShape? = nil, classCount: Int = 10, pixels: [UInt8], labels: [UInt8]) {
         precondition(pixels.count == labels.count * featureCount,
                      "\(labels.count) samples of \(featureCount) features need \(labels.count * featureCount) pixels, got \(pixels.count).")
+        let shape = imageShape ?? Self.imageShape(featureCount: featureCount)
+        precondition(shape.count == featureCount, "a \(shape) image does not hold \(featureCount) pixels")
         self.featureCount = featureCount
+        self.imageShape = shape
         self.classCount = classCount
         self.pixels = pixels
         self.labels = labels
@@ -21,10 +27,18 @@ public struct Dataset: Sendable, Equatable {
 
     public var count: Int { labels.count }
 
+    /// The shape of samples that come without one (CSV lines): a square grey image when the
+    /// count is a square (784: 28×28×1, MNIST's), else one row of pixels.
+    public static func imageShape(featureCount: Int) -> ImageShape {
+        let side = Int(Double(featureCount).squareRoot().rounded())
+        return side * side == featureCount ? ImageShape(height: side, width: side, channels: 1)
+            : ImageShape(height: 1, width: featureCount, channels: 1)
+    }
+
     /// The first `count` samples (for quick experiments and tests).
     public func prefix(_ count: Int) -> Dataset {
         let n = min(count, self.count)
-        return Dataset(featureCount: featureCount, classCount: classCount,
+        return Dataset(featureCount: featureCount, imageShape: imageShape, classCount: classCount,
                        pixels: Array(pixels[0..<(n * featureCount)]), labels: Array(labels[0..<n]))
     }
 

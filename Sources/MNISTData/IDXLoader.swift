@@ -29,7 +29,14 @@ public enum IDXLoader {
             throw DataError.badIDX(path: labelsPath, reason: "label \(labels[index]) of sample \(index + 1) is outside 0…\(classCount - 1)")
         }
         let featureCount = imageDimensions.dropFirst().reduce(1, *)
-        return Dataset(featureCount: featureCount, classCount: classCount, pixels: pixels, labels: labels)
+        // The file's own dimensions: rows × columns (× channels, channels-last as stored).
+        let sample = Array(imageDimensions.dropFirst())
+        let shape = switch sample.count {
+        case 1: ImageShape(height: 1, width: sample[0], channels: 1)
+        case 2: ImageShape(height: sample[0], width: sample[1], channels: 1)
+        default: ImageShape(height: sample[0], width: sample[1], channels: sample[2])
+        }
+        return Dataset(featureCount: featureCount, imageShape: shape, classCount: classCount, pixels: pixels, labels: labels)
     }
 
     static func readIDX(path: String) throws -> (dimensions: [Int], values: [UInt8]) {

@@ -53,6 +53,7 @@ extension Checkpoint {
             if a != b { differences.append("\(name) \(a) (checkpoint) vs \(b)") }
         }
         compare("--hidden", config.hidden, other.hidden)
+        compare("--model", config.model ?? "none", other.model ?? "none")
         compare("--batch-size", config.batchSize, other.batchSize)
         compare("--learning-rate", config.learningRate, other.learningRate)
         compare("--decay", config.decay, other.decay)

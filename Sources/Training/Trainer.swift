@@ -82,10 +82,10 @@ public final class Trainer {
         guard config.shardCount <= config.batchSize else {
             throw TrainingError.invalidConfig("--shards \(config.shardCount) exceeds --batch-size \(config.batchSize)")
         }
-        if let test, test.featureCount != train.featureCount || test.classCount != train.classCount {
+        if let test, test.imageShape != train.imageShape || test.classCount != train.classCount {
             throw TrainingError.invalidConfig("the test set has \(test.featureCount) pixels and \(test.classCount) classes per image, the training set \(train.featureCount) and \(train.classCount)")
         }
-        let spec = try config.modelSpec(inputSize: train.featureCount, classes: train.classCount)
+        let spec = try config.modelSpec(input: train.imageShape, classes: train.classCount)
         self.config = config
         // The seed decides the initial weights; the data order uses a stream derived from it.
         self.model = Sequential(spec: spec, seed: config.seed)

@@ -5,6 +5,9 @@ import NeuralNet
 /// workers computed them.
 public struct TrainingConfig: Sendable, Equatable, Codable {
     public var hidden: [Int] = [128]
+    /// A typed model (`conv5x32,pool2,dense10`, see `ModelSpec.parse`) instead of the MLP
+    /// of `hidden`; nil: the MLP.
+    public var model: String? = nil
     public var epochs: Int = 10
     public var batchSize: Int = 128
     public var learningRate: Float = 0.2
@@ -30,8 +33,10 @@ public struct TrainingConfig: Sendable, Equatable, Codable {
 
     public init() {}
 
-    public func modelSpec(inputSize: Int, classes: Int) throws -> ModelSpec {
-        try ModelSpec.mlp(inputSize: inputSize, hidden: hidden, classes: classes)
+    /// The model this configuration trains on samples of `input` in `classes` classes.
+    public func modelSpec(input: ImageShape, classes: Int) throws -> ModelSpec {
+        if let model { return try ModelSpec.parse(model, input: input, classes: classes) }
+        return try ModelSpec.mlp(inputSize: input.count, hidden: hidden, classes: classes)
     }
 
     /// The dropout of this run, whose masks derive from the seed; nil without dropout.

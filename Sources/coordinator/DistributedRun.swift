@@ -12,7 +12,7 @@ struct DistributedRun {
     let logger: Logger
 
     func run(train: Dataset, test: Dataset, resumed: Checkpoint?, reporter: ConsoleReporter) throws {
-        let spec = try config.modelSpec(inputSize: train.featureCount, classes: train.classCount)
+        let spec = try config.modelSpec(input: train.imageShape, classes: train.classCount)
         let workerCount = command.spawnWorkers ?? command.workers ?? 1
         var options = CoordinatorOptions()
         options.bindEndpoint = command.bind

@@ -31,8 +31,8 @@ struct EvaluateCommand: ParsableCommand {
             BLAS.setThreadCount(1)
             let (spec, parameters) = try ModelFile.load(from: model)
             let test = try DataDirectory.load(.test, from: data)
-            guard test.featureCount == spec.inputSize, test.classCount == spec.outputSize else {
-                throw ValidationError("\(model) takes \(spec.inputSize) inputs and \(spec.outputSize) classes; the data in \(data) has \(test.featureCount) and \(test.classCount)")
+            guard spec.accepts(test.imageShape), test.classCount == spec.outputSize else {
+                throw ValidationError("\(model) takes \(spec.input.isVector ? "\(spec.inputSize) inputs" : "\(spec.input) images") and \(spec.outputSize) classes; the data in \(data) has \(test.imageShape) images (\(test.featureCount) pixels) and \(test.classCount)")
             }
             let matrix = ConfusionMatrix(model: Sequential(spec: spec, parameters: parameters), dataset: test)
             try OutputFile.standardOutput.write(Self.report(matrix, title: "\(model) (\(spec)) on \(test.count) test samples from \(data)") + "\n")

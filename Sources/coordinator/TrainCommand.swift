@@ -27,8 +27,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Samples per global batch (one optimizer step).")
     var batchSize = TrainingConfig().batchSize
 
-    @Option(help: "Hidden layer widths, comma-separated (e.g. 256,128); ReLU layers, then a softmax output.")
-    var hidden = "128"
+    @Option(help: "Hidden layer widths, comma-separated (e.g. 256,128); ReLU layers, then a softmax output. Default 128.")
+    var hidden: String?
+
+    @Option(help: "A network other than an MLP, its layers comma-separated: convKxC (K×K kernel, C channels, stride 1, padding K/2, ReLU), poolP (P×P max pooling), denseN (ReLU; the last one is the softmax output and has the class count). Example: conv5x32,pool2,conv5x64,pool2,dense128,dense10. Not with --hidden.")
+    var model: String?
 
     @Option(help: "Initial learning rate lr0 (SGD or Adam).")
     var learningRate: Float = TrainingConfig().learningRate
@@ -142,7 +145,7 @@ struct TrainCommand: ParsableCommand {
         guard epochs > 0 else { throw ValidationError("--epochs must be positive") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
         guard (try? parseHidden()) != nil else {
-            throw ValidationError("--hidden must be positive integers separated by commas, e.g. 256,128 (got '\(hidden)')")
+            throw ValidationError("--hidden must be positive integers separated by commas, e.g. 256,128 (got '\(hidden ?? "")')")
         }
         guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive") }
         guard decay >= 0, momentum >= 0, momentum < 1 else {
@@ -165,6 +168,9 @@ struct TrainCommand: ParsableCommand {
                 refusing to bind \(bind) without encryption: anyone who reaches it could join the run. \
                 Use CURVE (--curve-secret-key, --authorized-keys; see `coordinator keygen`), or say --insecure
                 """)
+        }
+        if hidden != nil && model != nil {
+            throw ValidationError("--hidden and --model both name the network: give one (--model ends with denseN for an MLP's layers)")
         }
         guard minWorkers >= 1 else { throw ValidationError("--min-workers must be at least 1") }
         guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
@@ -194,7 +200,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func parseHidden() throws -> [Int] {
-        let widths = hidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let widths = (hidden ?? "128").split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !widths.isEmpty, widths.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("bad --hidden") }
         return widths.map { $0! }
     }
@@ -212,7 +218,8 @@ struct TrainCommand: ParsableCommand {
 
     var config: TrainingConfig {
         var config = TrainingConfig()
-        config.hidden = (try? parseHidden()) ?? [128]
+        config.hidden = model == nil ? (try? parseHidden()) ?? [128] : []
+        config.model = model
         config.epochs = epochs
         config.batchSize = batchSize
         config.learningRate = learningRate
@@ -279,7 +286,7 @@ struct TrainCommand: ParsableCommand {
         let checkpoint = try Checkpoint.load(from: resume)
         do {
             try checkpoint.validate(against: config,
-                                    spec: config.modelSpec(inputSize: train.featureCount, classes: train.classCount),
+                                    spec: config.modelSpec(input: train.imageShape, classes: train.classCount),
                                     trainCount: train.count,
                                     stepsPerEpoch: EpochOrder(sampleCount: train.count, batchSize: config.batchSize).batchCount,
                                     precision: precision)

@@ -99,6 +99,7 @@ final class CSVLoaderTests: XCTestCase {
             let labelPath = try writeBytes(idx(dimensions: [3], values: labels), name: "train-labels-idx1-ubyte", gzip: gzip)
             let dataset = try IDXLoader.load(images: images, labels: labelPath)
             XCTAssertEqual(dataset.featureCount, 4)
+            XCTAssertEqual(dataset.imageShape, ImageShape(height: 2, width: 2, channels: 1))
             XCTAssertEqual(dataset.pixels, pixels)
             XCTAssertEqual(dataset.labels, labels)
             XCTAssertEqual(try DataDirectory.load(.train, from: folder), dataset)
@@ -107,6 +108,18 @@ final class CSVLoaderTests: XCTestCase {
         XCTAssertThrowsError(try DataDirectory.load(.test, from: folder)) { error in
             XCTAssertEqual(error as? DataError, .noDataset(directory: folder))
         }
+    }
+
+    /// IDX files keep their dimensions (a trailing one is the channels); CSV rows are
+    /// square grey images when they can be, as MNIST's 784 pixels are 28×28.
+    func testImageShapesComeFromTheData() throws {
+        let colour = try writeBytes(idx(dimensions: [2, 3, 2, 2], values: [UInt8](repeating: 7, count: 24)), name: "c-images")
+        let rows = try writeBytes(idx(dimensions: [2, 5], values: [UInt8](repeating: 7, count: 10)), name: "r-images")
+        let labels = try writeBytes(idx(dimensions: [2], values: [1, 2]), name: "c-labels")
+        XCTAssertEqual(try IDXLoader.load(images: colour, labels: labels).imageShape, ImageShape(height: 3, width: 2, channels: 2))
+        XCTAssertEqual(try IDXLoader.load(images: rows, labels: labels).imageShape, ImageShape(height: 1, width: 5, channels: 1))
+        XCTAssertEqual(Dataset.imageShape(featureCount: 784), ImageShape(height: 28, width: 28, channels: 1))
+        XCTAssertEqual(Dataset.imageShape(featureCount: 6), ImageShape(height: 1, width: 6, channels: 1))
     }
 
     /// A set large enough (6 MB) for the loader to ask for huge pages before reading into
