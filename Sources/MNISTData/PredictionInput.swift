@@ -17,10 +17,15 @@ public struct PredictionInput: Sendable, Equatable {
     }
 
     /// Every image in `path`. CSV rows have `featureCount` pixels, optionally after a label;
-    /// an image must have `featureCount` pixels (28×28 for MNIST).
-    public static func load(path: String, featureCount: Int, classCount: Int = 10) throws -> [PredictionInput] {
+    /// an image must have `featureCount` pixels (28×28 for MNIST), and be `imageShape` (a
+    /// grey image of its height and width) when one is given: a convnet sees rows and columns.
+    public static func load(path: String, featureCount: Int, imageShape: ImageShape? = nil,
+                            classCount: Int = 10) throws -> [PredictionInput] {
         if path.lowercased().hasSuffix(".csv") { return try loadCSV(path: path, featureCount: featureCount, classCount: classCount) }
         let image = try ImageFile.load(path: path)
+        if let imageShape, imageShape != ImageShape(height: image.height, width: image.width, channels: 1) {
+            throw DataError.unreadable(path: path, reason: "the image is \(image.width)×\(image.height) grey; the model takes \(imageShape.width)×\(imageShape.height)×\(imageShape.channels) images")
+        }
         guard image.pixels.count == featureCount else {
             throw DataError.unreadable(path: path, reason: "the image is \(image.width)×\(image.height) (\(image.pixels.count) pixels); the model takes \(featureCount)")
         }

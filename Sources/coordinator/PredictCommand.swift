@@ -40,7 +40,9 @@ struct PredictCommand: ParsableCommand {
             let network = Sequential(spec: spec, parameters: parameters)
             var right = 0, labelled = 0
             for path in inputs {
-                for input in try PredictionInput.load(path: path, featureCount: spec.inputSize, classCount: spec.outputSize) {
+                for input in try PredictionInput.load(path: path, featureCount: spec.inputSize,
+                                                           imageShape: spec.input.isVector ? nil : spec.input,
+                                                           classCount: spec.outputSize) {
                     let probabilities = input.pixels.withUnsafeBufferPointer {
                         Array(UnsafeBufferPointer(start: network.forward(pixels: $0.baseAddress!, rows: 1), count: spec.outputSize))
                     }

@@ -92,6 +92,17 @@ final class ConvnetRunTests: XCTestCase {
         let predict = try Child("coordinator", ["predict", "--model", saved, csv])
         XCTAssertEqual(predict.wait(), 0, predict.errors)
         XCTAssertTrue(predict.output.contains("of 3 labelled images right"), predict.output)
+
+        // An image of the right pixel count but another shape is refused; the right one is read.
+        let pixels = rows[rows.startIndex].split(separator: ",").dropFirst().map { UInt8($0)! }
+        let square = scratchFolder + "convnet-\(getpid()).pgm", wide = scratchFolder + "convnet-wide-\(getpid()).pgm"
+        _ = FileManager.default.createFile(atPath: square, contents: Data(Array("P5\n28 28\n255\n".utf8) + pixels))
+        _ = FileManager.default.createFile(atPath: wide, contents: Data(Array("P5\n56 14\n255\n".utf8) + pixels))
+        let one = try Child("coordinator", ["predict", "--model", saved, square])
+        XCTAssertEqual(one.wait(), 0, one.errors)
+        let refused = try Child("coordinator", ["predict", "--model", saved, wide])
+        XCTAssertNotEqual(refused.wait(), 0)
+        XCTAssertTrue(refused.errors.contains("the image is 56×14 grey; the model takes 28×28×1 images"), refused.errors)
     }
 
     /// A typed network that cannot be built stops the run before training, naming the layer.
