@@ -90,6 +90,24 @@ final class ConvnetModelTests: XCTestCase {
         XCTAssertTrue(model.parameters[conv.weightCount..<conv.parameterCount].allSatisfy { $0 == 0 })
     }
 
+    /// L2 decays every weight, convolutions' included, and no bias.
+    func testL2CoversConvolutionWeightsAndNoBiases() throws {
+        let spec = try convnet()
+        let model = Sequential(spec: spec, seed: 8)
+        let weightIndices = zip(spec.layers, spec.parameterOffsets).flatMap { $1..<($1 + $0.weightCount) }
+        XCTAssertEqual(weightIndices.count, spec.layers.reduce(0) { $0 + $1.weightCount })
+        let expected = 0.5 * 0.1 * weightIndices.reduce(0.0) { $0 + Double(model.parameters[$1]) * Double(model.parameters[$1]) }
+        XCTAssertEqual(L2Regularization.penalty(coefficient: 0.1, spec: spec, parameters: model.parameters), expected, accuracy: expected * 1e-6)
+        var gradient = [Float](repeating: 0, count: spec.parameterCount)
+        gradient.withUnsafeMutableBufferPointer {
+            L2Regularization.addGradient(coefficient: 0.1, spec: spec, parameters: model.parameters, sampleCount: 2, to: $0.baseAddress!)
+        }
+        let weights = Set(weightIndices)
+        for i in gradient.indices {
+            XCTAssertEqual(gradient[i], weights.contains(i) ? 0.2 * model.parameters[i] : 0, accuracy: 1e-7)
+        }
+    }
+
     /// The network: 454,922 parameters, described as it is typed.
     func testTheMNISTConvnetHasTheExpectedSize() throws {
         let spec = try ModelSpec.parse("conv5x32,pool2,conv5x64,pool2,dense128,dense10",
