@@ -83,7 +83,7 @@ public final class Trainer {
             throw TrainingError.invalidConfig("--shards \(config.shardCount) exceeds --batch-size \(config.batchSize)")
         }
         if let test, test.imageShape != train.imageShape || test.classCount != train.classCount {
-            throw TrainingError.invalidConfig("the test set has \(test.featureCount) pixels and \(test.classCount) classes per image, the training set \(train.featureCount) and \(train.classCount)")
+            throw TrainingError.invalidConfig("the test set has \(test.imageShape) images (\(test.featureCount) pixels) and \(test.classCount) classes, the training set \(train.imageShape) (\(train.featureCount)) and \(train.classCount)")
         }
         let spec = try config.modelSpec(input: train.imageShape, classes: train.classCount)
         self.config = config

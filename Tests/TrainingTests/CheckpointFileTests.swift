@@ -173,7 +173,7 @@ final class CheckpointFileTests: XCTestCase {
         let (train, _) = try XCTUnwrap(Self.data)
         let small = Dataset(featureCount: 4, pixels: [UInt8](repeating: 0, count: 8), labels: [1, 2])
         XCTAssertThrowsError(try Trainer(config: config, train: train, test: small, source: LocalShardSource())) { error in
-            XCTAssertTrue("\(error)".contains("the test set has 4 pixels"), "\(error)")
+            XCTAssertTrue("\(error)".contains("the test set has 2x2x1 images (4 pixels) and 10 classes, the training set 28x28x1 (784)"), "\(error)")
         }
     }
 }
