@@ -36,6 +36,12 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Input width and classes of the model given with --hidden.")
     var inputSize = 784
 
+    @Option(help: "Only join a coordinator training this network, typed as for `coordinator --model` (e.g. conv5x32,pool2,dense10); default: any model.")
+    var model: String?
+
+    @Option(help: "The image shape HxWxC the network given with --model reads.")
+    var inputShape = "28x28x1"
+
     @Option(help: "Classes of the model given with --hidden.")
     var classes = 10
 
@@ -70,10 +76,28 @@ struct WorkerCommand: ParsableCommand {
         if let hidden, (try? parseHidden(hidden)) == nil {
             throw ValidationError("--hidden must be positive integers separated by commas (got '\(hidden)')")
         }
+        if hidden != nil && model != nil { throw ValidationError("--hidden and --model both name the network: give one") }
+        if model != nil { _ = try expectedSpec() }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         guard connectTimeout > 0, coordinatorTimeout > 0 else { throw ValidationError("timeouts must be positive") }
         if let cpu, cpu < 0 { throw ValidationError("--cpu must be a CPU number (0 or more)") }
         guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
+    }
+
+    /// The model named by --hidden or --model (nil: any).
+    private func expectedSpec() throws -> ModelSpec? {
+        if let hidden { return try parseHidden(hidden) }
+        guard let model else { return nil }
+        let sizes = inputShape.split(separator: "x", omittingEmptySubsequences: false).compactMap { Int($0) }
+        guard sizes.count == 3, sizes.allSatisfy({ (1...(1 << 16)).contains($0) }) else {
+            throw ValidationError("--input-shape must be HxWxC, e.g. 28x28x1 (got '\(inputShape)')")
+        }
+        do {
+            return try ModelSpec.parse(model, input: ImageShape(height: sizes[0], width: sizes[1], channels: sizes[2]),
+                                       classes: classes)
+        } catch {
+            throw ValidationError("\(error)")
+        }
     }
 
     private func parseHidden(_ text: String) throws -> ModelSpec {
@@ -98,7 +122,7 @@ struct WorkerCommand: ParsableCommand {
         var options = WorkerOptions()
         options.endpoint = connect
         options.name = workerName
-        options.expectedSpec = try hidden.map(parseHidden)
+        options.expectedSpec = try expectedSpec()
         options.connectTimeoutSeconds = connectTimeout
         options.coordinatorTimeoutSeconds = coordinatorTimeout
         options.parentPID = parentPid

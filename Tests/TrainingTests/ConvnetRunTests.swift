@@ -105,6 +105,20 @@ final class ConvnetRunTests: XCTestCase {
         XCTAssertTrue(refused.errors.contains("the image is 56×14 grey; the model takes 28×28×1 images"), refused.errors)
     }
 
+    /// A worker started for another network is refused naming the coordinator's; one
+    /// started for this one joins and the run completes.
+    func testAWorkerPinnedToAnotherConvnetIsRefused() throws {
+        let port = freePort()
+        let coordinator = try Child("coordinator", common + ["--workers", "1", "--bind", "tcp://127.0.0.1:\(port)"])
+        let wrong = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--model", "conv3x8,pool2,dense10"])
+        XCTAssertEqual(wrong.wait(seconds: 30), 2)
+        XCTAssertTrue(wrong.errors.contains("model mismatch"), wrong.errors)
+        XCTAssertTrue(wrong.errors.contains("28x28x1-conv3x4(relu)-pool2-flatten-10(softmax)"), wrong.errors)
+        let right = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--model", model, "--input-shape", "28x28x1"])
+        XCTAssertEqual(coordinator.wait(seconds: 60), 0, coordinator.errors)
+        XCTAssertEqual(right.wait(seconds: 30), 0, right.errors)
+    }
+
     /// A typed network that cannot be built stops the run before training, naming the layer.
     func testAnUnbuildableModelIsRefusedNamingTheLayer() throws {
         let run = try runCoordinator(["--data", data, "--model", "conv3x4,pool64,dense10", "--local", "--quiet"])
