@@ -32,6 +32,9 @@ public struct CoordinatorOptions: Sendable {
     /// Without them, traffic is plain text and anyone who reaches the port may join.
     public var curveSecretKey: String?
     public var authorizedKeys: Set<String> = []
+    /// The secret every hello must prove (nil: any peer that says hello may join; only for
+    /// tests and benchmarks inside one process).
+    public var runSecret: RunSecret?
 
     public init() {}
 }
@@ -78,6 +81,9 @@ public final class CoordinatorServer: ShardGradientSource {
     var sharedScratch: [UInt8] = []
     private var authenticator: ZAPAuthenticator?
     var loggedPeers: Set<[UInt8]> = []
+    /// What a hello proves the run secret for: fresh at every start, so that a hello from
+    /// another run, or from before a restart, proves nothing.
+    let runNonce: [UInt8] = (0..<Challenge.nonceBytes).map { _ in UInt8.random(in: 0...255) }
 
     public internal(set) var timing = StepTiming()
     public internal(set) var counters = NetworkCounters()
@@ -113,6 +119,12 @@ public final class CoordinatorServer: ShardGradientSource {
             batchSlotBuffers = (0..<2).map { SharedBuffer(borrowing: batches.slot($0), byteCount: batches.info.slotBytes, owner: batches) }
         }
         context = try ZMQContext()
+        // libzmq numbers the peers that give no routing id of their own from a counter that
+        // starts at rand(), which nobody seeds: the same ids in every run, which a peer could
+        // claim ahead with explicit ids and so make the next join abort this process inside
+        // libzmq (an assertion on the duplicate). Seeded from the system's generator, the
+        // next id is a secret 32-bit number instead.
+        UnpredictableRoutingIDs.seed()
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
         if let secretKey = options.curveSecretKey {
@@ -423,6 +435,7 @@ public final class CoordinatorServer: ShardGradientSource {
             // The per-step deadline: a worker that holds shards this long is lost, even if its
             // heartbeats still arrive (a hung compute loop, or results that were refused).
             if !peer.outstanding.isEmpty && now - peer.assignedAt > options.workerTimeoutSeconds {
+                peer.missedDeadline = true
                 lose(peer, reason: String(format: "shards %@ of step %d unanswered after %.1f s (last heard %.1f s ago)",
                                           peer.outstanding.sorted().description, currentStep,
                                           now - peer.assignedAt, silent))

@@ -1,6 +1,8 @@
 import Foundation
 import MNISTData
 import NeuralNet
+import Training
+import Wire
 import XCTest
 
 /// Where this test process keeps its files (children's output, summaries, checkpoints, data
@@ -172,4 +174,29 @@ func workerPIDs(in log: String) -> [Int32] {
     log.components(separatedBy: "(pid ").dropFirst().compactMap { part in
         part.hasPrefix("") ? Int32(part.prefix { $0.isNumber }) : nil
     }
+}
+
+/// Joins a coordinator the way a worker does, from a raw socket: hello, the proof of the run
+/// secret (read from the file the coordinator wrote for `endpoint`) when challenged, until a
+/// welcome arrives or `seconds` pass.
+func joinAsWorker(_ socket: ZMQSocket, endpoint: String, name: String, seconds: Double = 60) throws -> Welcome? {
+    var hello = Hello(pid: UInt32(getpid()), name: name)
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        try socket.send(hello.encode(), dontWait: true)
+        while let frames = try socket.receive(timeoutMilliseconds: 200) {
+            guard let envelope = try? Envelope(frames: frames[...]) else { continue }
+            switch envelope.type {
+            case .welcome:
+                return try Welcome(envelope)
+            case .challenge:
+                let secret = try RunSecret.read(from: try XCTUnwrap(RunSecret.defaultPath(forEndpoint: endpoint)))
+                hello.proof = secret.proof(nonce: try Challenge(envelope).nonce, pid: hello.pid, name: name)
+                try socket.send(hello.encode(), dontWait: true)
+            default:
+                break
+            }
+        }
+    }
+    return nil
 }
