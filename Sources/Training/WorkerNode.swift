@@ -103,7 +103,7 @@ public final class WorkerNode {
     private var answeredNonce: [UInt8]?
     /// Labels of the task being computed, copied out of the message or the coordinator's
     /// segment and checked against the class count before the loss indexes with them.
-    private var labelScratch: [UInt8] = []
+    private var labelBuffer = SharedBuffer(byteCount: 0)
 
     public init(options: WorkerOptions, logger: Logger) throws {
         self.options = options
@@ -347,8 +347,8 @@ public final class WorkerNode {
         let prepared = preparedInput.flatMap { $0.step == envelope.step && $0.shard == task.shard ? $0.input : nil }
         preparedInput = nil  // the workspace is this task's now
         let statistics = try withSamples(samples, byteCount: task.sampleBytes) { raw in
-            let labels = labelScratch.withUnsafeBufferPointer { $0.baseAddress! }
-            let input = prepared ?? model.scaleInput(pixels: labels + rows, rows: rows)
+            let labels = UnsafePointer(labelBuffer.pointer.assumingMemoryBound(to: UInt8.self))
+            let input = prepared ?? model.scaleInput(pixels: raw.assumingMemoryBound(to: UInt8.self) + rows, rows: rows)
             if precision == .fp32 {
                 return model.computeGradientSum(input: input, labels: labels, rows: rows,
                                                 gradient: output.bindMemory(to: Float.self, capacity: count),
@@ -379,11 +379,10 @@ public final class WorkerNode {
     /// Copies a task's labels out of its frame or the coordinator's segment (which could
     /// change under us) and checks each against the class count: the loss indexes with them.
     private func copyLabels(of samples: TaskHeader.Samples, rows: Int, classes: Int) throws {
-        if labelScratch.count < rows { labelScratch = [UInt8](repeating: 0, count: rows) }
-        try withSamples(samples, byteCount: rows) { raw in
-            labelScratch.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: rows)) }
-        }
-        if let bad = labelScratch.prefix(rows).first(where: { Int($0) >= classes }) {
+        if labelBuffer.byteCount < rows { labelBuffer = SharedBuffer(byteCount: rows) }
+        try withSamples(samples, byteCount: rows) { labelBuffer.pointer.copyMemory(from: $0, byteCount: rows) }
+        let labels = UnsafeBufferPointer(start: labelBuffer.pointer.assumingMemoryBound(to: UInt8.self), count: rows)
+        if let bad = labels.first(where: { Int($0) >= classes }) {
             throw ProtocolError.malformed(.task, "label \(bad), but the model has \(classes) classes")
         }
     }
