@@ -113,4 +113,77 @@ final class PeerAdmissionTests: XCTestCase {
         for worker in workers { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }
         XCTAssertEqual(readSummary(summaryPath)["steps"] as? Int, 40, coordinator.errors)
     }
+
+    /// One admitted peer on the coordinator's host tries everything while a real worker
+    /// trains: a name with a newline and ANSI escapes, a FIFO offered as its segment (open()
+    /// on it once blocked the coordinator for good), the coordinator's own weights segment
+    /// offered back with the welcome's nonce (it was then unlinked, and later workers lost
+    /// shared memory), a result for step 2^63 (a trap in Int(UInt64)), and then it only
+    /// heartbeats and never answers a task: that may cost one --worker-timeout, not one a step.
+    func testAHostilePeerOnThisHostCostsOneTimeoutAndChangesNothing() throws {
+        let common = settings(steps: 1500, seed: 9)
+        let reference = try runCoordinator(common + ["--local"])
+        XCTAssertEqual(reference.status, 0, reference.errors)
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summaryPath = scratchFolder + "rogue-summary-\(UUID().uuidString.prefix(6)).json"
+        let checkpoint = scratchFolder + "rogue-progress-\(UUID().uuidString.prefix(6))"
+        defer { unlink(checkpoint) }
+        let coordinator = try Child("coordinator", common.filter { $0 != "--quiet" } + [
+            "--workers", "1", "--bind", endpoint, "--summary", summaryPath, "--log-level", "debug",
+            "--checkpoint", checkpoint, "--checkpoint-every", "100"])
+        let member = try Child("worker", ["--connect", endpoint, "--name", "member"])
+        let started = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: checkpoint) && Date() < started { usleep(10_000) }
+
+        let context = try ZMQContext()
+        let rogue = try ZMQSocket(context: context, type: .dealer)
+        try rogue.connect(endpoint)
+        let name = "rogue\nFAKE: training finished\u{1B}[2J"
+        let welcome = try XCTUnwrap(try joinAsWorker(rogue, endpoint: endpoint, name: name), coordinator.errors)
+        let fifo = "/zmqt-\(getpid())-fifo\(UInt16.random(in: 0...9999))"
+        XCTAssertEqual(mkfifo("/dev/shm" + fifo, 0o600), 0)
+        defer { unlink("/dev/shm" + fifo) }
+        let weights = try XCTUnwrap(welcome.sharedWeights, "no shared memory offered")
+        try rogue.send(AttachMessage(segment: SharedSegmentInfo(name: fifo, nonce: weights.nonce, slotCount: 1, slotBytes: weights.slotBytes)).encode())
+        try rogue.send(AttachMessage(segment: weights).encode())
+        let result = ResultHeader(shard: 0, sampleCount: 30, lossSum: 1, correctCount: 0,
+                                  parameterCount: UInt32(welcome.spec.parameterCount), computeMicroseconds: 1, sharedSlot: 0)
+        var huge = result.encodeShared(step: 0).map { frame -> [UInt8] in if case let .bytes(b) = frame { return b }; return [] }
+        withUnsafeBytes(of: (UInt64(1) << 63).littleEndian) { huge[0].replaceSubrange(8..<16, with: $0) }
+        try rogue.send(huge.map { .bytes($0) })
+
+        // A worker that joins after all that still shares memory with the coordinator.
+        let late = try Child("worker", ["--connect", endpoint, "--name", "late", "--log-level", "info"])
+        // Heartbeats only, until the run ends.
+        var tasks = 0
+        while coordinator.process.isRunning {
+            try rogue.send(Heartbeat.encode(), dontWait: true)
+            while let frames = try rogue.receive(timeoutMilliseconds: 100) {
+                if let envelope = try? Envelope(frames: frames[...]), envelope.type == .task { tasks += 1 }
+            }
+        }
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        XCTAssertEqual(member.wait(seconds: 30), 0, member.errors)
+        XCTAssertEqual(late.wait(seconds: 30), 0, late.errors)
+        let log = coordinator.errors
+        let summary = readSummary(summaryPath)
+        XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, log)
+        XCTAssertGreaterThanOrEqual(summary["rejected_messages"] as? Int ?? 0, 3, log)
+        XCTAssertTrue(late.errors.contains("sharing memory with the coordinator on this host"), late.errors + log)
+        // The name is escaped wherever it is shown; no forged line starts in the log.
+        let shown = "rogue\\u{a}FAKE: training finished\\u{1b}[2J"
+        XCTAssertTrue(log.contains("worker \(shown) (pid \(getpid())) joined"), log)
+        XCTAssertFalse(log.contains("\nFAKE"), log)
+        XCTAssertFalse(log.contains("\u{1B}"), log)
+        XCTAssertTrue(log.contains("not shared memory of this user"), log)
+        XCTAssertTrue(log.contains("the coordinator's own segment"), log)
+        XCTAssertTrue(log.contains("step 9223372036854775808 is outside"), log)
+        // Lost once for its unanswered shards, never given work again.
+        XCTAssertEqual(log.components(separatedBy: "worker \(shown) is lost").count - 1, 1, log)
+        let stats = summary["worker_stats"] as? [[String: Any]] ?? []
+        let rogueStats = try XCTUnwrap(stats.first { ($0["name"] as? String)?.hasPrefix("rogue") == true }, "\(stats)")
+        XCTAssertEqual(rogueStats["shards_done"] as? Int, 0)
+        XCTAssertEqual(rogueStats["times_lost"] as? Int, 1, "\(rogueStats)")
+        XCTAssertLessThanOrEqual(tasks, 4, "the silent peer kept getting tasks")
+    }
 }
