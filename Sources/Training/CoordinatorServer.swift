@@ -134,7 +134,14 @@ public final class CoordinatorServer: ShardGradientSource {
                 // A refused client reconnects again and again: say it once per key.
                 if refused.isFirst(key) { log.warning("refused a CURVE client at \(address): key \(key) is not authorised") }
             }
-            try socket.makeCurveServer(secretKey: secretKey, zapDomain: "zmq-trainer")
+            try socket.makeCurveServer(secretKey: secretKey, zapDomain: Self.zapDomain)
+        } else {
+            // A ZAP domain makes libzmq refuse ZMTP 1.0 and 2.0 peers at the handshake (no
+            // handler is needed for plain text). Their path into the ROUTER pushes the peer's
+            // routing-id message under an assertion that fails when the socket is closing
+            // (zmtp_engine.cpp, process_routing_id_msg): raw TCP garbage whose first byte is
+            // not 0xFF took that path and aborted the coordinator at exit. Workers speak ZMTP 3.
+            try socket.setZAPDomain(Self.zapDomain)
         }
         // A result is the largest thing a worker sends; nothing bigger is accepted.
         try socket.setMaximumMessageSize(bytes: spec.parameterCount * options.precision.bytesPerValue + 4096)
@@ -144,6 +151,8 @@ public final class CoordinatorServer: ShardGradientSource {
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.bind(options.bindEndpoint)
     }
+
+    static let zapDomain = "zmq-trainer"
 
     deinit { authenticator?.stop() }
 

@@ -186,4 +186,81 @@ final class PeerAdmissionTests: XCTestCase {
         XCTAssertEqual(rogueStats["times_lost"] as? Int, 1, "\(rogueStats)")
         XCTAssertLessThanOrEqual(tasks, 4, "the silent peer kept getting tasks")
     }
+
+    /// Raw TCP garbage on the coordinator's port during a run (random bytes, a ZMTP greeting
+    /// cut short, a greeting then junk, connections reset mid-handshake): every run still
+    /// trains to the end and exits 0. It once aborted at exit inside libzmq in 2 of 13 runs.
+    func testRawTCPGarbageDuringRunsEndsEveryRunCleanly() throws {
+        var generator = SeededGenerator(seed: 31)
+        for run in 0..<4 {
+            let port = freePort()
+            let summaryPath = scratchFolder + "tcp-garbage-\(run)-\(UUID().uuidString.prefix(6)).json"
+            let coordinator = try Child("coordinator", settings(steps: 150, seed: 3) + [
+                "--spawn-workers", "2", "--bind", "tcp://127.0.0.1:\(port)", "--summary", summaryPath])
+            var connections = 0
+            while coordinator.process.isRunning && connections < 400 {
+                let greeting: [UInt8] = [0xFF] + [UInt8](repeating: 0, count: 8) + [0x7F, 3, 0] + Array("NULL".utf8)
+                    + [UInt8](repeating: 0, count: 48)
+                let payload: [UInt8]
+                switch connections % 4 {
+                case 0: payload = (0..<generator.nextIndex(below: 300)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+                case 1: payload = Array(greeting.prefix(generator.nextIndex(below: greeting.count)))
+                case 2: payload = greeting + (0..<generator.nextIndex(below: 200)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+                default: payload = greeting + [4, 0x29, 5] + Array("READY".utf8) + [UInt8](repeating: 0xFF, count: 40)
+                }
+                rawTCPSend(port: port, payload, reset: connections % 3 == 0)
+                connections += 1
+            }
+            XCTAssertEqual(coordinator.wait(seconds: 120), 0, "run \(run): \(coordinator.errors)")
+            XCTAssertFalse(coordinator.errors.contains("Assertion failed"), coordinator.errors)
+            XCTAssertEqual(readSummary(summaryPath)["steps"] as? Int, 150, coordinator.errors)
+        }
+    }
+
+    /// A peer speaking ZMTP 1.0 (no greeting: its first byte is a frame length) skipped the
+    /// handshake and reached the ROUTER with a routing-id message that libzmq pushed with an
+    /// unchecked assertion, which aborted a closing coordinator. Such peers are now refused
+    /// at the handshake: their frames never reach the coordinator at all.
+    func testPeersWithoutAZMTP3GreetingAreRefusedAtTheHandshake() throws {
+        let endpointPort = freePort()
+        let summaryPath = scratchFolder + "zmtp1-\(UUID().uuidString.prefix(6)).json"
+        let coordinator = try Child("coordinator", settings(steps: 30) + [
+            "--workers", "1", "--bind", "tcp://127.0.0.1:\(endpointPort)", "--summary", summaryPath])
+        // An empty routing id (length 1: the flags byte), then two one-frame messages.
+        let zmtp1: [UInt8] = [1, 0] + [5, 0] + Array("abcd".utf8) + [5, 0] + Array("efgh".utf8)
+        let deadline = Date().addingTimeInterval(30)
+        var sent = false
+        while !sent && Date() < deadline {
+            sent = rawTCPSend(port: endpointPort, zmtp1, reset: false, holdMilliseconds: 300)
+            if !sent { usleep(50_000) }
+        }
+        XCTAssertTrue(sent, coordinator.errors)
+        let worker = try Child("worker", ["--connect", "tcp://127.0.0.1:\(endpointPort)"])
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
+        XCTAssertEqual(readSummary(summaryPath)["rejected_messages"] as? Int, 0, coordinator.errors)
+    }
+
+    /// Connects, writes `payload`, and closes (with `reset`, with an RST instead of a FIN).
+    @discardableResult
+    private func rawTCPSend(port: Int, _ payload: [UInt8], reset: Bool, holdMilliseconds: Int = 2) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return false }
+        _ = payload.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if reset {
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        } else {
+            usleep(UInt32(holdMilliseconds * 1000))
+        }
+        return true
+    }
 }
