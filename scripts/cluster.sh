@@ -59,15 +59,19 @@ if [ "$rank" = 0 ]; then
     fi
     rm -f "$rendezvous"
     trap 'rm -f "$rendezvous"' EXIT
-    "$bin/coordinator" --workers $((size - 1)) --bind "tcp://$address:$port" --endpoint-file "$rendezvous" "$@"
+    # The run secret goes beside the rendezvous file (mode 0600, written before the endpoint).
+    "$bin/coordinator" --workers $((size - 1)) --bind "tcp://$address:$port" --endpoint-file "$rendezvous" \
+        --secret-file "$rendezvous.secret" "$@"
 else
     endpoint=${ZMQT_COORDINATOR:-}
+    secret=()
     if [ -z "$endpoint" ]; then
+        secret=(--secret-file "$rendezvous.secret")
         # The coordinator writes the file once it is bound; a stale file from an earlier
         # job is removed by rank 0 first, and the worker itself retries until it connects.
         for _ in $(seq 1200); do [ -s "$rendezvous" ] && break; sleep 0.1; done
         [ -s "$rendezvous" ] || { echo "cluster.sh: rank $rank: no endpoint in $rendezvous after 120 s" >&2; exit 1; }
         endpoint=$(cat "$rendezvous")
     fi
-    exec "$bin/worker" --connect "$endpoint" --name "rank-$rank" "${worker_options[@]}"
+    exec "$bin/worker" --connect "$endpoint" --name "rank-$rank" "${secret[@]}" "${worker_options[@]}"
 fi

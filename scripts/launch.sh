@@ -5,8 +5,9 @@
 #                     [--advertise tcp://THIS_HOST:5555] [--remote-dir PATH] [-- coordinator args]
 #
 # Each host needs the built `worker` executable at --remote-dir (default: this checkout's
-# path) and passwordless ssh. Workers wait for the coordinator, so the order of start-up
-# does not matter; they exit when the coordinator tells them to or goes away.
+# path) and passwordless ssh. The coordinator starts first; each worker gets the run secret
+# on its standard input (never on a command line) and exits when the coordinator tells it
+# to or goes away.
 # Binding beyond loopback needs CURVE keys or --insecure (see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,14 +35,22 @@ port=${bind##*:}
 [ -n "$advertise" ] || advertise="tcp://$(hostname -f):$port"
 
 count=0
+for host in $hosts; do count=$((count + per_host)); done
+secret_dir=$(mktemp -d)
+secret=$secret_dir/run.secret
+.build/release/coordinator --workers "$count" --bind "$bind" --secret-file "$secret" "${coordinator_args[@]}" &
+coordinator=$!
 pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$secret_dir"' EXIT
+for _ in $(seq 600); do [ -s "$secret" ] || ! kill -0 "$coordinator" 2>/dev/null && break; sleep 0.1; done
+[ -s "$secret" ] || { wait "$coordinator"; exit $?; }
 for host in $hosts; do
     for i in $(seq 1 "$per_host"); do
-        ssh -o BatchMode=yes "$host" "cd '$remote_dir' && exec .build/release/worker --connect '$advertise' --name '$host-$i'" &
+        ssh -o BatchMode=yes "$host" "cd '$remote_dir' && exec .build/release/worker --connect '$advertise' --name '$host-$i' --secret-file -" < "$secret" &
         pids+=($!)
-        count=$((count + 1))
     done
 done
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-.build/release/coordinator --workers "$count" --bind "$bind" "${coordinator_args[@]}"
+status=0
+wait "$coordinator" || status=$?
 wait "${pids[@]}" || true
+exit $status
