@@ -136,8 +136,10 @@ extension CoordinatorServer {
             let attach = try AttachMessage(envelope)
             guard weightsSegment != nil else { throw SharedSegmentError(name: attach.segment.name, reason: "shared memory is off in this run") }
             let needed = spec.parameterCount * options.precision.bytesPerValue
-            guard attach.segment.slotBytes >= needed else {
-                throw SharedSegmentError(name: attach.segment.name, reason: "slots of \(attach.segment.slotBytes) bytes, a gradient needs \(needed)")
+            // Exactly what a worker makes (a few slots of one gradient each): a bigger layout
+            // would only make this process map and populate more of the peer's memory.
+            guard attach.segment.slotBytes == needed, attach.segment.slotCount <= Self.maximumGradientSlots else {
+                throw SharedSegmentError(name: attach.segment.name, reason: "\(attach.segment.slotCount) slots of \(attach.segment.slotBytes) bytes; a worker offers at most \(Self.maximumGradientSlots) of \(needed)")
             }
             // Ours are not the worker's to offer (and would be read as its gradients).
             guard attach.segment.name != weightsSegment?.info.name, attach.segment.name != batchSegment?.info.name else {
@@ -162,6 +164,8 @@ extension CoordinatorServer {
             reject(from: identity, reason: "\(error)")
         }
     }
+
+    static let maximumGradientSlots = 8
 
     private func handleResult(_ envelope: Envelope, from identity: [UInt8]) {
         guard let peer = peers[identity] else {
