@@ -70,9 +70,14 @@ final class PeerAdmissionTests: XCTestCase {
     /// Spawned workers get the secret through their environment, not their command line.
     func testSpawnedWorkersGetTheSecretOutsideTheirCommandLine() throws {
         let port = freePort()
-        let coordinator = try Child("coordinator", settings(steps: 100_000).filter { $0 != "--quiet" } + [
+        // Long enough to look at the worker while it runs; it then ends normally, and takes
+        // the secret file with it.
+        let coordinator = try Child("coordinator", settings(steps: 1500).filter { $0 != "--quiet" } + [
             "--spawn-workers", "1", "--bind", "tcp://127.0.0.1:\(port)", "--log-level", "notice"])
-        defer { kill(coordinator.pid, SIGTERM); coordinator.wait(seconds: 30) }
+        defer {
+            XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: RunSecret.defaultPath(forEndpoint: "tcp://127.0.0.1:\(port)")!))
+        }
         XCTAssertTrue(coordinator.waitFor("joined", seconds: 30), coordinator.errors)
         let pid = try XCTUnwrap(workerPIDs(in: coordinator.errors).first, coordinator.errors)
         let secret = try RunSecret.read(from: try XCTUnwrap(RunSecret.defaultPath(forEndpoint: "tcp://127.0.0.1:\(port)")))
