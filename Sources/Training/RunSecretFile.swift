@@ -17,16 +17,21 @@ extension RunSecret {
 
     public static var defaultFolder: String { "/tmp/zmq-trainer-\(geteuid())" }
 
-    /// Writes the secret as hex to `path`: a new file created with mode 0600 (so its bytes
-    /// are never readable by others, not even for a moment), synced, then renamed over
-    /// `path`. For the default path, makes its folder (0700) first and checks that it is ours.
+    /// Writes the secret as hex to `path`, then a line naming this process: a new file
+    /// created with mode 0600 (so its bytes are never readable by others, not even for a
+    /// moment), synced, then renamed over `path`. For the default path, makes its folder
+    /// (0700) first, checks that it is ours, and removes the files of coordinators that are
+    /// gone (killed before they could remove their own).
     public func write(to path: String) throws {
-        if path.hasPrefix(Self.defaultFolder + "/") { try Self.makePrivateFolder(Self.defaultFolder) }
+        if path.hasPrefix(Self.defaultFolder + "/") {
+            try Self.makePrivateFolder(Self.defaultFolder)
+            Self.removeStale()
+        }
         let temporary = path + ".tmp-\(getpid())"
         unlink(temporary)  // a leftover of a process with our pid, killed while writing
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw RunSecretError.io(path: temporary, reason: String(cString: strerror(errno))) }
-        let text = Array((hex + "\n").utf8)
+        let text = Array((hex + "\n" + "coordinator pid \(getpid())\n").utf8)
         let written = text.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress!, $0.count) }
         let synced = fsync(descriptor) == 0
         close(descriptor)
@@ -40,8 +45,7 @@ extension RunSecret {
     /// Reads a secret file (`-`: standard input, for a launcher that pipes it over ssh).
     public static func read(from path: String) throws -> RunSecret {
         if path == "-" {
-            let data = FileHandle.standardInput.readData(ofLength: 256)
-            return try RunSecret(hex: String(decoding: data, as: UTF8.self))
+            return try RunSecret(fileText: Array(FileHandle.standardInput.readData(ofLength: 256)))
         }
         let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard descriptor >= 0 else { throw RunSecretError.io(path: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
@@ -58,7 +62,7 @@ extension RunSecret {
         let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress!, $0.count) }
         guard count > 0 else { throw RunSecretError.io(path: path, reason: "cannot read, or empty") }
         do {
-            return try RunSecret(hex: String(decoding: buffer.prefix(count), as: UTF8.self))
+            return try RunSecret(fileText: Array(buffer.prefix(count)))
         } catch {
             throw RunSecretError.unsafe(path: path, reason: "\(error)")
         }
@@ -67,6 +71,23 @@ extension RunSecret {
     /// Removes the file if it still holds this secret (a later run may have replaced it).
     public func remove(at path: String) {
         if (try? Self.read(from: path)) == self { unlink(path) }
+    }
+
+    /// A secret file's first line; what follows names the coordinator that wrote it.
+    private init(fileText: [UInt8]) throws {
+        try self.init(hex: String(decoding: fileText.prefix { $0 != 0x0A }, as: UTF8.self))
+    }
+
+    /// The default folder's files whose coordinator is gone.
+    private static func removeStale() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: defaultFolder) else { return }
+        for name in names where name.hasPrefix("run-secret-") {
+            let path = defaultFolder + "/" + name
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+                  let line = text.split(separator: "\n").dropFirst().first, line.hasPrefix("coordinator pid "),
+                  let pid = pid_t(line.dropFirst("coordinator pid ".count)), pid > 0 else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(path) }
+        }
     }
 
     private static func makePrivateFolder(_ folder: String) throws {

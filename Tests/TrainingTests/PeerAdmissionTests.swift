@@ -55,7 +55,9 @@ final class PeerAdmissionTests: XCTestCase {
         let answer = try XCTUnwrap(try replayer.receive(timeoutMilliseconds: 10_000), coordinator.errors)
         XCTAssertEqual(try Envelope(frames: answer[...]).type, .challenge)
 
-        let worker = try Child("worker", ["--connect", endpoint, "--name", "member", "--secret-file", secretPath])
+        // The member reads the secret from its standard input, as launch.sh hands it over ssh.
+        let worker = try Child(executable: URL(fileURLWithPath: "/bin/bash"), ["-c",
+            "exec \"$0\" --connect \(endpoint) --name member --secret-file - < \"$1\"", try executable("worker").path, secretPath])
         XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
         XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
         let summary = readSummary(summaryPath)

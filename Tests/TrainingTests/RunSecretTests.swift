@@ -55,4 +55,22 @@ final class RunSecretTests: XCTestCase {
         XCTAssertEqual(RunSecret.defaultPath(forEndpoint: "tcp://[::1]:7000"), RunSecret.defaultFolder + "/run-secret-tcp-7000")
         XCTAssertNil(RunSecret.defaultPath(forEndpoint: "ipc:///tmp/x"))
     }
+
+    /// A coordinator killed before it could remove its file: the next one that writes to the
+    /// default folder removes it.
+    func testFilesOfCoordinatorsThatAreGoneAreRemoved() throws {
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let stale = RunSecret.defaultFolder + "/run-secret-tcp-test-\(getpid())"
+        let live = try XCTUnwrap(RunSecret.defaultPath(forEndpoint: "tcp://127.0.0.1:1"))
+        try RunSecret.generate().write(to: live)  // makes the folder
+        defer { unlink(live) }
+        let text = RunSecret.generate().hex + "\ncoordinator pid \(gone.processIdentifier)\n"
+        XCTAssertTrue(FileManager.default.createFile(atPath: stale, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]))
+        try RunSecret.generate().write(to: live)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "a dead coordinator's secret file was kept")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: live), "a live one's was removed")
+    }
 }
