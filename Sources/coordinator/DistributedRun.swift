@@ -13,6 +13,10 @@ struct DistributedRun {
 
     func run(train: Dataset, test: Dataset, reporter: ConsoleReporter) throws {
         let spec = try config.modelSpec(inputSize: train.featureCount, classes: train.classCount)
+        // Workers refuse a welcome for a model whose gradient cannot travel in one message.
+        guard spec.parameterCount <= WireLimits.maximumParameters else {
+            throw ModelTooLargeError(reason: "a model of \(spec.parameterCount) parameters is more than a distributed run can send (at most \(WireLimits.maximumParameters)); use --local or smaller --hidden layers")
+        }
         let workerCount = command.spawnWorkers ?? command.workers ?? 1
         var options = CoordinatorOptions()
         options.bindEndpoint = command.bind
@@ -90,4 +94,9 @@ struct DistributedRun {
             return nil
         }
     }
+}
+
+struct ModelTooLargeError: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
 }
