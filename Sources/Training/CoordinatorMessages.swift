@@ -83,8 +83,7 @@ extension CoordinatorServer {
             reject(from: identity, reason: "\(error)")
             return
         }
-        if let secret = options.runSecret,
-           !secret.verifies(hello.proof, nonce: runNonce, pid: hello.pid, name: hello.name) {
+        if !options.runSecret.verifies(hello.proof, nonce: runNonce, pid: hello.pid, name: hello.name) {
             // No proof yet is the first half of every join; a wrong one is refused. Either way
             // the peer learns what to prove: a worker that answered this nonce already
             // holds the wrong secret, and gives up.

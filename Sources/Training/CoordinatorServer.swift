@@ -32,9 +32,9 @@ public struct CoordinatorOptions: Sendable {
     /// Without them, traffic is plain text and anyone who reaches the port may join.
     public var curveSecretKey: String?
     public var authorizedKeys: Set<String> = []
-    /// The secret every hello must prove (nil: any peer that says hello may join; only for
-    /// tests and benchmarks inside one process).
-    public var runSecret: RunSecret?
+    /// The secret every hello must prove: fresh for each run unless set (hand it to the
+    /// workers, see `RunSecret`).
+    public var runSecret = RunSecret.generate()
 
     public init() {}
 }

@@ -40,8 +40,7 @@ struct DistributedRun {
                 spawnedWorkerSecrets.append(pair.secretKey)
             }
         }
-        let secret = RunSecret.generate()
-        options.runSecret = secret
+        let secret = options.runSecret
         let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
         logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")
         let secretPath = try writeSecret(secret, endpoint: server.endpoint)
