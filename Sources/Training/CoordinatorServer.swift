@@ -192,9 +192,25 @@ public final class CoordinatorServer: ShardGradientSource {
                 lastNotice = now
             }
             try pump(timeoutMilliseconds: 100)
+            reviveSuspects(toReach: count)
             // Those already here hear from us while they wait: a worker that joined first
             // would otherwise take the silence for a coordinator that is gone.
             checkPeers()
+        }
+    }
+
+    /// A worker that sat on its shards past the deadline gets no work while others can do
+    /// it. With too few others to train at all, those still talking get another chance: a
+    /// coordinator that was stopped for a while, or a host that stalled, makes every worker
+    /// miss its deadline at once, and none of them would ever answer a shard it never gets.
+    private func reviveSuspects(toReach count: Int) {
+        let now = MonotonicClock.now
+        for peer in peers.values.sorted(by: { $0.index < $1.index })
+        where liveWorkerCount < count && !peer.isAlive && peer.missedDeadline
+            && now - peer.lastHeard < options.workerTimeoutSeconds {
+            peer.isAlive = true
+            peer.timesRejoined += 1
+            logger.notice("worker \(peer.name) gets another chance after its missed deadline: too few other workers are live")
         }
     }
 
