@@ -129,7 +129,7 @@ if [ "$rank" = 0 ]; then
     private_endpoint=$rendezvous.endpoint-$run_id-$$
     errors=$(mktemp)
     rm -f "$rendezvous" "$private_endpoint"
-    trap 'rm -f "$private_endpoint" "$errors" "$rendezvous.tmp-$run_id-$$"' EXIT
+    trap 'rm -f "$private_endpoint" "$errors" "$rendezvous.tmp-$run_id-$$" "$rendezvous.secret"' EXIT
 
     # Publishes the endpoint once the coordinator has bound it.
     ( until [ -s "$private_endpoint" ]; do sleep 0.1; done; publish "endpoint $(cat "$private_endpoint")" ) &
@@ -141,8 +141,9 @@ if [ "$rank" = 0 ]; then
     # in place do not belong in a job's log.
     exec 6> >(cat)
     plain=$!
+    # The run secret goes beside the rendezvous file (mode 0600, written before the endpoint).
     "$bin/coordinator" --workers $((size - 1)) --bind "tcp://$address:$port" --endpoint-file "$private_endpoint" \
-        "${coordinator_options[@]}" 2>&4 >&6 &
+        --secret-file "$rendezvous.secret" "${coordinator_options[@]}" 2>&4 >&6 &
     coordinator=$!
     # A launcher that stops the job may signal this rank only: pass it on.
     trap 'kill -TERM "$coordinator" 2>/dev/null || true' TERM INT HUP
@@ -188,7 +189,9 @@ fi
 # Not exec'd: this rank outlives its worker, so that a worker's death does not end the job.
 # --parent-pid: should this script be killed outright, the worker goes too, instead of
 # saying hello to whatever listens at the endpoint next.
-"$bin/worker" --connect "$endpoint" --name "rank-$rank" --parent-pid $$ "${worker_options[@]}" &
+secret=()
+[ -n "${ZMQT_COORDINATOR:-}" ] || secret=(--secret-file "$rendezvous.secret")
+"$bin/worker" --connect "$endpoint" --name "rank-$rank" --parent-pid $$ "${secret[@]}" "${worker_options[@]}" &
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true' EXIT
 trap 'exit 143' TERM INT HUP

@@ -19,8 +19,8 @@
 #   --ssh-option OPT    pass -o OPT to ssh (repeatable), e.g. IdentityFile=~/.ssh/cluster
 #   --insecure          no keys: plain text, anyone who reaches the port can join
 #
-# Each host needs passwordless ssh (BatchMode) and the built `worker`. The keys go to each
-# host through ssh's standard input into a private file, never onto a command line, and are
+# Each host needs passwordless ssh (BatchMode) and the built `worker`. The keys and the run
+# secret go to each host through ssh's standard input into private files, never onto a command line, and are
 # deleted when the worker ends; a worker from another run cannot join this one. The job's
 # exit status is the coordinator's. If ssh to a host fails, or a worker fails before it
 # joined, the run stops at once with that error. When the coordinator ends, every remote
@@ -125,8 +125,19 @@ data_given=false
 for option in "${coordinator_args[@]}"; do case "$option" in --data|--data=*) data_given=true ;; esac; done
 $data_given || coordinator_args+=(--data "${MNIST_DIR:-$root/data}")
 count=${#worker_names[@]}
-"$bin/coordinator" --workers "$count" --bind "tcp://$bind:$port" "${security[@]}" "${coordinator_args[@]}" &
+# The run secret every worker's hello must prove: written by the coordinator (mode 0600)
+# before it waits for workers, and handed to each over ssh's standard input.
+"$bin/coordinator" --workers "$count" --bind "tcp://$bind:$port" --secret-file "$run_dir/run.secret" \
+    "${security[@]}" "${coordinator_args[@]}" &
 coordinator=$!
+for _ in $(seq 600); do [ -s "$run_dir/run.secret" ] || ! kill -0 "$coordinator" 2>/dev/null && break; sleep 0.1; done
+if [ ! -s "$run_dir/run.secret" ]; then
+    status=0
+    wait "$coordinator" || status=$?
+    echo "launch.sh: the coordinator did not start (status $status)" >&2
+    exit $(( status == 0 ? 1 : status ))
+fi
+run_secret=$(head -n 1 "$run_dir/run.secret")
 
 quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 # Run by the remote login shell (POSIX sh): keys from standard input into a private folder,
@@ -146,10 +157,12 @@ dir=\$(mktemp -d) || exit 97
 trap 'rm -rf "\$dir"' EXIT
 IFS= read -r server || exit 97
 IFS= read -r secret || exit 97
+IFS= read -r run || exit 97
 printf '%s\n' "\$server" > "\$dir/coordinator.pub"
 printf '%s\n' "\$secret" > "\$dir/worker.key"
+printf '%s\n' "\$run" > "\$dir/run.secret"
 [ -x $(quote "$remote_bin/worker") ] || { echo "$2: no executable $(quote "$remote_bin/worker") on \$(hostname)" >&2; exit 97; }
-$(quote "$remote_bin/worker") --connect $(quote "$1") --name $(quote "$2") --parent-pid \$\$ $keys$options < /dev/null 3<&- &
+$(quote "$remote_bin/worker") --connect $(quote "$1") --name $(quote "$2") --parent-pid \$\$ --secret-file "\$dir/run.secret" $keys$options < /dev/null 3<&- &
 worker=\$!
 echo "launch.sh: worker $2 started on \$(hostname) (pid \$worker)" >&2
 ( while IFS= read -r _; do :; done <&3; kill \$worker 2>/dev/null ) &
@@ -177,7 +190,7 @@ for index in "${!worker_names[@]}"; do
     exec {feed}> "$run_dir/$name.feed"
     feeds+=("$feed")
     logs+=("$log")
-    printf '%s\n%s\n' "$server_key" "$secret_key" >&"$feed"
+    printf '%s\n%s\n%s\n' "$server_key" "$secret_key" "$run_secret" >&"$feed"
 done
 
 # Until the coordinator ends: a worker that ends in failure before it joined (ssh failed,

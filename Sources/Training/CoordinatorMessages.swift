@@ -53,9 +53,11 @@ extension CoordinatorServer {
         let now = MonotonicClock.now
         if let peer = peers[identity] {
             peer.lastHeard = now
-            if !peer.isAlive && envelope.type != .hello {
+            if envelope.type == .result { peer.missedDeadline = false }
+            if !peer.isAlive && envelope.type != .hello && !peer.missedDeadline {
                 // A worker declared lost (hung, or cut off) is back: it gets work again from
-                // the next step; whatever it sends for old steps is dropped as stale.
+                // the next step; whatever it sends for old steps is dropped as stale. One that
+                // sat on its shards past the deadline must first answer one of them.
                 peer.isAlive = true
                 peer.timesRejoined += 1
                 logger.notice("worker \(peer.name) is back")
@@ -81,22 +83,32 @@ extension CoordinatorServer {
             reject(from: identity, reason: "\(error)")
             return
         }
+        if !options.runSecret.verifies(hello.proof, nonce: runNonce, pid: hello.pid, name: hello.name) {
+            // No proof yet is the first half of every join; a wrong one is refused. Either way
+            // the peer learns what to prove: a worker that answered this nonce already
+            // holds the wrong secret, and gives up.
+            if hello.proof.contains(where: { $0 != 0 }) {
+                reject(from: identity, reason: "refused worker \(escapedForLog(hello.name)) (pid \(hello.pid)): its hello does not prove this run's secret")
+            }
+            sendRaw(Challenge(nonce: runNonce).encode(), to: identity)
+            return
+        }
         if !hello.acceptsAnyModel && hello.modelHash != modelHash {
             let reason = "model mismatch: this coordinator trains \(spec), and the worker was started for a different model"
-            reject(from: identity, reason: "refused worker \(hello.name) (pid \(hello.pid)): \(reason)")
+            reject(from: identity, reason: "refused worker \(escapedForLog(hello.name)) (pid \(hello.pid)): \(reason)")
             sendRaw(Notice(reason: reason).encode(.reject), to: identity)
             return
         }
         let peer: WorkerPeer
         if let known = peers[identity] {
             peer = known
-            if !peer.isAlive {
+            if !peer.isAlive && !peer.missedDeadline {
                 peer.isAlive = true
                 peer.timesRejoined += 1
                 logger.notice("worker \(peer.name) rejoined")
             }
         } else {
-            peer = WorkerPeer(identity: identity, name: hello.name.isEmpty ? "worker-\(nextWorkerIndex)" : hello.name,
+            peer = WorkerPeer(identity: identity, name: hello.name.isEmpty ? "worker-\(nextWorkerIndex)" : escapedForLog(hello.name, maximumLength: 64),
                               index: nextWorkerIndex, now: MonotonicClock.now)
             nextWorkerIndex += 1
             peers[identity] = peer
@@ -123,11 +135,16 @@ extension CoordinatorServer {
             let attach = try AttachMessage(envelope)
             guard weightsSegment != nil else { throw SharedSegmentError(name: attach.segment.name, reason: "shared memory is off in this run") }
             let needed = spec.parameterCount * options.precision.bytesPerValue
-            guard attach.segment.slotBytes >= needed else {
-                throw SharedSegmentError(name: attach.segment.name, reason: "slots of \(attach.segment.slotBytes) bytes, a gradient needs \(needed)")
+            // Exactly what a worker makes (a few slots of one gradient each): a bigger layout
+            // would only make this process map and populate more of the peer's memory.
+            guard attach.segment.slotBytes == needed, attach.segment.slotCount <= Self.maximumGradientSlots else {
+                throw SharedSegmentError(name: attach.segment.name, reason: "\(attach.segment.slotCount) slots of \(attach.segment.slotBytes) bytes; a worker offers at most \(Self.maximumGradientSlots) of \(needed)")
+            }
+            // Ours are not the worker's to offer (and would be read as its gradients).
+            guard attach.segment.name != weightsSegment?.info.name, attach.segment.name != batchSegment?.info.name else {
+                throw SharedSegmentError(name: attach.segment.name, reason: "the coordinator's own segment, not the worker's")
             }
             let segment = try SharedSegment(opening: attach.segment)
-            segment.unlinkName()
             if segment.cannotShrink { try segment.mapInAdvance() }  // read in place from the first step
             peer.detach()
             peer.gradientSegment = segment
@@ -146,6 +163,8 @@ extension CoordinatorServer {
             reject(from: identity, reason: "\(error)")
         }
     }
+
+    static let maximumGradientSlots = 8
 
     private func handleResult(_ envelope: Envelope, from identity: [UInt8]) {
         guard let peer = peers[identity] else {
@@ -259,8 +278,10 @@ extension CoordinatorServer {
     }
 
     /// Counts a refused message and logs the first one from each peer.
-    func reject(from identity: [UInt8], reason: String) {
+    func reject(from identity: [UInt8], reason rawReason: String) {
         counters.rejectedMessages += 1
+        // Reasons quote what the peer sent (names, paths): never raw into the log.
+        let reason = escapedForLog(rawReason, maximumLength: 400)
         let name = peers[identity]?.name ?? describe(identity: identity)
         if loggedPeers.insert(identity).inserted {
             logger.warning("rejected a message from \(name): \(reason) (further rejects from this peer are counted, not logged)")

@@ -32,6 +32,9 @@ public struct CoordinatorOptions: Sendable {
     /// Without them, traffic is plain text and anyone who reaches the port may join.
     public var curveSecretKey: String?
     public var authorizedKeys: Set<String> = []
+    /// The secret every hello must prove: fresh for each run unless set (hand it to the
+    /// workers, see `RunSecret`).
+    public var runSecret = RunSecret.generate()
 
     public init() {}
 }
@@ -79,6 +82,9 @@ public final class CoordinatorServer: ShardGradientSource {
     var sharedScratch: [UInt8] = []
     private var authenticator: ZAPAuthenticator?
     var loggedPeers: Set<[UInt8]> = []
+    /// What a hello proves the run secret for: fresh at every start, so that a hello from
+    /// another run, or from before a restart, proves nothing.
+    let runNonce: [UInt8] = (0..<Challenge.nonceBytes).map { _ in UInt8.random(in: 0...255) }
 
     public internal(set) var timing = StepTiming()
     public internal(set) var counters = NetworkCounters()
@@ -114,6 +120,12 @@ public final class CoordinatorServer: ShardGradientSource {
             batchSlotBuffers = (0..<2).map { SharedBuffer(borrowing: batches.slot($0), byteCount: batches.info.slotBytes, owner: batches) }
         }
         context = try ZMQContext()
+        // libzmq numbers the peers that give no routing id of their own from a counter that
+        // starts at rand(), which nobody seeds: the same ids in every run, which a peer could
+        // claim ahead with explicit ids and so make the next join abort this process inside
+        // libzmq (an assertion on the duplicate). Seeded from the system's generator, the
+        // next id is a secret 32-bit number instead.
+        UnpredictableRoutingIDs.seed()
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
         if let secretKey = options.curveSecretKey {
@@ -123,7 +135,14 @@ public final class CoordinatorServer: ShardGradientSource {
                 // A refused client reconnects again and again: say it once per key.
                 if refused.isFirst(key) { log.warning("refused a CURVE client at \(address): key \(key) is not authorised") }
             }
-            try socket.makeCurveServer(secretKey: secretKey, zapDomain: "zmq-trainer")
+            try socket.makeCurveServer(secretKey: secretKey, zapDomain: Self.zapDomain)
+        } else {
+            // A ZAP domain makes libzmq refuse ZMTP 1.0 and 2.0 peers at the handshake (no
+            // handler is needed for plain text). Their path into the ROUTER pushes the peer's
+            // routing-id message under an assertion that fails when the socket is closing
+            // (zmtp_engine.cpp, process_routing_id_msg): raw TCP garbage whose first byte is
+            // not 0xFF took that path and aborted the coordinator at exit. Workers speak ZMTP 3.
+            try socket.setZAPDomain(Self.zapDomain)
         }
         // A result is the largest thing a worker sends; nothing bigger is accepted.
         try socket.setMaximumMessageSize(bytes: spec.parameterCount * options.precision.bytesPerValue + 4096)
@@ -133,6 +152,8 @@ public final class CoordinatorServer: ShardGradientSource {
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.bind(options.bindEndpoint)
     }
+
+    static let zapDomain = "zmq-trainer"
 
     deinit { authenticator?.stop() }
 
@@ -171,9 +192,25 @@ public final class CoordinatorServer: ShardGradientSource {
                 lastNotice = now
             }
             try pump(timeoutMilliseconds: 100)
+            reviveSuspects(toReach: count)
             // Those already here hear from us while they wait: a worker that joined first
             // would otherwise take the silence for a coordinator that is gone.
             checkPeers()
+        }
+    }
+
+    /// A worker that sat on its shards past the deadline gets no work while others can do
+    /// it. With too few others to train at all, those still talking get another chance: a
+    /// coordinator that was stopped for a while, or a host that stalled, makes every worker
+    /// miss its deadline at once, and none of them would ever answer a shard it never gets.
+    private func reviveSuspects(toReach count: Int) {
+        let now = MonotonicClock.now
+        for peer in peers.values.sorted(by: { $0.index < $1.index })
+        where liveWorkerCount < count && !peer.isAlive && peer.missedDeadline
+            && now - peer.lastHeard < options.workerTimeoutSeconds {
+            peer.isAlive = true
+            peer.timesRejoined += 1
+            logger.notice("worker \(peer.name) gets another chance after its missed deadline: too few other workers are live")
         }
     }
 
@@ -424,6 +461,7 @@ public final class CoordinatorServer: ShardGradientSource {
             // The per-step deadline: a worker that holds shards this long is lost, even if its
             // heartbeats still arrive (a hung compute loop, or results that were refused).
             if !peer.outstanding.isEmpty && now - peer.assignedAt > options.workerTimeoutSeconds {
+                peer.missedDeadline = true
                 lose(peer, reason: String(format: "shards %@ of step %d unanswered after %.1f s (last heard %.1f s ago)",
                                           peer.outstanding.sorted().description, currentStep,
                                           now - peer.assignedAt, silent))

@@ -26,6 +26,10 @@ public struct WorkerOptions: Sendable {
     /// polls for its next message (at idle priority) before sleeping; 0 sleeps at once. See
     /// `pollForNextMessage`.
     public var busyWaitSeconds = 0.001
+    /// The run secret to prove in hellos, or the file to read it from when the coordinator
+    /// asks (read then, not at start: the coordinator writes it once it is up).
+    public var runSecret: RunSecret?
+    public var runSecretPath: String?
 
     public init() {}
 }
@@ -37,11 +41,13 @@ public enum WorkerExit: Equatable, CustomStringConvertible {
     case coordinatorLost(seconds: Double)
     case neverConnected(seconds: Double)
     case parentExited
+    case noRunSecret(reason: String)
 
     public var description: String {
         switch self {
-        case let .shutdown(reason): "coordinator said shut down: \(reason)"
-        case let .rejected(reason): "coordinator refused this worker: \(reason)"
+        case let .shutdown(reason): "coordinator said shut down: \(escapedForLog(reason))"
+        case let .rejected(reason): "coordinator refused this worker: \(escapedForLog(reason))"
+        case let .noRunSecret(reason): "cannot prove this run's secret: \(reason)"
         case let .coordinatorLost(seconds): String(format: "no word from the coordinator for %.0f s; it is gone", seconds)
         case let .neverConnected(seconds): String(format: "no coordinator answered within %.0f s", seconds)
         case .parentExited: "the coordinator that started this worker has exited"
@@ -94,6 +100,11 @@ public final class WorkerNode {
     private var resultSentAt: Double?
     public private(set) var tasksDone = 0
     public private(set) var rejectedMessages = 0
+    /// The challenge nonce the current hello proves the secret for (nil: none yet).
+    private var answeredNonce: [UInt8]?
+    /// Labels of the task being computed, copied out of the message or the coordinator's
+    /// segment and checked against the class count before the loss indexes with them.
+    private var labelBuffer = SharedBuffer(byteCount: 0)
 
     public init(options: WorkerOptions, logger: Logger) throws {
         self.options = options
@@ -193,6 +204,7 @@ public final class WorkerNode {
         let start = MonotonicClock.now
         var hello = Hello(pid: UInt32(getpid()), name: options.name)
         if let spec = options.expectedSpec { hello.modelHash = ModelSpecCoding.hash(spec) }
+        answeredNonce = nil  // a coordinator that asks us to say hello again may be a new one
         var lastHello = -Double.infinity
         var notified = false
         while true {
@@ -231,6 +243,17 @@ public final class WorkerNode {
                     logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
                     try attachSharedMemory(welcome)
                     return nil
+                case .challenge:
+                    let nonce = try Challenge(envelope).nonce
+                    // Asked again for the nonce we proved: our secret is not this run's.
+                    if nonce == answeredNonce {
+                        return .rejected(reason: "the hello's proof does not match this run's secret (a secret file of another run?)")
+                    }
+                    let secret: RunSecret
+                    do { secret = try loadRunSecret() } catch { return .noRunSecret(reason: "\(error)") }
+                    hello.proof = secret.proof(nonce: nonce, pid: hello.pid, name: hello.name)
+                    answeredNonce = nonce
+                    lastHello = -.infinity  // answer at once
                 case .reject:
                     return .rejected(reason: try Notice(envelope).reason)
                 case .shutdown:
@@ -242,6 +265,14 @@ public final class WorkerNode {
                 noteRejected("\(error)")
             }
         }
+    }
+
+    private func loadRunSecret() throws -> RunSecret {
+        if let secret = options.runSecret { return secret }
+        guard let path = options.runSecretPath else {
+            throw RunSecretError.io(path: "(none)", reason: "no secret given; start the worker with --secret-file PATH (the file `coordinator --secret-file PATH` writes)")
+        }
+        return try RunSecret.read(from: path)
     }
 
     private func handle(_ frames: [ZMQMessage]) throws -> WorkerExit? {
@@ -264,8 +295,10 @@ public final class WorkerNode {
                                                   shared: weightsSegment, scratch: &sharedScratch)
                     }
                 }
-                // The coordinator sends weights through memory once it has our segment.
+                // The coordinator sends weights through memory once it has our segment, which
+                // it has open then: nobody needs its name any more.
                 sharedActive = slot != nil && gradientSegment != nil
+                if sharedActive { gradientSegment?.unlinkName() }
                 weightsStep = envelope.step
                 // Tasks that came ahead of these weights can run now; older ones never will.
                 let ready = waitingTasks.filter { $0.step == envelope.step }
@@ -288,7 +321,7 @@ public final class WorkerNode {
                 weightsStep = nil
                 waitingTasks = []
                 if let exit = try connect(rejoining: true) { return exit }
-            case .heartbeat, .welcome:
+            case .heartbeat, .welcome, .challenge:
                 break
             case .hello, .result, .attach:
                 throw ProtocolError.unexpected(envelope.type)
@@ -303,9 +336,11 @@ public final class WorkerNode {
         guard let model else { return }
         let start = MonotonicClock.now
         resultSentAt = nil
-        let (task, samples) = try TaskHeader.decode(envelope, featureCount: model.spec.inputSize)
+        let (task, samples) = try TaskHeader.decode(envelope, featureCount: model.spec.inputSize,
+                                                    maximumSamples: WireLimits.maximumSamples(for: model.spec))
         let rows = Int(task.sampleCount)
         let count = model.spec.parameterCount
+        try copyLabels(of: samples, rows: rows, classes: model.spec.layers[model.spec.layers.count - 1].outputSize)
         let dropoutKey = Dropout.key(step: envelope.step, shard: task.shard)
         if resultStep != envelope.step {
             resultStep = envelope.step
@@ -322,8 +357,8 @@ public final class WorkerNode {
         let prepared = preparedInput.flatMap { $0.step == envelope.step && $0.shard == task.shard ? $0.input : nil }
         preparedInput = nil  // the workspace is this task's now
         let statistics = try withSamples(samples, byteCount: task.sampleBytes) { raw in
-            let labels = raw.assumingMemoryBound(to: UInt8.self)
-            let input = prepared ?? model.scaleInput(pixels: labels + rows, rows: rows)
+            let labels = UnsafePointer(labelBuffer.pointer.assumingMemoryBound(to: UInt8.self))
+            let input = prepared ?? model.scaleInput(pixels: raw.assumingMemoryBound(to: UInt8.self) + rows, rows: rows)
             if precision == .fp32 {
                 return model.computeGradientSum(input: input, labels: labels, rows: rows,
                                                 gradient: output.bindMemory(to: Float.self, capacity: count),
@@ -339,7 +374,8 @@ public final class WorkerNode {
         let result = ResultHeader(shard: task.shard, sampleCount: task.sampleCount, lossSum: statistics.lossSum,
                                   correctCount: UInt32(statistics.correctCount),
                                   parameterCount: UInt32(count), precision: precision,
-                                  computeMicroseconds: UInt64((MonotonicClock.now - start) * 1e6),
+                                  computeMicroseconds: UInt64(min((MonotonicClock.now - start) * 1e6,
+                                                                  Double(WireLimits.computeMicroseconds.upperBound))),
                                   sharedSlot: sharedSlot)
         if let gradient {
             try send(result.encode(step: envelope.step, gradient: gradient))
@@ -350,10 +386,22 @@ public final class WorkerNode {
         tasksDone += 1
     }
 
+    /// Copies a task's labels out of its frame or the coordinator's segment (which could
+    /// change under us) and checks each against the class count: the loss indexes with them.
+    private func copyLabels(of samples: TaskHeader.Samples, rows: Int, classes: Int) throws {
+        if labelBuffer.byteCount < rows { labelBuffer = SharedBuffer(byteCount: rows) }
+        try withSamples(samples, byteCount: rows) { labelBuffer.pointer.copyMemory(from: $0, byteCount: rows) }
+        let labels = UnsafeBufferPointer(start: labelBuffer.pointer.assumingMemoryBound(to: UInt8.self), count: rows)
+        if let bad = labels.first(where: { Int($0) >= classes }) {
+            throw ProtocolError.malformed(.task, "label \(bad), but the model has \(classes) classes")
+        }
+    }
+
     /// Scales a task's pixels into the model's workspace ahead of its weights; a task that
     /// does not decode is left for `compute` to refuse.
     private func prepareInput(of envelope: Envelope) {
-        guard let model, let (task, samples) = try? TaskHeader.decode(envelope, featureCount: model.spec.inputSize) else { return }
+        guard let model, let (task, samples) = try? TaskHeader.decode(envelope, featureCount: model.spec.inputSize,
+                                                                      maximumSamples: WireLimits.maximumSamples(for: model.spec)) else { return }
         let rows = Int(task.sampleCount)
         preparedInput = try? withSamples(samples, byteCount: task.sampleBytes) { raw in
             (envelope.step, task.shard, model.scaleInput(pixels: raw.assumingMemoryBound(to: UInt8.self) + rows, rows: rows))
@@ -422,7 +470,7 @@ public final class WorkerNode {
     private func noteRejected(_ reason: String) {
         rejectedMessages += 1
         if rejectedMessages == 1 {
-            logger.warning("ignored a malformed message from the coordinator: \(reason)")
+            logger.warning("ignored a malformed message from the coordinator at \(escapedForLog(options.endpoint)): \(escapedForLog(reason, maximumLength: 400)) (further ones are counted, not logged)")
         }
     }
 }

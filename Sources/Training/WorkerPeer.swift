@@ -6,6 +6,10 @@ final class WorkerPeer {
     let name: String
     let index: Int
     var isAlive = true
+    /// It was lost for letting a deadline pass with shards in hand: its heartbeats alone do
+    /// not bring it back (a peer that only heartbeats would hold shards until the timeout
+    /// every step); an answer to a task does.
+    var missedDeadline = false
     var lastHeard: Double
     var lastSent: Double
     /// The step whose weights this worker holds (-1: none yet).
@@ -64,7 +68,7 @@ final class WorkerPeer {
     }
 }
 
-/// A peer's routing id as text for log lines (printable ids as they are, others in hex).
+/// A peer's routing id as text for log lines (printable ASCII ids as they are, others in hex).
 func describe(identity: [UInt8]) -> String {
     if !identity.isEmpty, identity.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }) { return String(decoding: identity, as: UTF8.self) }
     return "0x" + identity.map { String($0, radix: 16).leftPadded(to: 2) }.joined()

@@ -25,8 +25,9 @@ public final class WorkerSpawner {
     /// With `pinning`, worker i is pinned to the i-th CPU this process may use, wrapping
     /// around (`worker --cpu`), so the scheduler cannot leave two workers queued on one CPU
     /// while another idles.
+    /// Each worker gets `runSecret` in `RunSecret.environmentVariable`.
     public func spawn(count: Int, endpoint: String, extraArguments: [String] = [], secretKeys: [String] = [],
-                      pinning: Bool = false) throws {
+                      runSecret: RunSecret? = nil, pinning: Bool = false) throws {
         let executable = Self.workerExecutable()
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw SpawnError(reason: "no worker executable at \(executable.path); build it with `swift build`")
@@ -42,6 +43,7 @@ public final class WorkerSpawner {
             // when the library loads, before the worker could pin itself).
             if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
             if index < secretKeys.count { environment[Self.secretKeyVariable] = secretKeys[index] }
+            environment[RunSecret.environmentVariable] = runSecret?.hex
             process.environment = environment
             try process.run()
             processes.append(process)

@@ -7,11 +7,16 @@ public struct Hello: Equatable, Sendable {
     public var modelHash: [UInt8]
     public var pid: UInt32
     public var name: String
+    /// Proof that the worker holds the run secret, for the nonce of the last challenge
+    /// (all zeros: none yet); see `RunProof`.
+    public var proof: [UInt8]
 
-    public init(modelHash: [UInt8] = Array(repeating: 0, count: 32), pid: UInt32, name: String) {
+    public init(modelHash: [UInt8] = Array(repeating: 0, count: 32), pid: UInt32, name: String,
+                proof: [UInt8] = Array(repeating: 0, count: 32)) {
         self.modelHash = modelHash
         self.pid = pid
         self.name = name
+        self.proof = proof
     }
 
     public var acceptsAnyModel: Bool { modelHash.allSatisfy { $0 == 0 } }
@@ -21,14 +26,36 @@ public struct Hello: Equatable, Sendable {
         meta.write(raw: modelHash)
         meta.write(pid)
         meta.write(string: name)
+        meta.write(raw: proof)
         return encodeMessage(.hello, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        (modelHash, pid, name) = try envelope.readMeta { reader in
-            (Array(try reader.readBytes(count: 32)), try reader.read(UInt32.self), try reader.readString(maximumLength: 256))
+        (modelHash, pid, name, proof) = try envelope.readMeta { reader in
+            (Array(try reader.readBytes(count: 32)), try reader.read(UInt32.self), try reader.readString(maximumLength: 256),
+             Array(try reader.readBytes(count: 32)))
         }
+    }
+}
+
+/// The coordinator's answer to a hello without a valid proof: the nonce to prove the run
+/// secret for.
+public struct Challenge: Equatable, Sendable {
+    public static let nonceBytes = 16
+    public var nonce: [UInt8]
+
+    public init(nonce: [UInt8]) { self.nonce = nonce }
+
+    public func encode() -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(raw: nonce)
+        return encodeMessage(.challenge, step: 0, meta: meta)
+    }
+
+    public init(_ envelope: Envelope) throws {
+        try envelope.requireNoBulk()
+        nonce = try envelope.readMeta { Array(try $0.readBytes(count: Self.nonceBytes)) }
     }
 }
 
@@ -73,7 +100,7 @@ public struct Welcome: Equatable, Sendable {
         try envelope.requireNoBulk()
         (workerIndex, heartbeatMilliseconds, precision, dropout, spec, sharedWeights, sharedBatches) = try envelope.readMeta { reader in
             let index = try reader.read(UInt32.self)
-            let heartbeat = try reader.read(UInt32.self)
+            let heartbeat = UInt32(try reader.readInt(UInt32.self, "heartbeat ms", in: WireLimits.heartbeatMilliseconds))
             let code = try reader.read(UInt8.self)
             guard let precision = WirePrecision(rawValue: code) else {
                 throw ProtocolError.malformed(.welcome, "unknown precision \(code)")
@@ -141,7 +168,8 @@ public enum WeightsMessage {
     /// parameter count and the frame layout.
     public static func header(_ envelope: Envelope, expectedCount: Int) throws -> (precision: WirePrecision, slot: Int?) {
         let (count, code, slot) = try envelope.readMeta { reader in
-            (Int(try reader.read(UInt32.self)), try reader.read(UInt8.self), try reader.read(UInt8.self))
+            (try reader.readInt(UInt32.self, "parameter count", in: 0...WireLimits.maximumParameters),
+             try reader.read(UInt8.self), try reader.read(UInt8.self))
         }
         guard count == expectedCount else {
             throw ProtocolError.malformed(.weights, "\(count) parameters, the model has \(expectedCount)")
@@ -250,6 +278,7 @@ public struct TaskHeader: Equatable, Sendable {
     }
 
     /// The bytes a task's samples take: the labels (`sampleCount` bytes) then the pixels.
+    /// A decoded header's product is at most `WireProtocol.maximumMessageBytes`.
     public var sampleBytes: Int { Int(sampleCount) * (1 + Int(featureCount)) }
 
     /// `samples` holds the labels then the pixels.
@@ -274,7 +303,9 @@ public struct TaskHeader: Equatable, Sendable {
 
     /// Decodes the header and checks that the data frame matches it, if the samples travel
     /// in one (a shared slot's bounds are checked by whoever opens it).
-    public static func decode(_ envelope: Envelope, featureCount expected: Int) throws -> (TaskHeader, Samples) {
+    /// - Parameter maximumSamples: the most samples the receiver can hold (`WireLimits.maximumSamples`).
+    public static func decode(_ envelope: Envelope, featureCount expected: Int,
+                              maximumSamples: Int = .max) throws -> (TaskHeader, Samples) {
         let (header, slot, offset) = try envelope.readMeta { reader in
             (TaskHeader(shard: try reader.read(), sampleCount: try reader.read(), featureCount: try reader.read()),
              try reader.read(UInt8.self), try reader.read(UInt64.self))
@@ -282,15 +313,19 @@ public struct TaskHeader: Equatable, Sendable {
         guard Int(header.featureCount) == expected else {
             throw ProtocolError.malformed(.task, "\(header.featureCount) features per sample, the model takes \(expected)")
         }
-        guard header.sampleCount > 0 else { throw ProtocolError.malformed(.task, "no samples") }
+        // Any task must fit in a message, whichever way it travels: this bounds `sampleBytes`.
+        let samples = 1...max(1, min(maximumSamples, WireProtocol.maximumMessageBytes / (1 + expected)))
+        guard checkedInt(header.sampleCount, in: samples) != nil else {
+            throw ProtocolError.outOfRange(field: "task sample count", value: UInt64(header.sampleCount), range: samples)
+        }
         if slot == WeightsMessage.inFrame {
             return (header, .frame(try envelope.requireBulk(header.sampleBytes)))
         }
         try envelope.requireNoBulk()
-        guard offset <= UInt64(WireProtocol.maximumMessageBytes) else {
-            throw ProtocolError.malformed(.task, "samples at offset \(offset) of a batch slot")
+        guard let start = checkedInt(offset, in: 0...WireProtocol.maximumMessageBytes) else {
+            throw ProtocolError.outOfRange(field: "task offset", value: offset, range: 0...WireProtocol.maximumMessageBytes)
         }
-        return (header, .shared(slot: Int(slot), offset: Int(offset)))
+        return (header, .shared(slot: Int(slot), offset: start))
     }
 }
 
@@ -357,7 +392,7 @@ public struct ResultHeader: Equatable, Sendable {
             guard let precision = WirePrecision(rawValue: code) else {
                 throw ProtocolError.malformed(.result, "unknown precision \(code)")
             }
-            let compute = try reader.read(UInt64.self)
+            let compute = UInt64(try reader.readInt(UInt64.self, "compute µs", in: WireLimits.computeMicroseconds))
             let slot = try reader.read(UInt8.self)
             return ResultHeader(shard: shard, sampleCount: samples, lossSum: loss, correctCount: correct,
                                 parameterCount: count, precision: precision, computeMicroseconds: compute,
@@ -385,9 +420,11 @@ public enum ModelSpecCoding {
         ModelCodec.write(spec, to: &writer)
     }
 
+    /// Reads a spec whose parameters all fit in one message (`WireLimits.maximumParameters`):
+    /// a model too big to send is refused here, before anything is allocated for it.
     public static func read(from reader: inout ByteReader) throws -> ModelSpec {
         do {
-            return try ModelCodec.read(from: &reader, maximumParameterCount: WireProtocol.maximumMessageBytes / 4)
+            return try ModelCodec.read(from: &reader, maximumParameterCount: WireLimits.maximumParameters)
         } catch let error as ModelSpecError {
             throw ProtocolError.malformed(.welcome, "model: \(error)")
         }

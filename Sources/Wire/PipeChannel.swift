@@ -11,7 +11,7 @@ public struct PipeChannelError: Error, CustomStringConvertible {
         self.path = path
         self.reason = reason
     }
-    public var description: String { "pipe \(path): \(reason)" }
+    public var description: String { "pipe \(escapedForLog(path)): \(reason)" }
 }
 
 /// A one-way path for small messages between a coordinator and a worker on one host: a

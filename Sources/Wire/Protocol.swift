@@ -14,7 +14,8 @@ import NeuralNet
 ///
 /// | type          | dir | meta                                                            | bulk                     |
 /// |---------------|-----|-----------------------------------------------------------------|--------------------------|
-/// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string   | –                        |
+/// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string · | –                        |
+/// |               |     | proof [32] (HMAC-SHA256 of the run secret, see `RunProof`)      |                          |
 /// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · precision UInt8 ·   | –                        |
 /// |               |     | dropout rate Float32 · dropout seed UInt64 · model spec ·       |                          |
 /// |               |     | weights segment · batch segment                                 |                          |
@@ -31,6 +32,13 @@ import NeuralNet
 /// | 9 attach      | w→c | the worker's gradient segment · pipe to the worker string ·     | –                        |
 /// |               |     | pipe to the coordinator string (both empty: no pipes) ·         |                          |
 /// |               |     | pinned CPU UInt16 (0xFFFF: not pinned)                          |                          |
+/// | 10 challenge  | c→w | the coordinator's run nonce [16]                                | –                        |
+///
+/// Admission: a hello must carry the proof of the run secret for the nonce of the last
+/// challenge (zeros before the first); the coordinator answers any other hello with a
+/// challenge, and a worker that gets a challenge for the nonce it already answered holds
+/// the wrong secret. Every integer is range-checked when it is read (`readInt`); a step
+/// above `WireLimits.maximumStep` is refused in the header.
 ///
 /// Precision: 0 fp32, 1 fp16, 2 bf16 (`WirePrecision`); 16-bit values are little-endian
 /// UInt16 bit patterns. Strings are a UInt32 byte count then UTF-8. A model spec is input size UInt32, layer
@@ -66,7 +74,7 @@ public enum WireProtocol {
 }
 
 public enum MessageType: UInt16, Sendable, CaseIterable {
-    case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown, attach
+    case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown, attach, challenge
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.
@@ -79,6 +87,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
     case lengthMismatch(declared: UInt64, actual: Int)
     case malformed(MessageType, String)
     case unexpected(MessageType)
+    case outOfRange(field: String, value: UInt64, range: ClosedRange<Int>)
 
     public var description: String {
         switch self {
@@ -90,6 +99,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
         case let .lengthMismatch(declared, actual): "payload length says \(declared) bytes, frames hold \(actual)"
         case let .malformed(type, reason): "malformed \(type): \(reason)"
         case let .unexpected(type): "unexpected \(type) message"
+        case let .outOfRange(field, value, range): "\(field) \(value) is outside \(range.lowerBound)…\(range.upperBound)"
         }
     }
 }
@@ -97,6 +107,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
 /// A decoded header plus the frames after it, not yet interpreted.
 public struct Envelope {
     public let type: MessageType
+    /// At most `WireLimits.maximumStep`, so `Int(step)` is safe.
     public let step: UInt64
     public let meta: ZMQMessage
     public let bulk: ZMQMessage?
@@ -113,7 +124,8 @@ public struct Envelope {
             guard version == WireProtocol.version else { throw ProtocolError.unsupportedVersion(version) }
             let rawType = try reader.read(UInt16.self)
             guard let type = MessageType(rawValue: rawType) else { throw ProtocolError.unknownType(rawType) }
-            return (type, try reader.read(UInt64.self), try reader.read(UInt64.self))
+            let step = try reader.readInt(UInt64.self, "step", in: 0...WireLimits.maximumStep)
+            return (type, UInt64(step), try reader.read(UInt64.self))
         }
         let rest = frames.dropFirst()
         let actual = rest.reduce(0) { $0 + $1.count }

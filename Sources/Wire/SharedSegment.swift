@@ -49,7 +49,7 @@ public struct SharedSegmentError: Error, CustomStringConvertible {
         self.name = name
         self.reason = reason
     }
-    public var description: String { "shared memory \(name): \(reason)" }
+    public var description: String { "shared memory \(escapedForLog(name)): \(reason)" }
 }
 
 /// A shared-memory segment of equal slots after a 64-byte header (magic `ZMQS`, nonce,
@@ -123,9 +123,18 @@ public final class SharedSegment {
             throw SharedSegmentError(name: info.name, reason: "implausible layout (\(info.slotCount) slots of \(info.slotBytes) bytes)")
         }
         let isDescriptorPath = SharedSegmentInfo.isDescriptorPath(info.name)
-        let opened = isDescriptorPath ? open(info.name, O_RDONLY | O_CLOEXEC) : shm_open(info.name, O_RDONLY, 0)
+        // Never blocks, whatever the name turns out to be (a FIFO would block a plain open
+        // for good); shm_open adds O_NOFOLLOW itself. /proc/PID/fd/N is a link by nature.
+        let flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK
+        let opened = isDescriptorPath ? open(info.name, flags) : shm_open(info.name, flags, 0)
         guard opened >= 0 else {
             throw SharedSegmentError(name: info.name, reason: "cannot open: \(String(cString: strerror(errno)))")
+        }
+        // A regular file (shared memory and memfds are) of this user, before reading a byte.
+        var status = stat()
+        guard fstat(opened, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_uid == geteuid() else {
+            close(opened)
+            throw SharedSegmentError(name: info.name, reason: "not shared memory of this user")
         }
         let byteCount = Self.headerBytes + info.slotCount * info.slotBytes
         var expected = ByteWriter(capacity: 32)
@@ -135,8 +144,7 @@ public final class SharedSegment {
         expected.write(UInt64(info.slotBytes))
         var header = [UInt8](repeating: 0, count: expected.bytes.count)
         let read = header.withUnsafeMutableBytes { pread(opened, $0.baseAddress!, $0.count, 0) }
-        var status = stat()
-        guard read == header.count, header == expected.bytes, fstat(opened, &status) == 0, Int(status.st_size) >= byteCount else {
+        guard read == header.count, header == expected.bytes, Int(status.st_size) >= byteCount else {
             close(opened)
             throw SharedSegmentError(name: info.name, reason: "its header or size does not match what the peer announced")
         }
@@ -149,11 +157,12 @@ public final class SharedSegment {
 
     private var isNamed: Bool { !SharedSegmentInfo.isDescriptorPath(info.name) }
 
-    /// Removes the name (the memory stays until every process has let go of it). The reader
-    /// of a worker's segment calls this once it has it open: nobody else needs the name, and
-    /// a worker killed with SIGKILL then leaves nothing behind.
+    /// Removes the name (the memory stays until every process has let go of it). Only the
+    /// creator can: a peer that names someone else's segment (the coordinator's own, with
+    /// the nonce from its welcome) must not make this process remove it. A worker calls this
+    /// once the coordinator reads its segment: nobody else needs the name then.
     public func unlinkName() {
-        if isNamed { shm_unlink(info.name) }
+        if isNamed && mapping != nil { shm_unlink(info.name) }
     }
 
     /// Removes the segments of processes that are gone (names carry the creator's pid): a
@@ -274,6 +283,7 @@ extension ByteReader {
         let name = try readString(maximumLength: 64)
         guard !name.isEmpty else { return nil }
         return SharedSegmentInfo(name: name, nonce: Array(try readBytes(count: 16)),
-                                 slotCount: Int(try read(UInt32.self)), slotBytes: Int(try read(UInt64.self)))
+                                 slotCount: try readInt(UInt32.self, "segment slot count", in: 1...64),
+                                 slotBytes: try readInt(UInt64.self, "segment slot size", in: 1...WireProtocol.maximumMessageBytes))
     }
 }

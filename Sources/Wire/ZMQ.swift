@@ -227,6 +227,9 @@ public final class ZMQSocket {
         try setOption(ZMQ_RCVBUF, Int32(bytes), name: "ZMQ_RCVBUF")
     }
     public func setRoutingID(_ id: [UInt8]) throws { try setOption(ZMQ_ROUTING_ID, bytes: id, name: "ZMQ_ROUTING_ID") }
+    /// The ZAP domain: with one set, a server authenticates through a ZAP handler when one is
+    /// bound, and refuses ZMTP 1.0 and 2.0 peers (no greeting, no security handshake) at once.
+    public func setZAPDomain(_ domain: String) throws { try setOption(string: domain, for: ZMQ_ZAP_DOMAIN, name: "ZMQ_ZAP_DOMAIN") }
     public func setSendTimeout(milliseconds: Int) throws { try setOption(ZMQ_SNDTIMEO, Int32(milliseconds), name: "ZMQ_SNDTIMEO") }
     public func setOption(string: String, for option: Int32, name: String) throws {
         try setOption(option, bytes: Array(string.utf8), name: name)

@@ -13,6 +13,10 @@ struct DistributedRun {
 
     func run(train: Dataset, test: Dataset, resumed: Checkpoint?, reporter: ConsoleReporter) throws {
         let spec = try config.modelSpec(input: train.imageShape, classes: train.classCount)
+        // Workers refuse a welcome for a model whose gradient cannot travel in one message.
+        guard spec.parameterCount <= WireLimits.maximumParameters else {
+            throw ModelTooLargeError(reason: "a model of \(spec.parameterCount) parameters is more than a distributed run can send (at most \(WireLimits.maximumParameters)); use --local or a smaller --hidden or --model")
+        }
         let workerCount = command.spawnWorkers ?? command.workers ?? 1
         var options = CoordinatorOptions()
         options.bindEndpoint = command.bind
@@ -36,8 +40,11 @@ struct DistributedRun {
                 spawnedWorkerSecrets.append(pair.secretKey)
             }
         }
+        let secret = options.runSecret
         let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
         logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")
+        let secretPath = try writeSecret(secret, endpoint: server.endpoint)
+        defer { if let secretPath { secret.remove(at: secretPath) } }
 
         if let path = command.endpointFile {
             // For launchers (scripts/cluster.sh): workers read where to connect from here.
@@ -48,7 +55,7 @@ struct DistributedRun {
             var arguments = ["--log-level", command.logLevel, "--busy-wait-us", String(command.busyWaitUs)]
             if let secret = options.curveSecretKey { arguments += ["--curve-server-key", try CurveKeys.publicKey(forSecret: secret)] }
             try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
-                              secretKeys: spawnedWorkerSecrets,
+                              secretKeys: spawnedWorkerSecrets, runSecret: secret,
                               pinning: command.pinWorkers && count <= CPUAffinity.allowedCount)
         }
         do {
@@ -67,4 +74,28 @@ struct DistributedRun {
         }
         spawner.waitForExit()
     }
+
+    /// Writes the run secret for workers started by hand or by a launcher: to --secret-file,
+    /// or where a worker on this host looks by itself. Without --secret-file a failure is
+    /// only a warning: spawned workers get the secret in their environment anyway.
+    private func writeSecret(_ secret: RunSecret, endpoint: String) throws -> String? {
+        if let path = command.secretFile {
+            try secret.write(to: path)
+            return path
+        }
+        guard let path = RunSecret.defaultPath(forEndpoint: endpoint) else { return nil }
+        do {
+            try secret.write(to: path)
+            logger.info("the run secret for workers on this host is in \(path)")
+            return path
+        } catch {
+            logger.warning("could not write the run secret (\(error)); workers not spawned by this coordinator need --secret-file")
+            return nil
+        }
+    }
+}
+
+struct ModelTooLargeError: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
 }

@@ -87,6 +87,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Once bound, write the endpoint workers should connect to into this file (for launchers; the port filled in).")
     var endpointFile: String?
 
+    @Option(help: ArgumentHelp("Write this run's secret here (created 0600, replaced atomically, removed at exit) for workers started by hand or by a launcher: `worker --secret-file PATH`. Every worker's hello must prove it. Default: \(RunSecret.defaultFolder)/run-secret-tcp-PORT, where workers on this host look by themselves; spawned workers get it in their environment.", valueName: "path"))
+    var secretFile: String?
+
     @Option(help: "Precision of weights and gradients on the wire: fp32, fp16 or bf16 (16-bit halves the bytes; arithmetic stays fp32). --local rounds the same way, so it still matches a distributed run bit for bit.")
     var wirePrecision = "fp32"
 

@@ -51,6 +51,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Seconds of silence after which the worker says hello again (for up to --connect-timeout) to rejoin.")
     var coordinatorTimeout: Double = 10
 
+    @Option(help: ArgumentHelp("The run secret's file, written by `coordinator --secret-file PATH` (mode 0600, this user's); '-' reads it from standard input. Default: $\(RunSecret.environmentVariable) (set for spawned workers), else the file a coordinator on this host writes for the --connect port (\(RunSecret.defaultFolder)/run-secret-tcp-PORT).", valueName: "path"))
+    var secretFile: String?
+
     @Option(help: "CURVE: the coordinator's public key, or a file holding it.")
     var curveServerKey: String?
 
@@ -129,6 +132,14 @@ struct WorkerCommand: ParsableCommand {
         options.sharedMemory = sharedMemory
         options.busyWaitSeconds = Double(busyWaitUs) / 1e6
         options.pinnedCPU = pinError == nil ? cpu.map(Int.init) : nil
+        if let secretFile {
+            options.runSecretPath = secretFile
+            if secretFile == "-" { options.runSecret = try RunSecret.read(from: "-") }  // stdin cannot wait
+        } else if let hex = ProcessInfo.processInfo.environment[RunSecret.environmentVariable] {
+            options.runSecret = try RunSecret(hex: hex)
+        } else {
+            options.runSecretPath = RunSecret.defaultPath(forEndpoint: connect)
+        }
         if let serverKey = curveServerKey {
             options.curveServerKey = try CurveKeys.load(serverKey)
             if let path = curveSecretKey {
@@ -149,7 +160,7 @@ struct WorkerCommand: ParsableCommand {
         if exit.isSuccess {
             logger.info("\(exit)")
         } else {
-            FileHandle.standardError.write(Data("\(workerName): \(exit)\n".utf8))
+            FileHandle.standardError.write(Data("\(workerName): \(exit) (coordinator \(connect))\n".utf8))
             throw ExitCode(exit == .parentExited ? 0 : 2)
         }
     }

@@ -77,14 +77,7 @@ final class HostileInputTests: XCTestCase {
         let context = try ZMQContext()
         let socket = try ZMQSocket(context: context, type: .dealer)
         try socket.connect(endpoint)
-        let deadline = Date().addingTimeInterval(60)
-        var welcome: Welcome?
-        while welcome == nil && Date() < deadline {
-            try socket.send(Hello(pid: UInt32(getpid()), name: "rogue").encode(), dontWait: true)
-            while let frames = try socket.receive(timeoutMilliseconds: 200) {
-                if let envelope = try? Envelope(frames: frames[...]), envelope.type == .welcome { welcome = try Welcome(envelope) }
-            }
-        }
+        let welcome = try joinAsWorker(socket, endpoint: endpoint, name: "rogue")
         let spec = try XCTUnwrap(welcome, coordinator.errors).spec
         let segment = try SharedSegment(slotCount: 4, slotBytes: spec.parameterCount * 4)
         let fromCoordinator = try PipeChannel(forWriting: false)
@@ -137,14 +130,7 @@ final class HostileInputTests: XCTestCase {
         let context = try ZMQContext()
         let socket = try ZMQSocket(context: context, type: .dealer)
         try socket.connect(endpoint)
-        var welcome: Welcome?
-        let deadline = Date().addingTimeInterval(60)
-        while welcome == nil && Date() < deadline {
-            try socket.send(Hello(pid: UInt32(getpid()), name: "nan-worker").encode(), dontWait: true)
-            while let frames = try socket.receive(timeoutMilliseconds: 200) {
-                if let envelope = try? Envelope(frames: frames[...]), envelope.type == .welcome { welcome = try Welcome(envelope) }
-            }
-        }
+        let welcome = try joinAsWorker(socket, endpoint: endpoint, name: "nan-worker")
         let spec = try XCTUnwrap(welcome, coordinator.errors).spec
         let segment = try SharedSegment(slotCount: 4, slotBytes: spec.parameterCount * 4, sealed: true)
         XCTAssertTrue(segment.cannotShrink)

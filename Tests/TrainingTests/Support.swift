@@ -1,6 +1,8 @@
 import Foundation
 import MNISTData
 import NeuralNet
+import Training
+import Wire
 import XCTest
 
 /// Where this test process keeps its files (children's output, summaries, checkpoints, data
@@ -211,4 +213,29 @@ func runDetached(_ path: String, _ arguments: [String], environment: [String: St
     while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
     // WIFEXITED / WEXITSTATUS, which Swift does not import.
     return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
+
+/// Joins a coordinator the way a worker does, from a raw socket: hello, the proof of the run
+/// secret (read from the file the coordinator wrote for `endpoint`) when challenged, until a
+/// welcome arrives or `seconds` pass.
+func joinAsWorker(_ socket: ZMQSocket, endpoint: String, name: String, seconds: Double = 60) throws -> Welcome? {
+    var hello = Hello(pid: UInt32(getpid()), name: name)
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        try socket.send(hello.encode(), dontWait: true)
+        while let frames = try socket.receive(timeoutMilliseconds: 200) {
+            guard let envelope = try? Envelope(frames: frames[...]) else { continue }
+            switch envelope.type {
+            case .welcome:
+                return try Welcome(envelope)
+            case .challenge:
+                let secret = try RunSecret.read(from: try XCTUnwrap(RunSecret.defaultPath(forEndpoint: endpoint)))
+                hello.proof = secret.proof(nonce: try Challenge(envelope).nonce, pid: hello.pid, name: name)
+                try socket.send(hello.encode(), dontWait: true)
+            default:
+                break
+            }
+        }
+    }
+    return nil
 }

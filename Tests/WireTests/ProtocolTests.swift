@@ -246,6 +246,7 @@ final class ProtocolTests: XCTestCase {
                     var values = [Float](repeating: 0, count: spec.parameterCount)
                     try WeightsMessage.decode(envelope, expectedCount: spec.parameterCount, into: &values)
                 case .attach: _ = try AttachMessage(envelope)
+                case .challenge: _ = try Challenge(envelope)
                 case .heartbeat: break
                 }
             } catch is ProtocolError {

@@ -118,3 +118,30 @@ final class SharedSegmentTests: XCTestCase {
         XCTAssertThrowsError(try SharedSegment(opening: info))
     }
 }
+
+/// A peer names something in /dev/shm that is not a segment of ours, or someone else's.
+final class SharedSegmentAdmissionTests: XCTestCase {
+    /// A FIFO under a segment name once blocked the coordinator in open() for good.
+    func testAFIFOIsRefusedWithoutBlocking() throws {
+        let name = "/zmqt-\(getpid())-fifo\(UInt16.random(in: 0...9999))"
+        XCTAssertEqual(mkfifo("/dev/shm" + name, 0o600), 0, String(cString: strerror(errno)))
+        defer { unlink("/dev/shm" + name) }
+        let info = SharedSegmentInfo(name: name, nonce: Array(repeating: 0, count: 16), slotCount: 1, slotBytes: 64)
+        let start = Date()
+        XCTAssertThrowsError(try SharedSegment(opening: info)) { error in
+            XCTAssertTrue("\(error)".contains("not shared memory of this user"), "\(error)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1)
+    }
+
+    /// Only the creator removes a segment's name: a reader (the coordinator, given its own
+    /// weights segment back in an attach) leaves it for the workers that still need it.
+    func testOnlyTheOwnerUnlinks() throws {
+        let owner = try SharedSegment(slotCount: 2, slotBytes: 64)
+        let reader = try SharedSegment(opening: owner.info)
+        reader.unlinkName()
+        XCTAssertNoThrow(try SharedSegment(opening: owner.info), "a reader removed the owner's segment")
+        owner.unlinkName()
+        XCTAssertThrowsError(try SharedSegment(opening: owner.info))
+    }
+}

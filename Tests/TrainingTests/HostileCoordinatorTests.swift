@@ -1,0 +1,156 @@
+import Foundation
+import NeuralNet
+import Training
+import Wire
+import XCTest
+
+/// The worker side of hostile input: a coordinator (a ROUTER socket in this test) that
+/// welcomes a real worker process and then sends it labels past the class count, random,
+/// mutated and truncated messages. The worker must refuse and count them, never trap or
+/// hang, still compute a proper task afterwards, and exit cleanly when told to.
+final class HostileCoordinatorTests: XCTestCase {
+    private let spec = try! ModelSpec.mlp(inputSize: 784, hidden: [16], classes: 10)
+
+    private func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
+        frames.map { frame in
+            switch frame {
+            case let .bytes(b): b
+            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
+            }
+        }
+    }
+
+    /// A task of `count` samples whose labels are `label`.
+    private func task(step: UInt64, shard: UInt32, count: Int, label: UInt8) -> [OutgoingFrame] {
+        let samples = [UInt8](repeating: label, count: count) + [UInt8](repeating: 100, count: count * 784)
+        return TaskHeader(shard: shard, sampleCount: UInt32(count), featureCount: 784).encode(step: step, samples: .bytes(samples))
+    }
+
+    private func weights(step: UInt64) -> [OutgoingFrame] {
+        let buffer = SharedBuffer(byteCount: spec.parameterCount * 4)
+        buffer.floats(count: spec.parameterCount).update(repeating: 0.01, count: spec.parameterCount)
+        return WeightsMessage.encode(step: step, parameters: buffer, count: spec.parameterCount, precision: .fp32)
+    }
+
+    /// Receives until a result arrives (heartbeats and the like skipped); nil after `seconds`.
+    private func nextResult(_ router: ZMQSocket, seconds: Double) throws -> (step: UInt64, header: ResultHeader)? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            guard let frames = try router.receive(timeoutMilliseconds: 100) else { continue }
+            guard let envelope = try? Envelope(frames: frames[1...]), envelope.type == .result else { continue }
+            return (envelope.step, try ResultHeader.decode(envelope, parameterCount: spec.parameterCount).0)
+        }
+        return nil
+    }
+
+    func testAWorkerSurvivesAHostileCoordinator() throws {
+        let context = try ZMQContext()
+        let router = try ZMQSocket(context: context, type: .router)
+        try router.bind("tcp://127.0.0.1:*")
+        let endpoint = router.lastEndpoint
+        let worker = try Child(executable: try executable("worker"),
+                               ["--connect", endpoint, "--name", "target", "--no-shared-memory", "--coordinator-timeout", "30"],
+                               environment: [RunSecret.environmentVariable: RunSecret.generate().hex])
+        let helloFrames = try XCTUnwrap(try router.receive(timeoutMilliseconds: 30_000), worker.errors)
+        let identity = helloFrames[0].bytes
+        XCTAssertEqual(try Envelope(frames: helloFrames[1...]).type, .hello)
+        func send(_ frames: [[UInt8]]) throws { try router.send([.bytes(identity)] + frames.map { .bytes($0) }) }
+        try send(bytes(Welcome(workerIndex: 0, heartbeatMilliseconds: 200, spec: spec).encode()))
+
+        // Labels past the class count (the loss would write past its buffer): refused.
+        try send(bytes(weights(step: 1)))
+        try send(bytes(task(step: 1, shard: 0, count: 5, label: 200)))
+        try send(bytes(task(step: 1, shard: 1, count: 5, label: 10)))
+        // Then thousands of random, mutated and truncated messages.
+        var generator = SeededGenerator(seed: 77)
+        var sent = 0
+        for round in 0..<3000 {
+            let frames = hostileMessage(round, generator: &generator)
+            // A well-formed shutdown or reject would end the worker, as it should: skip those.
+            let messages = frames.map { bytes in bytes.withUnsafeBytes { ZMQMessage(copying: $0) } }
+            if let envelope = try? Envelope(frames: messages[...]), [.shutdown, .reject].contains(envelope.type) { continue }
+            try send(frames)
+            sent += 1
+            if round % 500 == 499 { usleep(20_000) }
+        }
+        // A proper step afterwards is still computed, and only it: the bad-label shards of
+        // step 1 never were.
+        try send(bytes(weights(step: 1_000_000)))
+        try send(bytes(task(step: 1_000_000, shard: 3, count: 4, label: 7)))
+        var answered: (step: UInt64, header: ResultHeader)?
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, let result = try nextResult(router, seconds: 60) {
+            XCTAssertFalse(result.step == 1 && result.header.shard < 2, "a task with labels past the class count was computed")
+            if result.step == 1_000_000 {
+                answered = result
+                break
+            }
+        }
+        XCTAssertEqual(answered?.header.shard, 3, worker.errors)
+        XCTAssertEqual(answered?.header.sampleCount, 4)
+        XCTAssertEqual(answered.map { $0.header.lossSum.isFinite }, true)
+
+        try send(bytes(Notice(reason: "done\n\u{1B}[2Jinjected").encode(.shutdown)))
+        XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
+        // One line about malformed messages, naming the coordinator, not one per message.
+        let warnings = worker.errors.components(separatedBy: "ignored a malformed message from the coordinator at \(endpoint)").count - 1
+        XCTAssertEqual(warnings, 1, worker.errors)
+        XCTAssertTrue(worker.errors.contains("label 200, but the model has 10 classes") || worker.errors.contains("label"), worker.errors)
+        XCTAssertFalse(worker.errors.contains("\u{1B}"), "a raw escape reached the worker's log")
+        XCTAssertGreaterThan(sent, 2000)
+    }
+
+    /// A worker refused by its coordinator says so in one line and exits 2, with the reason
+    /// escaped.
+    func testARefusalEndsTheWorkerWithOneLine() throws {
+        let context = try ZMQContext()
+        let router = try ZMQSocket(context: context, type: .router)
+        try router.bind("tcp://127.0.0.1:*")
+        let worker = try Child(executable: try executable("worker"), ["--connect", router.lastEndpoint, "--name", "target"],
+                               environment: [RunSecret.environmentVariable: RunSecret.generate().hex])
+        let hello = try XCTUnwrap(try router.receive(timeoutMilliseconds: 30_000), worker.errors)
+        try router.send([.bytes(hello[0].bytes)] + Notice(reason: "go away\nFAKE: all good").encode(.reject))
+        XCTAssertEqual(worker.wait(seconds: 30), 2, worker.errors)
+        let lines = worker.errors.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, worker.errors)
+        XCTAssertTrue(worker.errors.contains("go away\\u{a}FAKE: all good (coordinator \(router.lastEndpoint))"), worker.errors)
+    }
+
+    /// Random bytes, then well-formed messages of every kind with broken fields: huge steps,
+    /// sample counts and offsets, models too big to hold, shared slots that were never
+    /// offered, and mutations of each.
+    private func hostileMessage(_ round: Int, generator: inout SeededGenerator) -> [[UInt8]] {
+        func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
+        let step = UInt64(generator.nextIndex(below: 5))
+        var message: [[UInt8]]
+        switch round % 9 {
+        case 0: message = (0..<(1 + generator.nextIndex(below: 4))).map { _ in random(generator.nextIndex(below: 80)) }
+        case 1: message = bytes(task(step: step, shard: UInt32(generator.nextIndex(below: 4)), count: 3,
+                                     label: UInt8(generator.nextIndex(below: 256))))
+        case 2: message = bytes(weights(step: step))
+        case 3: message = bytes(TaskHeader(shard: 0, sampleCount: UInt32.max, featureCount: 784)
+                                    .encodeShared(step: step, slot: 0, offset: Int(UInt32.max)))
+        case 4:
+            let big = try! ModelSpec(inputSize: 784, layers: [Dense(inputSize: 784, outputSize: 1 << 20, activation: .relu),
+                                                              Dense(inputSize: 1 << 20, outputSize: 10, activation: .softmax)])
+            message = bytes(Welcome(workerIndex: 1, heartbeatMilliseconds: 100, spec: big).encode())
+        case 5: message = bytes(WeightsMessage.encodeShared(step: step, slot: 1, count: spec.parameterCount, precision: .fp32))
+        case 6: message = bytes(Challenge(nonce: random(16)).encode())
+        case 7:
+            message = bytes(task(step: step, shard: 0, count: 2, label: 1))
+            withUnsafeBytes(of: (UInt64(1) << 63 | UInt64(generator.nextIndex(below: 1000))).littleEndian) {
+                message[0].replaceSubrange(8..<16, with: $0)
+            }
+        default: message = bytes(Heartbeat.encode(step: step))
+        }
+        if round % 2 == 1, let frame = message.indices.randomElement(using: &generator), !message[frame].isEmpty {
+            let index = generator.nextIndex(below: message[frame].count)
+            switch generator.nextIndex(below: 3) {
+            case 0: message[frame][index] ^= UInt8(truncatingIfNeeded: generator.next() | 1)
+            case 1: message[frame] = Array(message[frame].prefix(index))
+            default: message[frame].insert(UInt8(truncatingIfNeeded: generator.next()), at: index)
+            }
+        }
+        return message
+    }
+}

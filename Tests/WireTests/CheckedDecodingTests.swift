@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NeuralNet
+import Wire
+import XCTest
+
+/// Every integer from a peer is range-checked before it becomes an `Int` or a size: values
+/// that trapped or allocated without bound are refused with an error naming the field.
+final class CheckedDecodingTests: XCTestCase {
+    /// An envelope from raw frames, as a socket would hand them over.
+    private func envelope(_ frames: [[UInt8]]) throws -> Envelope {
+        let messages = frames.map { bytes in bytes.withUnsafeBytes { ZMQMessage(copying: $0) } }
+        return try Envelope(frames: messages[...])
+    }
+
+    private func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
+        frames.map { frame in
+            switch frame {
+            case let .bytes(b): b
+            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
+            }
+        }
+    }
+
+    /// Writes a little-endian value into `frame` at `offset`.
+    private func patch<T: FixedWidthInteger>(_ frame: inout [UInt8], at offset: Int, _ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { frame.replaceSubrange(offset..<(offset + $0.count), with: $0) }
+    }
+
+    func testStepsBeyondInt64AreRefusedInTheHeader() throws {
+        let spec = try ModelSpec.mlp(inputSize: 4, hidden: [3], classes: 2)
+        let result = ResultHeader(shard: 0, sampleCount: 1, lossSum: 1, correctCount: 0,
+                                  parameterCount: UInt32(spec.parameterCount), computeMicroseconds: 1, sharedSlot: 0)
+        for step in [UInt64(1) << 63, .max] {
+            var frames = bytes(result.encodeShared(step: 0))
+            patch(&frames[0], at: 8, step)
+            XCTAssertThrowsError(try envelope(frames)) { error in
+                XCTAssertEqual(error as? ProtocolError, .outOfRange(field: "step", value: step, range: 0...Int(Int64.max)))
+            }
+        }
+        var frames = bytes(result.encodeShared(step: 0))
+        patch(&frames[0], at: 8, UInt64(Int64.max))
+        XCTAssertEqual(try envelope(frames).step, UInt64(Int64.max))
+    }
+
+    func testAWelcomeForAModelTooBigToSendIsRefused() throws {
+        // 2^24 inputs into 2^20 units: 2^44 parameters, which the old check let through.
+        var meta = ByteWriter()
+        meta.write(UInt32(0)); meta.write(UInt32(1000)); meta.write(UInt8(0)); meta.write(Float(0)); meta.write(UInt64(0))
+        // The model in `ModelCodec`'s bytes: a 1×1×2^24 input, two dense layers.
+        meta.write(UInt32(1)); meta.write(UInt32(1)); meta.write(UInt32(1 << 24)); meta.write(UInt16(2))
+        meta.write(ModelCodec.Kind.dense.rawValue); meta.write(UInt32(1 << 20)); meta.write(Activation.relu.rawValue)
+        meta.write(ModelCodec.Kind.dense.rawValue); meta.write(UInt32(10)); meta.write(Activation.softmax.rawValue)
+        meta.write(segment: nil); meta.write(segment: nil)
+        XCTAssertThrowsError(try Welcome(try envelope(bytes(encodeMessage(.welcome, step: 0, meta: meta))))) { error in
+            XCTAssertTrue("\(error)".contains("past \(WireLimits.maximumParameters) parameters"), "\(error)")
+        }
+        // A model that fits still decodes.
+        let spec = try ModelSpec.mlp(inputSize: 784, hidden: [128], classes: 10)
+        let welcome = Welcome(workerIndex: 0, heartbeatMilliseconds: 1000, spec: spec)
+        XCTAssertEqual(try Welcome(try envelope(bytes(welcome.encode()))), welcome)
+    }
+
+    func testHeartbeatOutsideItsRangeIsRefused() throws {
+        let spec = try ModelSpec.mlp(inputSize: 4, hidden: [3], classes: 2)
+        let welcome = Welcome(workerIndex: 0, heartbeatMilliseconds: UInt32.max, spec: spec)
+        XCTAssertThrowsError(try Welcome(try envelope(bytes(welcome.encode())))) { error in
+            XCTAssertTrue("\(error)".contains("heartbeat ms 4294967295 is outside"), "\(error)")
+        }
+    }
+
+    func testSegmentSizesBeyondInt64AreRefused() throws {
+        let info = SharedSegmentInfo(name: "/zmqt-1-abc", nonce: Array(repeating: 7, count: 16), slotCount: 2, slotBytes: 64)
+        var frames = bytes(AttachMessage(segment: info).encode())
+        // name (4 + 11 bytes), nonce (16), slot count (4), then the slot size.
+        patch(&frames[1], at: 35, UInt64.max)
+        XCTAssertThrowsError(try AttachMessage(try envelope(frames))) { error in
+            XCTAssertTrue("\(error)".contains("segment slot size 18446744073709551615 is outside"), "\(error)")
+        }
+    }
+
+    func testTaskSampleCountsAreBoundedByWhatTheReceiverCanHold() throws {
+        let task = TaskHeader(shard: 0, sampleCount: UInt32.max, featureCount: 784)
+        let frames = bytes(task.encodeShared(step: 1, slot: 0, offset: 0))
+        XCTAssertThrowsError(try TaskHeader.decode(try envelope(frames), featureCount: 784)) { error in
+            XCTAssertTrue("\(error)".contains("task sample count 4294967295 is outside"), "\(error)")
+        }
+        // Wide enough that its activations, not the message size, bound a task.
+        let spec = try ModelSpec.mlp(inputSize: 784, hidden: [20_000], classes: 10)
+        let limit = WireLimits.maximumSamples(for: spec)
+        XCTAssertLessThan(limit, WireProtocol.maximumMessageBytes / 785)
+        let fits = TaskHeader(shard: 0, sampleCount: UInt32(limit), featureCount: 784)
+        XCTAssertNoThrow(try TaskHeader.decode(try envelope(bytes(fits.encodeShared(step: 1, slot: 0, offset: 0))),
+                                               featureCount: 784, maximumSamples: limit))
+        let tooMany = TaskHeader(shard: 0, sampleCount: UInt32(limit + 1), featureCount: 784)
+        XCTAssertThrowsError(try TaskHeader.decode(try envelope(bytes(tooMany.encodeShared(step: 1, slot: 0, offset: 0))),
+                                                   featureCount: 784, maximumSamples: limit))
+    }
+
+    func testPeerTextIsEscapedForLogs() {
+        XCTAssertEqual(escapedForLog("w1\nFAKE: worker lost\u{1B}[31m"), "w1\\u{a}FAKE: worker lost\\u{1b}[31m")
+        XCTAssertEqual(escapedForLog("back\\slash \u{202E}rtl"), "back\\\\slash \\u{202e}rtl")
+        XCTAssertEqual(escapedForLog("plain-name_01 ü"), "plain-name_01 ü")
+        XCTAssertEqual(escapedForLog(String(repeating: "x", count: 500), maximumLength: 10), String(repeating: "x", count: 10) + "…")
+    }
+}
