@@ -110,6 +110,14 @@ private let releaseSharedBuffer: @convention(c) (UnsafeMutableRawPointer?, Unsaf
     buffer.release()
 }
 
+#if DEBUG
+/// Debug builds only: with `ZMQT_FAIL_SENDS_OVER_BYTES=N` in the environment, every send of
+/// a message over N bytes fails as if the context had been terminated (ETERM), so that
+/// tests can drive a process's own send failures (swift-system's debug builds have such
+/// hooks for the same reason).
+private let injectedSendFailureBytes: Int? = getenv("ZMQT_FAIL_SENDS_OVER_BYTES").flatMap { Int(String(cString: $0)) }
+#endif
+
 /// A ZeroMQ socket that closes itself. Options are typed properties; sends and receives
 /// are multipart-aware and throw `ZMQError`.
 public final class ZMQSocket {
@@ -194,6 +202,11 @@ public final class ZMQSocket {
     /// blocking when the queue is full.
     @discardableResult
     public func send(_ frames: [OutgoingFrame], dontWait: Bool = false) throws -> Bool {
+        #if DEBUG
+        if let limit = injectedSendFailureBytes, frames.reduce(0, { $0 + $1.byteCount }) > limit {
+            throw ZMQError(operation: "send (failure injected by ZMQT_FAIL_SENDS_OVER_BYTES)", code: ETERM)
+        }
+        #endif
         for (index, frame) in frames.enumerated() {
             var flags: Int32 = index < frames.count - 1 ? ZMQ_SNDMORE : 0
             if dontWait { flags |= ZMQ_DONTWAIT }
