@@ -49,8 +49,14 @@ extension WorkerNode {
         if pipe !== fromCoordinator {
             // A message made us join again, with new pipes: this one is history.
         } else if let failure = pipe.failure {
-            noteRejected(failure)
-            dropPipes()  // its framing is lost; the socket still works
+            // Bytes that break the framing are the coordinator's; a failed read is ours.
+            // Either way the pipe is lost, and the socket still works.
+            if failure.readFailed {
+                logger.warning("reading the coordinator's pipe failed (\(failure)); using the socket")
+            } else {
+                noteRejected(failure)
+            }
+            dropPipes()
         } else if pipe.isClosed {
             // The coordinator exited (or dropped the pipe). Back to the socket, where a
             // restarted coordinator will hear our heartbeats and ask us to say hello.
