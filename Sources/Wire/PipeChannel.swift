@@ -6,10 +6,13 @@ import Glibc
 public struct PipeChannelError: Error, CustomStringConvertible {
     public let path: String
     public let reason: String
+    /// The reader's own `read` failed, as opposed to the writer's bytes breaking the framing.
+    public let readFailed: Bool
 
-    public init(path: String, reason: String) {
+    public init(path: String, reason: String, readFailed: Bool = false) {
         self.path = path
         self.reason = reason
+        self.readFailed = readFailed
     }
     public var description: String { "pipe \(escapedForLog(path)): \(reason)" }
 }
@@ -166,7 +169,7 @@ public final class PipeChannel {
             } else if errno == EAGAIN {
                 break
             } else {
-                failure = PipeChannelError(path: path, reason: String(cString: strerror(errno)))
+                failure = PipeChannelError(path: path, reason: String(cString: strerror(errno)), readFailed: true)
                 break
             }
         }

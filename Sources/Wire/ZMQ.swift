@@ -57,56 +57,6 @@ public enum SocketType: Sendable {
     }
 }
 
-/// Memory handed to libzmq without a copy (`zmq_msg_init_data`). Each message that points
-/// into it keeps the buffer retained until libzmq calls the free function, from its I/O
-/// thread, once the bytes are on the wire; so the owner may drop it at any time. The owner
-/// must not write into it while `isKnownUniquelyReferenced` is false.
-public final class SharedBuffer: @unchecked Sendable {
-    public let byteCount: Int
-    public let pointer: UnsafeMutableRawPointer
-    /// For memory this buffer borrows: what owns it, kept alive as long as the buffer is.
-    private let owner: AnyObject?
-
-    public init(byteCount: Int) {
-        self.byteCount = byteCount
-        self.pointer = .allocate(byteCount: max(byteCount, 1), alignment: 64)
-        self.owner = nil
-    }
-
-    /// Memory that `owner` holds (a shared segment's slot), not freed by this buffer.
-    public init(borrowing pointer: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject) {
-        self.byteCount = byteCount
-        self.pointer = pointer
-        self.owner = owner
-    }
-
-    deinit { if owner == nil { pointer.deallocate() } }
-
-    public func floats(count: Int) -> UnsafeMutablePointer<Float> {
-        precondition(count * 4 <= byteCount)
-        return pointer.bindMemory(to: Float.self, capacity: count)
-    }
-}
-
-/// Buffers of one size for zero-copy sends: a buffer is handed out again only once no
-/// message in flight still points into it, so refilling it never changes bytes going out.
-public final class SharedBufferPool {
-    public let byteCount: Int
-    private var buffers: [SharedBuffer] = []
-
-    public init(byteCount: Int) { self.byteCount = byteCount }
-
-    /// A buffer nobody else holds, made if every one is still in use.
-    public func take() -> SharedBuffer {
-        for index in buffers.indices where isKnownUniquelyReferenced(&buffers[index]) {
-            return buffers[index]
-        }
-        let buffer = SharedBuffer(byteCount: byteCount)
-        buffers.append(buffer)
-        return buffer
-    }
-}
-
 /// One frame to send: bytes to copy, or a range of a shared buffer to send without copying.
 public enum OutgoingFrame {
     case bytes([UInt8])
@@ -151,11 +101,22 @@ public final class ZMQMessage {
     public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 }
 
-/// Releases a `SharedBuffer` retained for a zero-copy message; libzmq calls it from its
-/// I/O thread, and Swift's reference counting is atomic.
+/// Releases a `SharedBuffer` retained for a zero-copy message: counts the frame freed (so
+/// the owner may write again), then drops the retain. libzmq calls it from its I/O thread.
 private let releaseSharedBuffer: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void = { _, hint in
-    if let hint { Unmanaged<SharedBuffer>.fromOpaque(hint).release() }
+    guard let hint else { return }
+    let buffer = Unmanaged<SharedBuffer>.fromOpaque(hint)
+    buffer.takeUnretainedValue().frameFreedByLibzmq()
+    buffer.release()
 }
+
+#if DEBUG
+/// Debug builds only: with `ZMQT_FAIL_SENDS_OVER_BYTES=N` in the environment, every send of
+/// a message over N bytes fails as if the context had been terminated (ETERM), so that
+/// tests can drive a process's own send failures (swift-system's debug builds have such
+/// hooks for the same reason).
+private let injectedSendFailureBytes: Int? = getenv("ZMQT_FAIL_SENDS_OVER_BYTES").flatMap { Int(String(cString: $0)) }
+#endif
 
 /// A ZeroMQ socket that closes itself. Options are typed properties; sends and receives
 /// are multipart-aware and throw `ZMQError`.
@@ -241,6 +202,11 @@ public final class ZMQSocket {
     /// blocking when the queue is full.
     @discardableResult
     public func send(_ frames: [OutgoingFrame], dontWait: Bool = false) throws -> Bool {
+        #if DEBUG
+        if let limit = injectedSendFailureBytes, frames.reduce(0, { $0 + $1.byteCount }) > limit {
+            throw ZMQError(operation: "send (failure injected by ZMQT_FAIL_SENDS_OVER_BYTES)", code: ETERM)
+        }
+        #endif
         for (index, frame) in frames.enumerated() {
             var flags: Int32 = index < frames.count - 1 ? ZMQ_SNDMORE : 0
             if dontWait { flags |= ZMQ_DONTWAIT }
@@ -251,8 +217,11 @@ public final class ZMQSocket {
                 case let .shared(buffer, offset, count):
                     precondition(offset >= 0 && offset + count <= buffer.byteCount)
                     var message = zmq_msg_t()
+                    buffer.frameHandedToLibzmq()
                     let hint = Unmanaged.passRetained(buffer).toOpaque()
                     guard zmq_msg_init_data(&message, buffer.pointer + offset, count, releaseSharedBuffer, hint) == 0 else {
+                        // libzmq took nothing and will call nothing: undo both here.
+                        buffer.frameFreedByLibzmq()
                         Unmanaged<SharedBuffer>.fromOpaque(hint).release()
                         throw ZMQError(operation: "zmq_msg_init_data", code: zmq_errno())
                     }

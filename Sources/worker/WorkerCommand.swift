@@ -17,6 +17,11 @@ struct WorkerCommand: ParsableCommand {
         --connect-timeout: it rejoins once the link is back, or a coordinator restarted at the same \
         endpoint, and exits otherwise.
 
+        Exit status: 0 when the coordinator said shut down (or the coordinator that spawned \
+        it exited); 2 when the coordinator refused it or stayed unreachable; 1 when the \
+        worker itself failed (its socket, a send), with a line naming what failed. A \
+        malformed message from the coordinator is ignored and counted, and the first one logged.
+
         Examples:
           worker --connect tcp://10.0.0.1:5555
           worker --connect tcp://127.0.0.1:5555 --hidden 256,128
@@ -154,14 +159,15 @@ struct WorkerCommand: ParsableCommand {
         do {
             exit = try WorkerNode(options: options, logger: logger).run()
         } catch {
+            // A `WorkerFailure` names what failed; anything else failed while starting.
             FileHandle.standardError.write(Data("\(workerName): error: \(error)\n".utf8))
-            throw ExitCode.failure
+            throw ExitCode(WorkerFailure.exitStatus)
         }
         if exit.isSuccess {
             logger.info("\(exit)")
         } else {
             FileHandle.standardError.write(Data("\(workerName): \(exit) (coordinator \(connect))\n".utf8))
-            throw ExitCode(exit == .parentExited ? 0 : 2)
         }
+        if exit.exitStatus != 0 { throw ExitCode(exit.exitStatus) }
     }
 }

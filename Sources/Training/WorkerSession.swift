@@ -1,0 +1,116 @@
+import Foundation
+import NeuralNet
+import Wire
+
+/// The session with the coordinator: hello, the challenge for the run secret, and the
+/// welcome that sets up the model.
+extension WorkerNode {
+    /// What one message did to a handshake in progress.
+    private enum HandshakeStep {
+        case joined
+        case ended(WorkerExit)
+        case helloAgain
+        case nothing
+    }
+
+    /// Says hello until the coordinator answers, for up to `connectTimeoutSeconds`; nil once
+    /// welcomed. `rejoining`: after the coordinator fell silent, so giving up means it is lost.
+    func connect(rejoining: Bool = false) throws -> WorkerExit? {
+        let start = MonotonicClock.now
+        var hello = Hello(pid: UInt32(getpid()), name: options.name)
+        if let spec = options.expectedSpec { hello.modelHash = ModelSpecCoding.hash(spec) }
+        answeredNonce = nil  // a coordinator that asks us to say hello again may be a new one
+        var lastHello = -Double.infinity
+        var notified = false
+        while true {
+            let now = MonotonicClock.now
+            if let parent = options.parentPID, getppid() != parent { return .parentExited }
+            if now - start > options.connectTimeoutSeconds {
+                return rejoining ? .coordinatorLost(seconds: now - lastHeard) : .neverConnected(seconds: now - start)
+            }
+            // Until a hello got out, try at every poll; then repeat it every 2 s in case the
+            // coordinator restarted in between.
+            if now - lastHello >= 2, try sendHello(hello) { lastHello = now }
+            if !notified && now - start > 2 {
+                logger.notice("waiting for the coordinator at \(options.endpoint)")
+                notified = true
+            }
+            let received = try WorkerFailure.during("receiving from the coordinator's socket") {
+                try socket.receive(timeoutMilliseconds: 50)
+            }
+            guard let frames = received else { continue }
+            switch try handshake(frames, hello: &hello) {
+            case .joined: return nil
+            case let .ended(exit): return exit
+            case .helloAgain: lastHello = -.infinity  // answer at once
+            case .nothing: break
+            }
+        }
+    }
+
+    /// Sends a hello; false while the connection is not up (thanks to ZMQ_IMMEDIATE).
+    private func sendHello(_ hello: Hello) throws -> Bool {
+        let sent = try WorkerFailure.during("sending a hello to the coordinator at \(escapedForLog(options.endpoint))") {
+            try socket.send(hello.encode(), dontWait: true)
+        }
+        if sent { lastSent = MonotonicClock.now }
+        return sent
+    }
+
+    /// One message received while saying hello. A malformed one is rejected and counted.
+    private func handshake(_ frames: [ZMQMessage], hello: inout Hello) throws -> HandshakeStep {
+        do {
+            let envelope = try Envelope(frames: frames[...])
+            switch envelope.type {
+            case .welcome:
+                try join(Welcome(envelope))
+                return .joined
+            case .challenge:
+                let nonce = try Challenge(envelope).nonce
+                // Asked again for the nonce we proved: our secret is not this run's.
+                if nonce == answeredNonce {
+                    return .ended(.rejected(reason: "the hello's proof does not match this run's secret (a secret file of another run?)"))
+                }
+                let secret: RunSecret
+                do { secret = try loadRunSecret() } catch { return .ended(.noRunSecret(reason: "\(error)")) }
+                hello.proof = secret.proof(nonce: nonce, pid: hello.pid, name: hello.name)
+                answeredNonce = nonce
+                return .helloAgain
+            case .reject:
+                return .ended(.rejected(reason: try Notice(envelope).reason))
+            case .shutdown:
+                return .ended(.shutdown(reason: try Notice(envelope).reason))
+            default:
+                return .nothing  // left over from an earlier session of this coordinator
+            }
+        } catch let failure as WorkerFailure {
+            throw failure
+        } catch {
+            noteRejected(error)
+            return .nothing
+        }
+    }
+
+    /// Sets up the model, wire precision and buffers the welcome names, and shared memory
+    /// when the coordinator is on this host.
+    private func join(_ welcome: Welcome) throws {
+        model = Sequential(spec: welcome.spec, parameters: Array(repeating: 0, count: welcome.spec.parameterCount))
+        preparedInput = nil
+        model?.dropout = welcome.dropout
+        heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
+        precision = welcome.precision
+        if precision != .fp32 { gradientScratch = Array(repeating: 0, count: welcome.spec.parameterCount) }
+        gradientPool = SharedBufferPool(byteCount: welcome.spec.parameterCount * precision.bytesPerValue)
+        lastHeard = MonotonicClock.now
+        logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
+        try attachSharedMemory(welcome)
+    }
+
+    private func loadRunSecret() throws -> RunSecret {
+        if let secret = options.runSecret { return secret }
+        guard let path = options.runSecretPath else {
+            throw RunSecretError.io(path: "(none)", reason: "no secret given; start the worker with --secret-file PATH (the file `coordinator --secret-file PATH` writes)")
+        }
+        return try RunSecret.read(from: path)
+    }
+}
