@@ -161,8 +161,6 @@ public final class WorkerNode {
                 // Gone, restarting, or only cut off: say hello again, so that this worker
                 // rejoins whichever coordinator answers at this endpoint.
                 logger.notice("\(String(format: "no word from the coordinator for %.0f s", now - lastHeard)); saying hello again for up to \(Int(options.connectTimeoutSeconds)) s")
-                waitingTasks = []
-                preparedInput = nil
                 if let exit = try connect(rejoining: true) { return exit }
                 continue
             }
@@ -232,8 +230,14 @@ public final class WorkerNode {
                 switch envelope.type {
                 case .welcome:
                     let welcome = try Welcome(envelope)
+                    // A new session, with a model that holds no weights yet: nothing of the
+                    // last one may be computed with it, not even a task of the step whose
+                    // weights the last session had. Tasks wait for this session's weights.
                     model = Sequential(spec: welcome.spec, parameters: Array(repeating: 0, count: welcome.spec.parameterCount))
+                    weightsStep = nil
+                    waitingTasks = []
                     preparedInput = nil
+                    resultStep = .max
                     model?.dropout = welcome.dropout
                     heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
                     precision = welcome.precision
@@ -318,8 +322,6 @@ public final class WorkerNode {
                 let reason = try Notice(envelope).reason
                 guard reason == WireProtocol.unknownWorkerReason else { return .rejected(reason: reason) }
                 logger.notice("the coordinator does not know this worker (it restarted?); joining again")
-                weightsStep = nil
-                waitingTasks = []
                 if let exit = try connect(rejoining: true) { return exit }
             case .heartbeat, .welcome, .challenge:
                 break
