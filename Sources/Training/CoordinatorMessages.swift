@@ -116,6 +116,10 @@ extension CoordinatorServer {
         }
         // A worker (re)starting its session attaches again if it shares this host.
         peer.detach()
+        peer.forgetSession()
+        // Its shards of this step are gone with its session (it computes nothing of the
+        // last one): they go out again, with this step's weights, to whoever has fewest.
+        needsReassignment = true
         let welcome = Welcome(workerIndex: UInt32(peer.index),
                               heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
                               precision: options.precision, spec: spec, dropout: options.dropout,

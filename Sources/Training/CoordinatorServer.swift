@@ -478,15 +478,13 @@ public final class CoordinatorServer: ShardGradientSource {
         guard peer.isAlive else { return }
         peer.isAlive = false
         peer.timesLost += 1
-        peer.weightsStep = -1
-        peer.outstanding = []
-        peer.prefetched = []
+        peer.forgetSession()  // it may be back in a new session: it gets everything again
         counters.lostWorkers += 1
         logger.warning("worker \(peer.name) is lost: \(reason)")
         needsReassignment = true
     }
 
-    private var needsReassignment = false
+    var needsReassignment = false
 
     /// Hands every shard of the current step that is neither done nor held by a live worker
     /// to the live worker with the fewest, so no sample of the batch is skipped.

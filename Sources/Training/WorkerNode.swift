@@ -96,8 +96,6 @@ public final class WorkerNode {
                 // Gone, restarting, or only cut off: say hello again, so that this worker
                 // rejoins whichever coordinator answers at this endpoint.
                 logger.notice("\(String(format: "no word from the coordinator for %.0f s", now - lastHeard)); saying hello again for up to \(Int(options.connectTimeoutSeconds)) s")
-                waitingTasks = []
-                preparedInput = nil
                 if let exit = try connect(rejoining: true) { return exit }
                 continue
             }

@@ -61,6 +61,15 @@ final class WorkerPeer {
         cpu = nil
     }
 
+    /// Forgets what it was sent in its last session: a worker that says hello again starts
+    /// with no weights and drops the tasks it held or had been sent ahead.
+    func forgetSession() {
+        weightsStep = -1
+        outstanding = []
+        prefetched = []
+        prefetchedStep = -1
+    }
+
     var summary: WorkerSummary {
         WorkerSummary(name: name, shardsDone: shardsDone, stepsDone: stepsDone,
                       meanComputeMilliseconds: shardsDone == 0 ? 0 : computeSeconds / Double(shardsDone) * 1000,

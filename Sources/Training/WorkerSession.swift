@@ -94,8 +94,14 @@ extension WorkerNode {
     /// Sets up the model, wire precision and buffers the welcome names, and shared memory
     /// when the coordinator is on this host.
     private func join(_ welcome: Welcome) throws {
+        // A new session, with a model that holds no weights yet: nothing of the last one may
+        // be computed with it, not even a task of the step whose weights the last session
+        // had. Tasks wait for this session's weights.
         model = Sequential(spec: welcome.spec, parameters: Array(repeating: 0, count: welcome.spec.parameterCount))
+        weightsStep = nil
+        waitingTasks = []
         preparedInput = nil
+        resultStep = .max
         model?.dropout = welcome.dropout
         heartbeatSeconds = max(0.05, Double(welcome.heartbeatMilliseconds) / 1000)
         precision = welcome.precision

@@ -51,8 +51,6 @@ extension WorkerNode {
                 let reason = try Notice(envelope).reason
                 guard reason == WireProtocol.unknownWorkerReason else { return .rejected(reason: reason) }
                 logger.notice("the coordinator does not know this worker (it restarted?); joining again")
-                weightsStep = nil
-                waitingTasks = []
                 if let exit = try connect(rejoining: true) { return exit }
             case .heartbeat, .welcome, .challenge:
                 break
