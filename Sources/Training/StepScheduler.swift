@@ -40,6 +40,13 @@ public struct StepScheduler: Sendable {
 
     /// Live workers, by index.
     public var liveWorkers: [WorkerID] { workers.values.filter(\.isAlive).map(\.id).sorted() }
+    /// Live workers that get new shards: not those that owe the answer to a late shard (a
+    /// worker that is stopped, or a peer that never answers), unless every one does.
+    var assignableWorkers: [WorkerID] {
+        let live = liveWorkers
+        let punctual = live.filter { workers[$0]!.lateSince == nil }
+        return punctual.isEmpty ? live : punctual
+    }
     public var isWaitingForWorkers: Bool { waiting != nil }
     public func isAlive(_ id: WorkerID) -> Bool { workers[id]?.isAlive ?? false }
 
@@ -83,8 +90,18 @@ public struct StepScheduler: Sendable {
             endWaitIfEnough(now: now, into: &commands)
             return
         }
+        // A hello starts a new session: whatever tasks and weights it had are gone, and its
+        // shards go out again (to it, or to whoever has fewest).
         worker.lastHeard = now
         worker.lastSent = now  // the driver answers a hello with a welcome
+        worker.weightsStep = -1
+        worker.outstanding = []
+        worker.prefetched = []
+        worker.lateSince = nil
+        // A suspect's hello is no answer; but while the run waits for workers, it gets
+        // another chance rather than leave the run waiting for one that is there (a worker
+        // cut off mid-step comes back with a new session, its old tasks dropped).
+        if worker.isSuspect && waiting != nil { worker.isSuspect = false }
         workers[id] = worker
         if !worker.isAlive && !worker.isSuspect { revive(id, into: &commands, now: now) }
     }
@@ -145,7 +162,7 @@ public struct StepScheduler: Sendable {
 
     private mutating func assignByPosition(now: Double, into commands: inout [SchedulerCommand]) {
         stepAssigned = true
-        let live = liveWorkers
+        let live = assignableWorkers
         guard !live.isEmpty else { return }
         for (position, shard) in openShards.sorted().enumerated() {
             assign(shard, to: live[position % live.count], reason: .assigned, now: now, into: &commands)
@@ -155,7 +172,7 @@ public struct StepScheduler: Sendable {
     /// Sends the next step's tasks with the mapping that step will use if nobody joins or
     /// leaves; whatever it then assigns differently is simply sent again.
     private mutating func prefetch(_ step: Int, shards: [Int], now: Double, into commands: inout [SchedulerCommand]) {
-        let live = liveWorkers
+        let live = assignableWorkers
         guard !live.isEmpty, step > currentStep else { return }
         for id in live { workers[id]!.prefetchedStep = step; workers[id]!.prefetched = [] }
         for (position, shard) in shards.sorted().enumerated() {
@@ -210,7 +227,7 @@ public struct StepScheduler: Sendable {
         guard !openShards.isEmpty, waiting == nil, stepAssigned else { return }
         let held = Set(workers.values.filter(\.isAlive).flatMap(\.outstanding))
         for shard in openShards.sorted() where !held.contains(shard) {
-            let live = workers.values.filter(\.isAlive)
+            let live = assignableWorkers.map { workers[$0]! }
             guard let target = live.min(by: { ($0.outstanding.count, $0.id) < ($1.outstanding.count, $1.id) }) else {
                 startWaiting(needed: max(1, settings.minimumWorkers), now: now, into: &commands)
                 return
