@@ -57,14 +57,14 @@ public final class ConsoleReporter {
             "  weights sha256  \(summary.weightsSha256)",
         ]
         if summary.mode == "distributed" {
-            lines.append("  network         \(summary.rejectedMessages) rejected messages, \(summary.staleResults) stale results, \(summary.lostWorkers) workers lost")
+            lines.append("  network         \(summary.rejectedMessages) rejected messages, \(summary.staleResults) stale results, \(summary.lostWorkers) workers lost, \(summary.rerunShards) late shards re-run")
             if !summary.workerStats.isEmpty {
-                lines.append("  worker              steps   shards   mean compute   lost   rejoined")
+                lines.append("  worker              steps   shards   mean compute   lost   rejoined   late")
                 for worker in summary.workerStats {
                     let name = worker.name.count >= 18 ? worker.name : worker.name + String(repeating: " ", count: 18 - worker.name.count)
-                    lines.append(String(format: "  %@ %6d   %6d   %9.3f ms   %4d   %8d",
+                    lines.append(String(format: "  %@ %6d   %6d   %9.3f ms   %4d   %8d   %4d",
                                         name, worker.stepsDone, worker.shardsDone,
-                                        worker.meanComputeMilliseconds, worker.timesLost, worker.timesRejoined))
+                                        worker.meanComputeMilliseconds, worker.timesLost, worker.timesRejoined, worker.timesLate))
                 }
             }
         }

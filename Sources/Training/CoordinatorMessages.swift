@@ -28,8 +28,8 @@ extension CoordinatorServer {
         if let error = pipe.failure {
             reject(from: peer.identity, reason: "\(error)")
             peer.detach()
-            if peer.isAlive {
-                lose(peer, reason: "its pipe broke (\(error))")
+            if isAlive(peer) {
+                apply(.linkFailed(peer.index, reason: "its pipe broke (\(error))"))
             } else {
                 logger.notice("worker \(peer.name)'s pipe broke (\(error)); it is dropped")
             }
@@ -38,7 +38,7 @@ extension CoordinatorServer {
         if pipe.isClosed {
             // The worker held the only write end: it exited, or dropped the pipe.
             peer.detach()
-            lose(peer, reason: "its pipe closed (the worker exited, or gave up on the pipe)")
+            apply(.linkFailed(peer.index, reason: "its pipe closed (the worker exited, or gave up on the pipe)"))
         }
     }
 
@@ -50,18 +50,9 @@ extension CoordinatorServer {
             reject(from: identity, reason: "\(error)")
             return
         }
-        let now = MonotonicClock.now
-        if let peer = peers[identity] {
-            peer.lastHeard = now
-            if envelope.type == .result { peer.missedDeadline = false }
-            if !peer.isAlive && envelope.type != .hello && !peer.missedDeadline {
-                // A worker declared lost (hung, or cut off) is back: it gets work again from
-                // the next step; whatever it sends for old steps is dropped as stale. One that
-                // sat on its shards past the deadline must first answer one of them.
-                peer.isAlive = true
-                peer.timesRejoined += 1
-                logger.notice("worker \(peer.name) is back")
-            }
+        // A hello is a join, which the scheduler hears of once the welcome is out.
+        if let peer = peers[identity], envelope.type != .hello {
+            apply(.workerHeard(peer.index, answeredTask: envelope.type == .result))
         }
         switch envelope.type {
         case .hello:
@@ -99,33 +90,24 @@ extension CoordinatorServer {
             sendRaw(Notice(reason: reason).encode(.reject), to: identity)
             return
         }
-        let peer: WorkerPeer
-        if let known = peers[identity] {
-            peer = known
-            if !peer.isAlive && !peer.missedDeadline {
-                peer.isAlive = true
-                peer.timesRejoined += 1
-                logger.notice("worker \(peer.name) rejoined")
-            }
-        } else {
-            peer = WorkerPeer(identity: identity, name: hello.name.isEmpty ? "worker-\(nextWorkerIndex)" : escapedForLog(hello.name, maximumLength: 64),
-                              index: nextWorkerIndex, now: MonotonicClock.now)
+        let known = peers[identity]
+        let peer = known ?? WorkerPeer(identity: identity, index: nextWorkerIndex,
+                                       name: hello.name.isEmpty ? "worker-\(nextWorkerIndex)" : escapedForLog(hello.name, maximumLength: 64))
+        if known == nil {
             nextWorkerIndex += 1
             peers[identity] = peer
-            logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live")
+            peersByIndex[peer.index] = peer
         }
         // A worker (re)starting its session attaches again if it shares this host.
         peer.detach()
-        peer.forgetSession()
-        // Its shards of this step are gone with its session (it computes nothing of the
-        // last one): they go out again, with this step's weights, to whoever has fewest.
-        needsReassignment = true
         let welcome = Welcome(workerIndex: UInt32(peer.index),
                               heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
                               precision: options.precision, spec: spec, dropout: options.dropout,
                               sharedWeights: weightsSegment?.info, sharedBatches: batchSegment?.info)
         sendRaw(welcome.encode(), to: identity)
-        peer.lastSent = MonotonicClock.now
+        // After the welcome: joining may hand it shards at once (a step waiting for workers).
+        apply(.workerJoined(peer.index))
+        if known == nil { logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live") }
     }
 
     /// A worker on this host offers its gradient segment: from its next step on it gets its
@@ -177,14 +159,6 @@ extension CoordinatorServer {
         }
         let start = MonotonicClock.now
         defer { timing.receiveSeconds += MonotonicClock.now - start }
-        guard Int(envelope.step) == currentStep, let results = currentResults, let batch = currentBatch else {
-            if envelope.step < UInt64(max(currentStep, 0)) || currentResults == nil {
-                counters.staleResults += 1  // late answer for a step that is over: harmless
-            } else {
-                reject(from: identity, reason: "result for step \(envelope.step), which has not started (current \(currentStep))")
-            }
-            return
-        }
         let header: ResultHeader
         let gradient: ZMQMessage?
         do {
@@ -194,22 +168,28 @@ extension CoordinatorServer {
             return
         }
         let shard = Int(header.shard)
-        guard shard < results.shardCount else {
-            reject(from: identity, reason: "result for shard \(shard), but a step has \(results.shardCount)")
-            return
+        guard isWanted(shard, step: envelope.step, from: peer), let results = currentResults, let batch = currentBatch else { return }
+        take(header, gradient: gradient, shard: shard, from: peer, results: results, batch: batch)
+    }
+
+    /// Whether the scheduler wants this result now; a stale one is counted, a wrong one
+    /// rejected.
+    private func isWanted(_ shard: Int, step: UInt64, from peer: WorkerPeer) -> Bool {
+        switch scheduler.verdict(from: peer.index, step: Int(exactly: step) ?? Int.max, shard: shard, shardCount: stepShardCount) {
+        case .accept where currentResults != nil:
+            return true
+        case .accept, .stale:
+            counters.staleResults += 1  // a step that is over, a shard answered already, a task given to another
+        case let .reject(reason):
+            reject(from: peer.identity, reason: reason)
         }
-        if results.isComplete(shard) {
-            counters.staleResults += 1  // a re-assigned shard answered twice: the first answer counts
-            return
-        }
-        guard peer.outstanding.contains(shard) else {
-            if peer.tasksThisStep.contains(shard) {
-                counters.staleResults += 1  // its task, since given to another worker: harmless
-                return
-            }
-            reject(from: identity, reason: "result for shard \(shard) of step \(currentStep), which it was not given")
-            return
-        }
+        return false
+    }
+
+    /// The numeric checks, then the gradient into the shard's buffer (or read in place).
+    private func take(_ header: ResultHeader, gradient: ZMQMessage?, shard: Int, from peer: WorkerPeer,
+                      results: ShardResults, batch: BatchView) {
+        let identity = peer.identity
         guard Int(header.sampleCount) == batch.sampleCount(ofShard: shard) else {
             reject(from: identity, reason: "result for shard \(shard) counts \(header.sampleCount) samples; the shard has \(batch.sampleCount(ofShard: shard))")
             return
@@ -227,9 +207,10 @@ extension CoordinatorServer {
                 return
             }
             do {
-                if header.precision == .fp32 && segment.cannotShrink {
+                if header.precision == .fp32 && segment.cannotShrink && header.lossSum.isFinite {
                     // Summed straight from the worker's sealed segment, no copy; the sum is
-                    // checked for NaN and infinity once every shard is in.
+                    // checked for NaN and infinity once every shard is in. (A loss that is
+                    // not finite takes the copy below and is recomputed, as from the socket.)
                     let values = try segment.mapped(slot: slot, offset: 0, byteCount: spec.parameterCount * 4)
                     results.complete(shard, statistics: statistics, readingInPlace: values.assumingMemoryBound(to: Float.self),
                                      owner: segment)
@@ -265,12 +246,12 @@ extension CoordinatorServer {
 
     private func finishResult(_ shard: Int, from peer: WorkerPeer, header: ResultHeader) {
         resultSenders[shard] = peer.identity
-        peer.outstanding.remove(shard)
         peer.shardsDone += 1
         let compute = Double(header.computeMicroseconds) / 1e6
         peer.computeSeconds += compute
         peer.stepComputeSeconds += compute
         peer.lastStepCounted = currentStep
+        apply(.resultAccepted(peer.index, shard: shard))
     }
 
     /// A worker of an earlier run of this coordinator (it restarted, say from a checkpoint)

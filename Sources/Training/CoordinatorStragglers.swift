@@ -31,14 +31,13 @@ extension CoordinatorServer {
     /// from its attach): then polling on that CPU takes time from none of them.
     private func cpuFreedForWaiting() -> Int? {
         var computing = 0
-        for peer in peers.values where peer.isAlive && !peer.outstanding.isEmpty {
+        for peer in peers.values where isComputing(peer) {
             guard peer.fromWorker != nil, peer.cpu != nil else { return nil }
             computing += 1
         }
         guard computing > 0 else { return nil }
-        for peer in peers.values where peer.isAlive && peer.outstanding.isEmpty {
-            guard let cpu = peer.cpu,
-                  !peers.values.contains(where: { $0.isAlive && !$0.outstanding.isEmpty && $0.cpu == cpu }) else { continue }
+        for peer in peers.values where isAlive(peer) && !isComputing(peer) {
+            guard let cpu = peer.cpu, !peers.values.contains(where: { isComputing($0) && $0.cpu == cpu }) else { continue }
             return cpu
         }
         return nil
@@ -49,7 +48,7 @@ extension CoordinatorServer {
     /// nothing to wait for).
     private func resultIsWaiting() -> Bool {
         var computing = false
-        for peer in peers.values where peer.isAlive && !peer.outstanding.isEmpty {
+        for peer in peers.values where isComputing(peer) {
             if peer.fromWorker?.hasInput ?? true { return true }
             computing = true
         }

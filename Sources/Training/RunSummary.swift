@@ -39,6 +39,8 @@ public struct RunSummary: Codable, Sendable {
     /// Results that arrived for a step that was already over (dropped, not applied).
     public var staleResults: Int
     public var lostWorkers: Int
+    /// Late shards sent to an idle worker as well (the first result won).
+    public var rerunShards: Int
     public var workerStats: [WorkerSummary]
     public var history: [EpochReport]
 
@@ -76,6 +78,7 @@ public struct RunSummary: Codable, Sendable {
         self.rejectedMessages = network.rejectedMessages
         self.staleResults = network.staleResults
         self.lostWorkers = network.lostWorkers
+        self.rerunShards = network.rerunShards
         self.workerStats = workerStats
         self.history = trainer.history
     }
@@ -99,6 +102,7 @@ public struct NetworkCounters: Codable, Sendable, Equatable {
     public var rejectedMessages = 0
     public var staleResults = 0
     public var lostWorkers = 0
+    public var rerunShards = 0
     public var bytesSent = 0
     public var bytesReceived = 0
 
@@ -113,4 +117,6 @@ public struct WorkerSummary: Codable, Sendable, Equatable {
     public var meanComputeMilliseconds: Double
     public var timesLost: Int
     public var timesRejoined: Int
+    /// Shards it held that were re-run elsewhere for being late.
+    public var timesLate: Int
 }

@@ -4,26 +4,8 @@ import Wire
 final class WorkerPeer {
     let identity: [UInt8]
     let name: String
+    /// Its number in the run, in join order: the scheduler's `WorkerID`.
     let index: Int
-    var isAlive = true
-    /// It was lost for letting a deadline pass with shards in hand: its heartbeats alone do
-    /// not bring it back (a peer that only heartbeats would hold shards until the timeout
-    /// every step); an answer to a task does.
-    var missedDeadline = false
-    var lastHeard: Double
-    var lastSent: Double
-    /// The step whose weights this worker holds (-1: none yet).
-    var weightsStep = -1
-    /// The step whose shards `prefetched` lists: tasks sent ahead, before that step's weights.
-    var prefetchedStep = -1
-    var prefetched: Set<Int> = []
-    /// Shards of the current step whose task this worker got (sent ahead, or at the step's
-    /// start), answered or not: its result for one that went to another worker meanwhile
-    /// (after a loss, say) is stale, not wrong.
-    var tasksThisStep: Set<Int> = []
-    /// Shards of the current step handed to this worker and not answered yet.
-    var outstanding: Set<Int> = []
-    var assignedAt = 0.0
     /// Compute time the worker reported for the current step.
     var stepComputeSeconds = 0.0
     var lastStepCounted = -1
@@ -38,15 +20,11 @@ final class WorkerPeer {
     var shardsDone = 0
     var stepsDone = 0
     var computeSeconds = 0.0
-    var timesLost = 0
-    var timesRejoined = 0
 
-    init(identity: [UInt8], name: String, index: Int, now: Double) {
+    init(identity: [UInt8], index: Int, name: String) {
         self.identity = identity
         self.name = name
         self.index = index
-        self.lastHeard = now
-        self.lastSent = now
     }
 
     /// It shares this host: it attached a segment of its own, so it gets weights, batches
@@ -61,19 +39,12 @@ final class WorkerPeer {
         cpu = nil
     }
 
-    /// Forgets what it was sent in its last session: a worker that says hello again starts
-    /// with no weights and drops the tasks it held or had been sent ahead.
-    func forgetSession() {
-        weightsStep = -1
-        outstanding = []
-        prefetched = []
-        prefetchedStep = -1
-    }
-
-    var summary: WorkerSummary {
+    /// Its figures for the run summary; how often it was lost, back or late, the scheduler knows.
+    func summary(_ state: WorkerState?) -> WorkerSummary {
         WorkerSummary(name: name, shardsDone: shardsDone, stepsDone: stepsDone,
                       meanComputeMilliseconds: shardsDone == 0 ? 0 : computeSeconds / Double(shardsDone) * 1000,
-                      timesLost: timesLost, timesRejoined: timesRejoined)
+                      timesLost: state?.timesLost ?? 0, timesRejoined: state?.timesRejoined ?? 0,
+                      timesLate: state?.timesLate ?? 0)
     }
 }
 

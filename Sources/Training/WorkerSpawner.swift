@@ -6,6 +6,8 @@ import Foundation
 /// so they never outlive the coordinator, even when it is killed with SIGKILL.
 public final class WorkerSpawner {
     public private(set) var processes: [Process] = []
+    /// How each one was started, by index, to start it again.
+    private var plans: [LaunchPlan] = []
 
     /// The `worker` executable next to this one, or `$ZMQ_TRAINER_WORKER`.
     public static func workerExecutable() -> URL {
@@ -32,22 +34,24 @@ public final class WorkerSpawner {
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw SpawnError(reason: "no worker executable at \(executable.path); build it with `swift build`")
         }
+        let plan = LaunchPlan(executable: executable, endpoint: endpoint, extraArguments: extraArguments,
+                              secretKeys: secretKeys, runSecret: runSecret, pinning: pinning)
         for index in 0..<count {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = ["--connect", endpoint, "--name", "worker-\(index)",
-                                 "--parent-pid", String(getpid())] + extraArguments
-                + (pinning ? ["--cpu", String(CPUAffinity.allowedCPU(index))] : [])
-            var environment = ProcessInfo.processInfo.environment
-            // Workers compute on one thread each: no OpenBLAS thread pool (it would be made
-            // when the library loads, before the worker could pin itself).
-            if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
-            if index < secretKeys.count { environment[Self.secretKeyVariable] = secretKeys[index] }
-            environment[RunSecret.environmentVariable] = runSecret?.hex
-            process.environment = environment
-            try process.run()
-            processes.append(process)
+            processes.append(try plan.launch(index))
+            plans.append(plan)
         }
+    }
+
+    /// Starts again, with the same arguments, each spawned worker that has exited (the
+    /// coordinator has no live worker left); returns how many were started.
+    public func respawnExited() -> Int {
+        var started = 0
+        for index in processes.indices where !processes[index].isRunning {
+            guard let process = try? plans[index].launch(index) else { continue }
+            processes[index] = process
+            started += 1
+        }
+        return started
     }
 
     /// Waits for the workers to exit, killing those still running after `graceSeconds`.
@@ -65,6 +69,33 @@ public final class WorkerSpawner {
     /// Stops every worker now (on the coordinator's error path).
     public func terminateAll() {
         for process in processes where process.isRunning { process.terminate() }
+    }
+}
+
+/// Everything a spawned worker is started with.
+private struct LaunchPlan {
+    let executable: URL
+    let endpoint: String
+    let extraArguments: [String]
+    let secretKeys: [String]
+    let runSecret: RunSecret?
+    let pinning: Bool
+
+    func launch(_ index: Int) throws -> Process {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = ["--connect", endpoint, "--name", "worker-\(index)",
+                             "--parent-pid", String(getpid())] + extraArguments
+            + (pinning ? ["--cpu", String(CPUAffinity.allowedCPU(index))] : [])
+        var environment = ProcessInfo.processInfo.environment
+        // Workers compute on one thread each: no OpenBLAS thread pool (it would be made
+        // when the library loads, before the worker could pin itself).
+        if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
+        if index < secretKeys.count { environment[WorkerSpawner.secretKeyVariable] = secretKeys[index] }
+        environment[RunSecret.environmentVariable] = runSecret?.hex
+        process.environment = environment
+        try process.run()
+        return process
     }
 }
 

@@ -23,6 +23,7 @@ struct DistributedRun {
         options.expectedWorkers = workerCount
         options.minimumWorkers = min(command.minWorkers, workerCount)
         options.workerTimeoutSeconds = command.workerTimeout
+        options.noWorkersTimeoutSeconds = command.noWorkersTimeout
         options.startupTimeoutSeconds = command.startupTimeout
         options.precision = command.precision
         options.dropout = config.dropoutMasks
@@ -57,6 +58,7 @@ struct DistributedRun {
             try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
                               secretKeys: spawnedWorkerSecrets, runSecret: secret,
                               pinning: command.pinWorkers && count <= CPUAffinity.allowedCount)
+            server.respawnExitedWorkers = { spawner.respawnExited() }
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)

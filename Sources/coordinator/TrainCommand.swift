@@ -108,6 +108,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Seconds without an answer after which a worker is declared lost.")
     var workerTimeout: Double = 5
 
+    @Option(help: "Seconds training may wait for workers (every one lost, or fewer than --min-workers) before the coordinator gives up with an error; the wait is reported every 10 s, and workers it spawned that exited are started again.")
+    var noWorkersTimeout: Double = 300
+
     @Option(help: "Seconds to wait for the workers to connect.")
     var startupTimeout: Double = 120
 
@@ -176,6 +179,9 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--hidden and --model both name the network: give one (--model ends with denseN for an MLP's layers)")
         }
         guard minWorkers >= 1 else { throw ValidationError("--min-workers must be at least 1") }
+        guard noWorkersTimeout > 0, noWorkersTimeout <= 1e9 else {
+            throw ValidationError("--no-workers-timeout must be a positive number of seconds (got \(noWorkersTimeout))")
+        }
         guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
         guard OptimizerKind(rawValue: optimizer) != nil else {
             throw ValidationError("--optimizer must be sgd or adam (got '\(optimizer)')")

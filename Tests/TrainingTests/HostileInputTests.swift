@@ -117,6 +117,17 @@ final class HostileInputTests: XCTestCase {
     /// place, unchecked one by one: the sum shows the NaN, the shard is checked on a copy and
     /// recomputed by the coordinator, and the run ends with the weights of an undisturbed run.
     func testNaNGradientReadInPlaceIsRecomputed() throws {
+        try runWorkerLeavingNonFiniteValuesInPlace(gradientHoldsNaN: true, lossSum: 1)
+    }
+
+    /// The same with a finite gradient but a NaN loss: read from shared memory, it gets the
+    /// socket's treatment (recomputed by the coordinator), instead of ending the run as a
+    /// diverged loss.
+    func testNaNLossFromSharedMemoryIsRecomputed() throws {
+        try runWorkerLeavingNonFiniteValuesInPlace(gradientHoldsNaN: false, lossSum: .nan)
+    }
+
+    private func runWorkerLeavingNonFiniteValuesInPlace(gradientHoldsNaN: Bool, lossSum: Double) throws {
         let data = try makeSyntheticData()
         defer { try? FileManager.default.removeItem(atPath: data) }
         let settings = ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "200",
@@ -136,7 +147,7 @@ final class HostileInputTests: XCTestCase {
         XCTAssertTrue(segment.cannotShrink)
         let gradient = segment.slot(0).bindMemory(to: Float.self, capacity: spec.parameterCount)
         gradient.update(repeating: 0.5, count: spec.parameterCount)
-        gradient[spec.parameterCount / 2] = .nan
+        if gradientHoldsNaN { gradient[spec.parameterCount / 2] = .nan }
         let fromCoordinator = try PipeChannel(forWriting: false)
         let toCoordinator = try PipeChannel(forWriting: true)
         try socket.send(AttachMessage(segment: segment.info, toWorkerPipe: fromCoordinator.path,
@@ -163,7 +174,7 @@ final class HostileInputTests: XCTestCase {
                 }
             }
             for task in tasks where task.step == weightsStep {
-                let result = ResultHeader(shard: task.header.shard, sampleCount: task.header.sampleCount, lossSum: 1,
+                let result = ResultHeader(shard: task.header.shard, sampleCount: task.header.sampleCount, lossSum: lossSum,
                                           correctCount: 0, parameterCount: UInt32(spec.parameterCount),
                                           computeMicroseconds: 1, sharedSlot: 0)
                 _ = try toCoordinator.send(result.encodeShared(step: task.step))

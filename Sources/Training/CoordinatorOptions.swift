@@ -1,0 +1,72 @@
+import Foundation
+import NeuralNet
+import Wire
+
+public struct CoordinatorOptions: Sendable {
+    /// ZeroMQ endpoint to bind, e.g. `tcp://127.0.0.1:5555` (`*` as port picks a free one).
+    public var bindEndpoint = "tcp://127.0.0.1:5555"
+    /// Workers to wait for before the first step.
+    public var expectedWorkers = 1
+    /// Fewer live workers than this and the coordinator pauses until more join.
+    public var minimumWorkers = 1
+    /// A worker silent this long while it holds shards is declared lost.
+    public var workerTimeoutSeconds = 5.0
+    public var heartbeatSeconds = 1.0
+    /// Training waits this long for workers (none live, or fewer than `minimumWorkers`)
+    /// before it gives up; the wait is reported every `waitReportSeconds`.
+    public var noWorkersTimeoutSeconds = 300.0
+    public var waitReportSeconds = 10.0
+    /// When a late shard goes to an idle worker as well.
+    public var speculation = SpeculationPolicy()
+    /// How long to wait for `expectedWorkers` at start-up.
+    public var startupTimeoutSeconds = 120.0
+    /// Precision of weights and gradients on the wire.
+    public var precision = WirePrecision.fp32
+    /// The run's dropout, which the workers must apply exactly as `--local` would.
+    public var dropout: Dropout?
+    /// Offer workers on this host a shared-memory path for weights and gradients; the
+    /// socket still carries every message, only the bulk values move through memory.
+    public var sharedMemory = true
+    /// While workers on this host finish a step, how long to poll for their results on the
+    /// CPU the first one freed before sleeping (see `sendNextBatchAheadAndAwaitTheRest`).
+    public var busyWaitSeconds = 0.001
+    /// The largest batch, in samples: sizes the shared batch slots (0: no batch segment, the
+    /// samples travel in the tasks even on this host).
+    public var batchSlotSamples = 0
+    /// CURVE: this coordinator's secret key and the public keys of the workers it admits.
+    /// Without them, traffic is plain text and anyone who reaches the port may join.
+    public var curveSecretKey: String?
+    public var authorizedKeys: Set<String> = []
+    /// The secret every hello must prove: fresh for each run unless set (hand it to the
+    /// workers, see `RunSecret`).
+    public var runSecret = RunSecret.generate()
+
+    public init() {}
+
+    /// The scheduler's share of these options.
+    var schedulerSettings: SchedulerSettings {
+        var settings = SchedulerSettings()
+        settings.minimumWorkers = minimumWorkers
+        settings.workerTimeoutSeconds = workerTimeoutSeconds
+        settings.heartbeatSeconds = heartbeatSeconds
+        settings.noWorkersTimeoutSeconds = noWorkersTimeoutSeconds
+        settings.waitReportSeconds = waitReportSeconds
+        settings.speculation = speculation
+        return settings
+    }
+}
+
+public enum CoordinatorError: Error, CustomStringConvertible {
+    case workersDidNotArrive(expected: Int, arrived: Int, seconds: Double)
+    /// The scheduler's give-up: no workers for too long.
+    case gaveUp(reason: String)
+
+    public var description: String {
+        switch self {
+        case let .workersDidNotArrive(expected, arrived, seconds):
+            "only \(arrived) of \(expected) workers connected within \(Int(seconds)) s; start workers with `worker --connect ENDPOINT`, or raise --startup-timeout"
+        case let .gaveUp(reason):
+            reason
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import Logging
+import NeuralNet
+import Wire
+
+/// The coordinator's ROUTER socket: who may connect, and what it accepts.
+extension CoordinatorServer {
+    static let zapDomain = "zmq-trainer"
+
+    /// The socket, bound, and the CURVE authenticator when the run encrypts.
+    static func makeRouter(context: ZMQContext, options: CoordinatorOptions, spec: ModelSpec,
+                           logger: Logger) throws -> (ZMQSocket, ZAPAuthenticator?) {
+        // libzmq numbers the peers that give no routing id of their own from a counter that
+        // starts at rand(), which nobody seeds: the same ids in every run, which a peer could
+        // claim ahead with explicit ids and so make the next join abort this process inside
+        // libzmq (an assertion on the duplicate). Seeded from the system's generator, the
+        // next id is a secret 32-bit number instead.
+        UnpredictableRoutingIDs.seed()
+        let socket = try ZMQSocket(context: context, type: .router)
+        var authenticator: ZAPAuthenticator?
+        try socket.setRouterMandatory(true)
+        if let secretKey = options.curveSecretKey {
+            let log = logger
+            let refused = RefusalLog()
+            authenticator = try ZAPAuthenticator(context: context, allowedKeys: options.authorizedKeys) { address, key in
+                // A refused client reconnects again and again: say it once per key.
+                if refused.isFirst(key) { log.warning("refused a CURVE client at \(address): key \(key) is not authorised") }
+            }
+            try socket.makeCurveServer(secretKey: secretKey, zapDomain: zapDomain)
+        } else {
+            // A ZAP domain makes libzmq refuse ZMTP 1.0 and 2.0 peers at the handshake (no
+            // handler is needed for plain text). Their path into the ROUTER pushes the peer's
+            // routing-id message under an assertion that fails when the socket is closing
+            // (zmtp_engine.cpp, process_routing_id_msg): raw TCP garbage whose first byte is
+            // not 0xFF took that path and aborted the coordinator at exit. Workers speak ZMTP 3.
+            try socket.setZAPDomain(zapDomain)
+        }
+        // A result is the largest thing a worker sends; nothing bigger is accepted.
+        try socket.setMaximumMessageSize(bytes: spec.parameterCount * options.precision.bytesPerValue + 4096)
+        try socket.setSendHighWaterMark(64)
+        try socket.setReceiveHighWaterMark(256)
+        // Room in the kernel for a whole weights or gradient message (hundreds of KB).
+        try socket.setKernelBufferSizes(bytes: 4 << 20)
+        try socket.bind(options.bindEndpoint)
+        return (socket, authenticator)
+    }
+}
+
+/// Keys already reported, shared with the ZAP thread.
+final class RefusalLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var seen: Set<String> = []
+
+    func isFirst(_ key: String) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return seen.insert(key).inserted
+    }
+}

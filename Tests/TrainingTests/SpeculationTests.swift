@@ -1,0 +1,95 @@
+import Foundation
+import XCTest
+
+/// Late shards re-run on idle workers, and the deadline on waiting for workers, with real
+/// processes over real sockets.
+final class SpeculationTests: XCTestCase {
+    /// One worker stopped (SIGSTOP) for well under --worker-timeout: the other, idle, takes
+    /// over its shards as re-runs; the stopped one is late, not lost; and the weights are
+    /// those of the same run with --local, bit for bit.
+    func testAStoppedWorkersShardsAreRerunAndTheWeightsStayTheSame() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let settings = ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "1000",
+                        "--max-steps", "1500", "--shards", "2", "--seed", "5"]
+        let reference = try runCoordinator(settings + ["--local", "--quiet"])
+        XCTAssertEqual(reference.status, 0, reference.errors)
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summaryPath = scratchFolder + "rerun-summary-\(getpid()).json"
+        let metricsPath = scratchFolder + "rerun-metrics-\(getpid()).jsonl"
+        defer { unlink(summaryPath); unlink(metricsPath) }
+        let coordinator = try Child("coordinator", settings + [
+            "--workers", "2", "--bind", endpoint, "--worker-timeout", "30", "--summary", summaryPath,
+            "--metrics", metricsPath, "--metrics-every", "10", "--log-level", "notice"])
+        let fast = try Child("worker", ["--connect", endpoint, "--name", "fast"])
+        let slow = try Child("worker", ["--connect", endpoint, "--name", "slow"])
+        // Once the scheduler has seen enough shard times to tell a late one.
+        XCTAssertTrue(waitForStep(50, in: metricsPath, seconds: 120), coordinator.errors)
+        kill(slow.pid, SIGSTOP)
+        usleep(1_500_000)
+        kill(slow.pid, SIGCONT)
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
+        XCTAssertEqual(fast.wait(seconds: 30), 0, fast.errors)
+        XCTAssertEqual(slow.wait(seconds: 30), 0, slow.errors)
+        let summary = readSummary(summaryPath)
+        XCTAssertGreaterThan(summary["rerun_shards"] as? Int ?? 0, 0, coordinator.errors)
+        XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, coordinator.errors)
+        let workers = summary["worker_stats"] as? [[String: Any]] ?? []
+        let slowStats = workers.first { $0["name"] as? String == "slow" } ?? [:]
+        XCTAssertGreaterThan(slowStats["times_late"] as? Int ?? 0, 0, "\(workers)")
+        XCTAssertEqual(slowStats["times_lost"] as? Int, 0, "late, not lost: \(workers)")
+        XCTAssertTrue(coordinator.errors.contains("is late on worker slow"), coordinator.errors)
+    }
+
+    /// Every worker gone and none coming back: the coordinator says so at once (under
+    /// --quiet too) and gives up after --no-workers-timeout with a clear error.
+    func testEveryWorkerGoneEndsTheRunAfterTheNoWorkersTimeout() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let metricsPath = scratchFolder + "gone-metrics-\(getpid()).jsonl"
+        defer { unlink(metricsPath) }
+        let coordinator = try Child("coordinator", ["--data", data, "--hidden", "32", "--epochs", "100000",
+                                                    "--workers", "1", "--bind", endpoint, "--no-workers-timeout", "3",
+                                                    "--metrics", metricsPath, "--metrics-every", "5", "--quiet"])
+        let worker = try Child("worker", ["--connect", endpoint, "--name", "only"])
+        XCTAssertTrue(waitForStep(10, in: metricsPath, seconds: 120), coordinator.errors)
+        kill(worker.pid, SIGKILL)
+        let start = Date()
+        let status = coordinator.wait(seconds: 60)
+        XCTAssertNotEqual(status, 0, coordinator.errors)
+        XCTAssertLessThan(status, 128, coordinator.errors)
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(start), 2.5, coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains("waiting for more to join"), coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains("no progress for 3 s: 0 live workers"), coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains("--no-workers-timeout"), coordinator.errors)
+    }
+
+    /// A spawned worker that dies while it is the only one is started again, and the run
+    /// goes on to its end.
+    func testASpawnedWorkerThatDiedIsStartedAgain() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let coordinator = try Child("coordinator", ["--data", data, "--hidden", "32", "--epochs", "1000",
+                                                    "--max-steps", "3000", "--spawn-workers", "1",
+                                                    "--bind", "tcp://127.0.0.1:\(freePort())", "--log-level", "notice"])
+        let pid = try XCTUnwrap(waitForWorkerPID("worker-0", in: coordinator), coordinator.errors)
+        usleep(300_000)
+        kill(pid, SIGKILL)
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains("restarted 1 spawned workers that had exited"), coordinator.errors)
+    }
+
+    private func waitForStep(_ step: Int, in metricsPath: String, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let text = (try? String(contentsOfFile: metricsPath, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+                if let reached = object?["step"] as? Int, reached >= step { return true }
+            }
+            usleep(10_000)
+        }
+        return false
+    }
+}

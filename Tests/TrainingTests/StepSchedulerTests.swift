@@ -1,0 +1,284 @@
+import XCTest
+@testable import Training
+
+/// The scheduler driven by hand with a fake clock: every failure path, no sockets.
+final class StepSchedulerTests: XCTestCase {
+    private func scheduler(minimum: Int = 1, workers: Int, speculation: Bool = false) -> StepScheduler {
+        var settings = SchedulerSettings()
+        settings.minimumWorkers = minimum
+        settings.workerTimeoutSeconds = 5
+        settings.heartbeatSeconds = 1
+        settings.noWorkersTimeoutSeconds = 60
+        settings.waitReportSeconds = 10
+        settings.speculation.isEnabled = speculation
+        var scheduler = StepScheduler(settings: settings)
+        for id in 0..<workers { _ = scheduler.handle(.workerJoined(id), now: 0) }
+        return scheduler
+    }
+
+    private func tasks(_ commands: [SchedulerCommand]) -> [WorkerID: [Int]] {
+        var byWorker: [WorkerID: [Int]] = [:]
+        for case let .sendTask(id, _, shard, _) in commands { byWorker[id, default: []].append(shard) }
+        return byWorker
+    }
+
+    private func lost(_ commands: [SchedulerCommand]) -> [WorkerID] {
+        commands.compactMap { if case let .declareLost(id, _) = $0 { id } else { nil } }
+    }
+
+    func testShardsGoByPositionWithWeightsFirst() {
+        var s = scheduler(workers: 3)
+        let commands = s.handle(.stepStarted(step: 0, shards: [0, 1, 2, 3]), now: 0)
+        XCTAssertEqual(commands, [
+            .sendWeights(0, step: 0), .sendTask(0, step: 0, shard: 0, reason: .assigned),
+            .sendWeights(1, step: 0), .sendTask(1, step: 0, shard: 1, reason: .assigned),
+            .sendWeights(2, step: 0), .sendTask(2, step: 0, shard: 2, reason: .assigned),
+            .sendTask(0, step: 0, shard: 3, reason: .assigned),
+        ])
+        XCTAssertEqual(s.workers[0]?.outstanding, [0, 3])
+    }
+
+    func testPrefetchedTasksAreNotSentAgain() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
+        let ahead = s.handle(.nextStepReady(step: 1, shards: [0, 1]), now: 0.001)
+        XCTAssertEqual(tasks(ahead), [0: [0], 1: [1]])
+        XCTAssertTrue(ahead.allSatisfy { if case .sendTask(_, 1, _, .prefetched) = $0 { true } else { false } })
+        _ = s.handle(.resultAccepted(0, shard: 0), now: 0.002)
+        _ = s.handle(.resultAccepted(1, shard: 1), now: 0.002)
+        XCTAssertEqual(s.handle(.stepStarted(step: 1, shards: [0, 1]), now: 0.003), [.sendWeights(0, step: 1), .sendWeights(1, step: 1)])
+    }
+
+    func testMissedDeadlineLosesTheWorkerAndItsShardsMove() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
+        _ = s.handle(.workerHeard(0, answeredTask: true), now: 0.5)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: 0.5)
+        // Heartbeats from worker 1 do not save it: it sits on its shard.
+        _ = s.handle(.workerHeard(1, answeredTask: false), now: 4.9)
+        let commands = s.handle(.tick, now: 5.2)
+        XCTAssertEqual(lost(commands), [1])
+        guard case let .declareLost(_, reason) = commands.first(where: { if case .declareLost = $0 { true } else { false } }) else { return XCTFail() }
+        XCTAssertTrue(reason.contains("shards [1] of step 0 unanswered after 5.2 s"), reason)
+        XCTAssertEqual(tasks(commands), [0: [1]])
+        XCTAssertEqual(s.workers[1]?.isSuspect, true)
+        XCTAssertEqual(s.workers[1]?.timesLost, 1)
+        // Suspect: heartbeats and even a hello do not bring it back, an answer does.
+        XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: false), now: 5.3), [])
+        XCTAssertEqual(s.handle(.workerJoined(1), now: 5.4), [])
+        XCTAssertFalse(s.isAlive(1))
+        XCTAssertEqual(s.verdict(from: 1, step: 0, shard: 1, shardCount: 2), .stale)
+        XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: true), now: 5.5), [.welcomeBack(1)])
+        XCTAssertEqual(s.workers[1]?.timesRejoined, 1)
+        XCTAssertEqual(s.verdict(from: 0, step: 0, shard: 1, shardCount: 2), .accept)
+    }
+
+    func testSilentIdleWorkerIsLostAndComesBackWhenHeard() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.workerHeard(0, answeredTask: false), now: 5.5)
+        let commands = s.handle(.tick, now: 5.5 + 0.5)
+        XCTAssertEqual(lost(commands), [1])
+        XCTAssertTrue(commands.contains(.sendHeartbeat(0, step: 0)))
+        XCTAssertEqual(s.workers[1]?.isSuspect, false)
+        XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: false), now: 6.1), [.welcomeBack(1)])
+        // Back, it gets work at the next step like any other.
+        XCTAssertEqual(tasks(s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 6.2)), [0: [0], 1: [1]])
+    }
+
+    func testHeartbeatOnlyAfterSilenceFromUs() {
+        var s = scheduler(workers: 1)
+        XCTAssertEqual(s.handle(.tick, now: 0.9), [])
+        XCTAssertEqual(s.handle(.tick, now: 1.1), [.sendHeartbeat(0, step: 0)])
+        XCTAssertEqual(s.handle(.tick, now: 1.5), [])
+    }
+
+    func testFailedLinkMovesShardsToTheWorkerWithFewest() {
+        var s = scheduler(workers: 3)
+        _ = s.handle(.stepStarted(step: 2, shards: [0, 1, 2, 3, 4, 5]), now: 0)
+        _ = s.handle(.resultAccepted(2, shard: 2), now: 0.1)
+        let commands = s.handle(.linkFailed(0, reason: "its pipe closed"), now: 0.2)
+        XCTAssertEqual(commands.first, .declareLost(0, reason: "its pipe closed"))
+        // Worker 2 holds one (5), worker 1 two (1, 4): 0 goes to 2, then 3 to whoever has fewer, by index.
+        XCTAssertEqual(tasks(commands), [2: [0], 1: [3]])
+        XCTAssertEqual(s.verdict(from: 0, step: 2, shard: 0, shardCount: 6), .stale)
+    }
+
+    func testPausesBelowMinimumAndStartsWhenEnoughJoin() {
+        var s = scheduler(minimum: 2, workers: 1)
+        let commands = s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
+        XCTAssertEqual(commands, [.waitForWorkers(live: 1, needed: 2, waitedSeconds: 0)])
+        XCTAssertTrue(s.isWaitingForWorkers)
+        _ = s.handle(.workerHeard(0, answeredTask: false), now: 10)
+        XCTAssertEqual(s.handle(.tick, now: 10.5), [.sendHeartbeat(0, step: 0), .waitForWorkers(live: 1, needed: 2, waitedSeconds: 10.5)])
+        let joined = s.handle(.workerJoined(1), now: 11)
+        XCTAssertEqual(tasks(joined), [0: [0], 1: [1]])
+        XCTAssertFalse(s.isWaitingForWorkers)
+    }
+
+    func testAllWorkersLostWaitsReportsRespawnsAndGivesUp() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 3, shards: [0, 1]), now: 0)
+        _ = s.handle(.linkFailed(0, reason: "exited"), now: 1)
+        let last = s.handle(.linkFailed(1, reason: "exited"), now: 2)
+        XCTAssertEqual(Array(last.suffix(2)), [.waitForWorkers(live: 0, needed: 1, waitedSeconds: 0), .respawnWorkers])
+        XCTAssertEqual(s.handle(.tick, now: 11), [])
+        XCTAssertEqual(s.handle(.tick, now: 12), [.waitForWorkers(live: 0, needed: 1, waitedSeconds: 10), .respawnWorkers])
+        let end = s.handle(.tick, now: 62)
+        guard case let .giveUp(reason)? = end.first else { return XCTFail("\(end)") }
+        XCTAssertTrue(reason.contains("no progress for 60 s: 0 live workers, 1 needed to continue step 3"), reason)
+        XCTAssertTrue(reason.contains("--no-workers-timeout"))
+        XCTAssertEqual(s.handle(.tick, now: 80), [], "gives up once")
+    }
+
+    func testWorkerReturningToAnEmptyRunTakesEveryOpenShard() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 0, shards: [0, 1, 2]), now: 0)
+        _ = s.handle(.resultAccepted(1, shard: 1), now: 0.1)
+        _ = s.handle(.linkFailed(0, reason: "gone"), now: 0.2)
+        _ = s.handle(.linkFailed(1, reason: "gone"), now: 0.2)
+        let commands = s.handle(.workerJoined(1), now: 3)
+        XCTAssertEqual(commands.first, .welcomeBack(1))
+        XCTAssertEqual(tasks(commands), [1: [0, 2]])
+        XCTAssertTrue(commands.contains(.sendWeights(1, step: 0)))
+        XCTAssertFalse(s.isWaitingForWorkers)
+        XCTAssertEqual(s.handle(.tick, now: 3.5), [])
+    }
+
+    func testStaleDuplicateAndForeignResults() {
+        var s = scheduler(workers: 2)
+        XCTAssertEqual(s.verdict(from: 0, step: 0, shard: 0, shardCount: 2), .stale, "no step yet")
+        _ = s.handle(.stepStarted(step: 4, shards: [0, 1]), now: 0)
+        XCTAssertEqual(s.verdict(from: 0, step: 3, shard: 0, shardCount: 2), .stale)
+        XCTAssertEqual(s.verdict(from: 0, step: 5, shard: 0, shardCount: 2),
+                       .reject(reason: "result for step 5, which has not started (current 4)"))
+        XCTAssertEqual(s.verdict(from: 0, step: 4, shard: 2, shardCount: 2), .reject(reason: "result for shard 2, but a step has 2"))
+        XCTAssertEqual(s.verdict(from: 0, step: 4, shard: 1, shardCount: 2),
+                       .reject(reason: "result for shard 1 of step 4, which it was not given"))
+        XCTAssertEqual(s.verdict(from: 0, step: 4, shard: 0, shardCount: 2), .accept)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: 0.1)
+        XCTAssertEqual(s.verdict(from: 0, step: 4, shard: 0, shardCount: 2), .stale, "a duplicate")
+        XCTAssertEqual(s.openShards, [1])
+    }
+
+    func testCheckpointWaitsForTheStepToEnd() {
+        var s = scheduler(workers: 1)
+        XCTAssertEqual(s.handle(.checkpointDue, now: 0), [.writeCheckpoint], "between steps: at once")
+        _ = s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
+        XCTAssertEqual(s.handle(.checkpointDue, now: 0.1), [])
+        XCTAssertEqual(s.handle(.resultAccepted(0, shard: 0), now: 0.2), [])
+        XCTAssertEqual(s.handle(.resultAccepted(0, shard: 1), now: 0.3), [.writeCheckpoint])
+        XCTAssertEqual(s.handle(.stepStarted(step: 1, shards: []), now: 0.4), [], "written once")
+    }
+
+    /// Eight quick steps teach the scheduler what a shard takes; then worker 1 stalls.
+    func testLateShardIsRerunOnAnIdleWorkerAndTheFirstResultWins() {
+        var s = scheduler(workers: 2, speculation: true)
+        var now = 0.0
+        for step in 0..<4 {
+            _ = s.handle(.stepStarted(step: step, shards: [0, 1]), now: now)
+            now += 0.01
+            _ = s.handle(.resultAccepted(0, shard: 0), now: now)
+            _ = s.handle(.resultAccepted(1, shard: 1), now: now)
+        }
+        XCTAssertEqual(s.settings.speculation.lateAfter(recentShardSeconds: s.recentShardSeconds) ?? 0, 0.05, accuracy: 1e-9)
+        _ = s.handle(.stepStarted(step: 4, shards: [0, 1]), now: now)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: now + 0.01)
+        XCTAssertEqual(s.handle(.tick, now: now + 0.04), [], "not late yet")
+        let commands = s.handle(.tick, now: now + 0.06)
+        XCTAssertEqual(commands, [.sendTask(0, step: 4, shard: 1, reason: .rerun(late: 1))])
+        XCTAssertEqual(s.handle(.tick, now: now + 0.2), [], "a shard is re-run once")
+        XCTAssertEqual(s.verdict(from: 0, step: 4, shard: 1, shardCount: 2), .accept)
+        XCTAssertEqual(s.verdict(from: 1, step: 4, shard: 1, shardCount: 2), .accept)
+        _ = s.handle(.resultAccepted(0, shard: 1), now: now + 0.07)
+        XCTAssertEqual(s.verdict(from: 1, step: 4, shard: 1, shardCount: 2), .stale, "the late one lost the race")
+        XCTAssertEqual(s.workers[1]?.outstanding, [], "and no deadline runs against it")
+        XCTAssertEqual(s.workers[1]?.timesLate, 1)
+        XCTAssertEqual(s.rerunCount, 1)
+        XCTAssertTrue(s.isAlive(1))
+        // Its late answer, stale as it is, shows it is alive: it owes nothing any more.
+        XCTAssertNotNil(s.workers[1]?.lateSince)
+        _ = s.handle(.workerHeard(1, answeredTask: true), now: now + 0.3)
+        XCTAssertNil(s.workers[1]?.lateSince)
+    }
+
+    /// A peer that takes shards and never answers, while others cover for it every step, is
+    /// still lost (and suspect) once the worker timeout passes: re-runs do not hide it.
+    func testWorkerThatNeverAnswersIsLostDespiteReruns() {
+        var s = scheduler(workers: 2, speculation: true)
+        var now = 0.0
+        for step in 0..<4 {
+            _ = s.handle(.stepStarted(step: step, shards: [0, 1]), now: now)
+            now += 0.01
+            _ = s.handle(.resultAccepted(0, shard: 0), now: now)
+            _ = s.handle(.resultAccepted(1, shard: 1), now: now)
+        }
+        _ = s.handle(.stepStarted(step: 4, shards: [0, 1]), now: now)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: now + 0.01)
+        XCTAssertEqual(s.handle(.tick, now: now + 0.07), [.sendTask(0, step: 4, shard: 1, reason: .rerun(late: 1))])
+        _ = s.handle(.resultAccepted(0, shard: 1), now: now + 0.08)
+        now += 0.1
+        var lostAt: Double?
+        for step in 5..<200 where lostAt == nil {
+            // Late, it gets no new shards; the others take them all.
+            let started = s.handle(.stepStarted(step: step, shards: [0, 1]), now: now)
+            XCTAssertEqual(tasks(started)[1], nil, "step \(step): \(started)")
+            _ = s.handle(.workerHeard(0, answeredTask: true), now: now + 0.01)
+            _ = s.handle(.resultAccepted(0, shard: 0), now: now + 0.01)
+            _ = s.handle(.resultAccepted(0, shard: 1), now: now + 0.01)
+            _ = s.handle(.workerHeard(1, answeredTask: false), now: now + 0.02)  // heartbeats only
+            if lost(s.handle(.tick, now: now + 0.05)) == [1] { lostAt = now + 0.05 }
+            now += 0.1
+        }
+        XCTAssertEqual(lostAt ?? 0, 5.09, accuracy: 0.06, "lost once the timeout passed since its late shard was given")
+        XCTAssertEqual(s.workers[1]?.isSuspect, true)
+        XCTAssertEqual(s.rerunCount, 1)
+    }
+
+    /// A hello from a known worker starts a new session: the tasks and weights it had are
+    /// gone, so its shards go out again, weights first.
+    func testHelloFromAKnownWorkerSendsItsShardsAgain() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 7, shards: [0, 1]), now: 0)
+        let commands = s.handle(.workerJoined(1), now: 0.5)
+        XCTAssertEqual(commands, [.sendWeights(1, step: 7), .sendTask(1, step: 7, shard: 1, reason: .reassigned)])
+        XCTAssertEqual(s.workers[1]?.timesRejoined, 0, "it was never lost")
+    }
+
+    /// While the run waits for workers, a suspect's new session (a hello) lets it back, or
+    /// the run would wait for workers that are there; otherwise a hello is no answer.
+    func testASuspectsHelloCountsOnlyWhileTheRunWaits() {
+        var s = scheduler(workers: 1)
+        _ = s.handle(.stepStarted(step: 0, shards: [0]), now: 0)
+        _ = s.handle(.workerHeard(0, answeredTask: false), now: 5)
+        XCTAssertEqual(lost(s.handle(.tick, now: 5.1)), [0])
+        XCTAssertTrue(s.isWaitingForWorkers)
+        let commands = s.handle(.workerJoined(0), now: 6)
+        XCTAssertEqual(commands, [.welcomeBack(0), .sendWeights(0, step: 0), .sendTask(0, step: 0, shard: 0, reason: .reassigned)])
+        XCTAssertFalse(s.isWaitingForWorkers)
+
+        // Below --min-workers with one live worker, a cut-off worker's new session brings it back.
+        var paused = scheduler(minimum: 2, workers: 2)
+        _ = paused.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
+        _ = paused.handle(.workerHeard(0, answeredTask: true), now: 1)
+        _ = paused.handle(.resultAccepted(0, shard: 0), now: 1)
+        XCTAssertEqual(lost(paused.handle(.tick, now: 5.1)), [1])
+        XCTAssertEqual(paused.handle(.workerJoined(1), now: 5.2), [], "not waiting (one live, a step under way): still suspect")
+        _ = paused.handle(.resultAccepted(0, shard: 1), now: 5.3)
+        XCTAssertTrue(paused.handle(.stepStarted(step: 1, shards: [0, 1]), now: 5.4).contains(.waitForWorkers(live: 1, needed: 2, waitedSeconds: 0)))
+        XCTAssertEqual(tasks(paused.handle(.workerJoined(1), now: 6)), [0: [0], 1: [1]])
+    }
+
+    func testNoRerunWithoutAnIdleWorkerOrWithTooFewSamples() {
+        var s = scheduler(workers: 2, speculation: true)
+        _ = s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: 0.01)
+        XCTAssertEqual(s.handle(.tick, now: 0.9), [], "no history yet")
+        var policy = SpeculationPolicy()
+        XCTAssertNil(policy.lateAfter(recentShardSeconds: [0.1, 0.1]))
+        policy.minimumSamples = 4
+        XCTAssertEqual(policy.lateAfter(recentShardSeconds: [0.01, 0.02, 0.03, 1.0]), 3.0, "the 90th percentile of four is the largest")
+        XCTAssertEqual(policy.lateAfter(recentShardSeconds: Array(repeating: 0.001, count: 4)), 0.05, "the floor")
+        policy.isEnabled = false
+        XCTAssertNil(policy.lateAfter(recentShardSeconds: Array(repeating: 0.1, count: 10)))
+    }
+}
