@@ -220,7 +220,10 @@ public final class CoordinatorServer: ShardGradientSource {
     /// while a message to a worker elsewhere still points into it (zero-copy sends), or when
     /// there is no batch segment.
     public func batchBuffer(forStep step: Int) -> SharedBuffer? {
-        guard !batchSlotBuffers.isEmpty, batchSlotBuffers[step % 2].isFree else { return nil }
+        // Free of libzmq (its I/O thread let go, in order) and of this thread's own holders:
+        // a batch view of an earlier step still in use keeps a reference.
+        guard !batchSlotBuffers.isEmpty, batchSlotBuffers[step % 2].isFree,
+              isKnownUniquelyReferenced(&batchSlotBuffers[step % 2]) else { return nil }
         batchSlotSteps[step % 2] = -1  // being overwritten
         return batchSlotBuffers[step % 2]
     }
@@ -235,7 +238,7 @@ public final class CoordinatorServer: ShardGradientSource {
             batchSlotSteps[step % 2] = step  // built there: nothing to copy
         } else if batchSlotSteps[step % 2] != step {
             // Never under a zero-copy message that is still going out from the slot.
-            guard batchSlotBuffers[step % 2].isFree else { return false }
+            guard batchSlotBuffers[step % 2].isFree, isKnownUniquelyReferenced(&batchSlotBuffers[step % 2]) else { return false }
             BulkCopy.copy(to: batchSegment.slot(step % 2), from: batch.buffer.pointer, byteCount: batch.sampleCount * (batch.featureCount + 1))
             batchSlotSteps[step % 2] = step
         }
