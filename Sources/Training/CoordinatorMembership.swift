@@ -44,11 +44,12 @@ extension CoordinatorServer {
             let notice = Notice(reason: reason).encode(.shutdown)
             if isAlive(peer) {
                 send(notice, to: peer)
-            } else if let pipe = peer.toWorker, (try? pipe.send(notice)) == true {
-                // A pipe keeps it for a worker that is stopped, in order after what came before.
-            } else {
-                sendRaw(notice, to: peer.identity)
+                continue
             }
+            // Both ways: a pipe keeps it, in order, for a worker that is stopped; a worker
+            // saying hello again reads only the socket until it is welcomed.
+            _ = try? peer.toWorker?.send(notice)
+            sendRaw(notice, to: peer.identity)
         }
         try? socket.setLinger(milliseconds: 1000)
     }

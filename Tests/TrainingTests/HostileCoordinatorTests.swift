@@ -11,15 +11,6 @@ import XCTest
 final class HostileCoordinatorTests: XCTestCase {
     private let spec = try! ModelSpec.mlp(inputSize: 784, hidden: [16], classes: 10)
 
-    private func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
-        frames.map { frame in
-            switch frame {
-            case let .bytes(b): b
-            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
-            }
-        }
-    }
-
     /// A task of `count` samples whose labels are `label`.
     private func task(step: UInt64, shard: UInt32, count: Int, label: UInt8) -> [OutgoingFrame] {
         let samples = [UInt8](repeating: label, count: count) + [UInt8](repeating: 100, count: count * 784)

@@ -197,14 +197,6 @@ final class HostileInputTests: XCTestCase {
     /// of shared memory that does not exist or is not ours.
     private func hostileMessage(_ round: Int, spec: ModelSpec, generator: inout SeededGenerator) -> [[UInt8]] {
         func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
-        func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
-            frames.map { frame in
-                switch frame {
-                case let .bytes(b): b
-                case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
-                }
-            }
-        }
         let gradient = SharedBuffer(byteCount: spec.parameterCount * 4)
         let floats = gradient.floats(count: spec.parameterCount)
         for i in 0..<spec.parameterCount { floats[i] = round % 7 == 0 ? .nan : 1e3 }

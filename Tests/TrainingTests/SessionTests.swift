@@ -11,15 +11,6 @@ import XCTest
 final class SessionTests: XCTestCase {
     private let spec = try! ModelSpec.mlp(inputSize: 784, hidden: [16], classes: 10)
 
-    private func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
-        frames.map { frame in
-            switch frame {
-            case let .bytes(b): b
-            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
-            }
-        }
-    }
-
     /// Five samples of varied pixels and labels.
     private func task(step: UInt64, shard: UInt32) -> [OutgoingFrame] {
         let labels: [UInt8] = [3, 1, 4, 1, 5]

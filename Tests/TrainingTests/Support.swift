@@ -239,3 +239,13 @@ func joinAsWorker(_ socket: ZMQSocket, endpoint: String, name: String, seconds: 
     }
     return nil
 }
+
+/// Outgoing frames as the bytes a peer would receive (a test's raw socket sends these).
+func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
+    frames.map { frame in
+        switch frame {
+        case let .bytes(b): b
+        case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
+        }
+    }
+}
