@@ -23,6 +23,24 @@ final class HostileCoordinatorTests: XCTestCase {
         return WeightsMessage.encode(step: step, parameters: buffer, count: spec.parameterCount, precision: .fp32)
     }
 
+    /// A ROUTER in this test that has welcomed a real worker process (which proves its run
+    /// secret from the environment): where each test that speaks as the coordinator starts.
+    private func welcomedWorker(environment extra: [String: String] = [:]) throws
+        -> (router: ZMQSocket, worker: Child, endpoint: String, send: ([[UInt8]]) throws -> Void) {
+        let router = try ZMQSocket(context: try ZMQContext(), type: .router)
+        try router.bind("tcp://127.0.0.1:*")
+        let endpoint = router.lastEndpoint
+        let worker = try Child(executable: try executable("worker"),
+                               ["--connect", endpoint, "--name", "target", "--no-shared-memory", "--coordinator-timeout", "30"],
+                               environment: [RunSecret.environmentVariable: RunSecret.generate().hex].merging(extra) { $1 })
+        let helloFrames = try XCTUnwrap(try router.receive(timeoutMilliseconds: 30_000), worker.errors)
+        let identity = helloFrames[0].bytes
+        XCTAssertEqual(try Envelope(frames: helloFrames[1...]).type, .hello)
+        let send = { (frames: [[UInt8]]) throws -> Void in _ = try router.send([.bytes(identity)] + frames.map { .bytes($0) }) }
+        try send(bytes(Welcome(workerIndex: 0, heartbeatMilliseconds: 200, spec: spec).encode()))
+        return (router, worker, endpoint, send)
+    }
+
     /// Receives until a result arrives (heartbeats and the like skipped); nil after `seconds`.
     private func nextResult(_ router: ZMQSocket, seconds: Double) throws -> (step: UInt64, header: ResultHeader)? {
         let deadline = Date().addingTimeInterval(seconds)
@@ -35,18 +53,7 @@ final class HostileCoordinatorTests: XCTestCase {
     }
 
     func testAWorkerSurvivesAHostileCoordinator() throws {
-        let context = try ZMQContext()
-        let router = try ZMQSocket(context: context, type: .router)
-        try router.bind("tcp://127.0.0.1:*")
-        let endpoint = router.lastEndpoint
-        let worker = try Child(executable: try executable("worker"),
-                               ["--connect", endpoint, "--name", "target", "--no-shared-memory", "--coordinator-timeout", "30"],
-                               environment: [RunSecret.environmentVariable: RunSecret.generate().hex])
-        let helloFrames = try XCTUnwrap(try router.receive(timeoutMilliseconds: 30_000), worker.errors)
-        let identity = helloFrames[0].bytes
-        XCTAssertEqual(try Envelope(frames: helloFrames[1...]).type, .hello)
-        func send(_ frames: [[UInt8]]) throws { try router.send([.bytes(identity)] + frames.map { .bytes($0) }) }
-        try send(bytes(Welcome(workerIndex: 0, heartbeatMilliseconds: 200, spec: spec).encode()))
+        let (router, worker, endpoint, send) = try welcomedWorker()
 
         // Labels past the class count (the loss would write past its buffer): refused.
         try send(bytes(weights(step: 1)))
@@ -95,17 +102,7 @@ final class HostileCoordinatorTests: XCTestCase {
     /// ones, whether the tasks came ahead of their weights (queued, then run together) or
     /// after them.
     func testOneBadTaskDoesNotDropTheStepsOtherTasks() throws {
-        let context = try ZMQContext()
-        let router = try ZMQSocket(context: context, type: .router)
-        try router.bind("tcp://127.0.0.1:*")
-        let endpoint = router.lastEndpoint
-        let worker = try Child(executable: try executable("worker"),
-                               ["--connect", endpoint, "--name", "target", "--no-shared-memory", "--coordinator-timeout", "30"],
-                               environment: [RunSecret.environmentVariable: RunSecret.generate().hex])
-        let helloFrames = try XCTUnwrap(try router.receive(timeoutMilliseconds: 30_000), worker.errors)
-        let identity = helloFrames[0].bytes
-        func send(_ frames: [[UInt8]]) throws { try router.send([.bytes(identity)] + frames.map { .bytes($0) }) }
-        try send(bytes(Welcome(workerIndex: 0, heartbeatMilliseconds: 200, spec: spec).encode()))
+        let (router, worker, endpoint, send) = try welcomedWorker()
 
         // Step 5: the tasks come ahead of their weights; the middle one has a label past
         // the class count.
@@ -146,19 +143,9 @@ final class HostileCoordinatorTests: XCTestCase {
         #if !DEBUG
         throw XCTSkip("the send failure hook exists in debug builds only")
         #else
-        let context = try ZMQContext()
-        let router = try ZMQSocket(context: context, type: .router)
-        try router.bind("tcp://127.0.0.1:*")
-        let endpoint = router.lastEndpoint
         // Hellos and heartbeats go out; a result (a gradient of the whole model) fails.
-        let worker = try Child(executable: try executable("worker"),
-                               ["--connect", endpoint, "--name", "target", "--no-shared-memory", "--coordinator-timeout", "30"],
-                               environment: [RunSecret.environmentVariable: RunSecret.generate().hex,
-                                             "ZMQT_FAIL_SENDS_OVER_BYTES": "\(spec.parameterCount)"])
-        let helloFrames = try XCTUnwrap(try router.receive(timeoutMilliseconds: 30_000), worker.errors)
-        let identity = helloFrames[0].bytes
-        func send(_ frames: [[UInt8]]) throws { try router.send([.bytes(identity)] + frames.map { .bytes($0) }) }
-        try send(bytes(Welcome(workerIndex: 0, heartbeatMilliseconds: 200, spec: spec).encode()))
+        let (router, worker, endpoint, send) = try welcomedWorker(environment: ["ZMQT_FAIL_SENDS_OVER_BYTES": "\(spec.parameterCount)"])
+        defer { withExtendedLifetime(router) {} }  // the coordinator's end of the link stays open
         try send(bytes(weights(step: 1)))
         try send(bytes(task(step: 1, shard: 4, count: 3, label: 1)))
         XCTAssertEqual(worker.wait(seconds: 30), 1, worker.errors)
