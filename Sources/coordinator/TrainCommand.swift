@@ -24,8 +24,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Passes over the training set.")
     var epochs = TrainingConfig().epochs
 
-    @Option(help: "Samples per global batch (one optimizer step).")
-    var batchSize = TrainingConfig().batchSize
+    @Option(help: "Samples per global batch (one optimizer step; default \(TrainingConfig().batchSize)).")
+    var batchSize: Int?
+
+    @Option(help: "Weak scaling, instead of --batch-size: samples per worker; the global batch is this times the workers the run is started for (--workers or --spawn-workers; --local counts one), fixed at start, so that who joins or leaves later changes neither the batch nor the weights.")
+    var batchSizePerWorker: Int?
 
     @Option(help: "Hidden layer widths, comma-separated (e.g. 256,128); ReLU layers, then a softmax output. Default 128.")
     var hidden: String?
@@ -149,7 +152,7 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         guard epochs > 0 else { throw ValidationError("--epochs must be positive") }
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        try validateBatchSize()
         guard (try? parseHidden()) != nil else {
             throw ValidationError("--hidden must be positive integers separated by commas, e.g. 256,128 (got '\(hidden ?? "")')")
         }
@@ -157,8 +160,8 @@ struct TrainCommand: ParsableCommand {
         guard decay >= 0, momentum >= 0, momentum < 1 else {
             throw ValidationError("--decay must be ≥ 0 and --momentum in [0, 1)")
         }
-        if let shards, shards < 1 || shards > batchSize {
-            throw ValidationError("--shards must be between 1 and --batch-size (\(batchSize))")
+        if let shards, shards < 1 || shards > globalBatchSize {
+            throw ValidationError("--shards must be between 1 and the batch size (\(globalBatchSize))")
         }
         if local && (workers != nil || spawnWorkers != nil) {
             throw ValidationError("--local trains in this process; it cannot be combined with --workers or --spawn-workers")
@@ -230,7 +233,7 @@ struct TrainCommand: ParsableCommand {
         config.hidden = model == nil ? (try? parseHidden()) ?? [128] : []
         config.model = model
         config.epochs = epochs
-        config.batchSize = batchSize
+        config.batchSize = globalBatchSize
         config.learningRate = learningRate
         config.decay = decay
         config.momentum = momentum
