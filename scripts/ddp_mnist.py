@@ -132,7 +132,7 @@ def arguments():
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank (the project's workers use one)")
     parser.add_argument("--data", default="data", help="folder with mnist_train.csv")
     parser.add_argument("--cache", help="folder for the parsed training set (.npy), shared by the ranks")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for the other ranks")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the other ranks (importing torch can take a minute on a loaded machine)")
     parser.add_argument("--summary", help="rank 0 writes its figures here as JSON")
     args = parser.parse_args()
     if not 1 <= args.world_size <= 4096 or not 0 <= args.rank < args.world_size:
@@ -166,7 +166,7 @@ def main():
     start, end = shard(args.batch_size, args.world_size, args.rank)
     scale = args.world_size / args.batch_size
     order, epoch_position = np.random.default_rng(args.seed).permutation(len(labels)), 0
-    losses = []
+    losses, ends = [], []
 
     dist.barrier()
     began = time.perf_counter()
@@ -185,7 +185,9 @@ def main():
         schedule.step()
         if step == 0 or step == args.steps - 1:
             losses.append(loss.detach())
+        ends.append(time.perf_counter())
     elapsed = torch.tensor([time.perf_counter() - began], dtype=torch.float64)
+    step_seconds = np.diff([began] + ends)
 
     # After the timing: the slowest rank's time, and the global mean loss (each rank's
     # value is its share of it, already divided by the batch and times N).
@@ -201,9 +203,11 @@ def main():
                   model=args.model, parameters=parameters, batch_size=args.batch_size, steps=args.steps,
                   precision=args.precision, threads_per_rank=args.threads, train_seconds=seconds,
                   samples_per_second=args.batch_size * args.steps / seconds,
+                  first_step_seconds=float(step_seconds[0]), median_step_seconds=float(np.median(step_seconds)),
                   first_loss=global_losses[0].item(), last_loss=global_losses[-1].item())
     print(f"ddp: {args.world_size} rank(s), {args.model} ({parameters} parameters), batch {args.batch_size}, "
-          f"{args.steps} steps, {args.precision}: {result['samples_per_second']:.0f} samples/s, "
+          f"{args.steps} steps, {args.precision}: {result['samples_per_second']:.0f} samples/s "
+          f"(rank 0's first step {1000 * step_seconds[0]:.1f} ms, median {1000 * np.median(step_seconds):.2f} ms), "
           f"loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}")
     if args.summary:
         with open(args.summary, "w") as file:
