@@ -3,31 +3,63 @@
 # their own, joined through a switch (a bridge in a namespace) by veth links whose rate is
 # limited with tc's token-bucket filter. The coordinator's single link carries every
 # worker's weights down and gradients up, as its NIC would in a cluster.
-# Runs the same training for each link rate, wire precision and N, and prints measured
+# Runs the same training for each link rate, N and wire precision, and prints measured
 # throughput beside the performance model's prediction (README, "Performance model").
+# After the project's runs for each N, PyTorch DDP (gloo all-reduce, CPU, fp32, one rank per
+# worker host, scripts/ddp_mnist.py) trains the same network on the same namespaces and links,
+# with the same global batch and steps; the table gives both and their ratio.
+# Each veth's byte counters are read before and after every run: the busiest link's bytes
+# per step (both directions added, and the busier one alone) are printed in units of P·v (P
+# parameters, v bytes per value on the wire), beside 2·P·v. The counters take in everything
+# on the link: headers, the handshake, and the project's batches of pixels.
 #
 #   scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
-#                     [--batch-size 512] [--steps 150] [--json PATH]
+#                     [--batch-size 512 | --batch-size-per-worker B] [--steps 150]
+#                     [--model SPEC] [--no-ddp] [--python PATH] [--json PATH]
 #
+# --batch-size-per-worker B: weak scaling. The global batch is B times N for each N (the
+#   coordinator's own --batch-size-per-worker, and the same for DDP), and the table adds the
+#   efficiency throughput(N) / (N/N0 · throughput(N0)), N0 the smallest N given (normally 1).
+# --model SPEC: the coordinator's --model (e.g. conv5x32,pool2,conv5x64,pool2,dense128,dense10),
+#   for DDP too; default the MLP 784-128-10. A convnet makes every run compute-bound on a
+#   small machine: say so when reporting it.
+# --python PATH: an interpreter with torch and numpy for DDP (or NETSIM_PYTHON=PATH); without
+#   it, .build/venv is used, and made first if missing (python3 -m venv, pip install torch
+#   numpy: a large download). --no-ddp runs the project only.
+# --json PATH (default .build/netsim/netsim.json): every run, both systems, the side-by-side
+#   ratios and the bytes per step; scripts/plot.py netsim PATH draws it.
+#
+# Two CPUs run every simulated host here: beyond about 4 hosts every system is CPU-bound.
 # Needs root (run it as root, or with sudo where installed: it finds Swift outside sudo's
 # PATH) and iproute2 (ip, tc); builds in release. Cleans up its namespaces on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" batch=512 steps=150
+rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" batch=512 per_worker="" steps=150
+model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0
 json=.build/netsim/netsim.json
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) rates=$2; shift 2 ;;
         --workers) counts=$2; shift 2 ;;
         --precisions) precisions=$2; shift 2 ;;
-        --batch-size) batch=$2; shift 2 ;;
+        --batch-size) batch=$2; batch_given=1; shift 2 ;;
+        --batch-size-per-worker) per_worker=$2; shift 2 ;;
         --steps) steps=$2; shift 2 ;;
+        --model) model=$2; shift 2 ;;
+        --no-ddp) ddp=0; shift ;;
+        --python) python=$2; shift 2 ;;
         --json) json=$2; shift 2 ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
-        *) echo "netsim.sh: unknown argument '$1'" >&2; exit 2 ;;
+        *) echo "netsim.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
+positive() { [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "netsim.sh: $1 must be a positive integer (got '$2')" >&2; exit 2; }; }
+positive --steps "$steps"
+positive --batch-size "$batch"
+[ -z "$per_worker" ] || positive --batch-size-per-worker "$per_worker"
+[ -z "$per_worker" ] || [ "$batch_given" = 0 ] || { echo "netsim.sh: --batch-size and --batch-size-per-worker both set the batch: give one" >&2; exit 2; }
+for n in $counts; do positive --workers "$n"; done
 [ "$(id -u)" = 0 ] || { echo "netsim.sh: needs root for network namespaces and tc: run it as root (or with sudo)" >&2; exit 1; }
 command -v tc >/dev/null || { echo "netsim.sh: needs tc (iproute2)" >&2; exit 1; }
 # sudo's secure PATH hides a toolchain installed for the user: look where installers put it.
@@ -41,11 +73,23 @@ command -v swift >/dev/null || { echo "netsim.sh: cannot find swift; run it as r
 
 scripts/setup.sh
 scripts/fetch-mnist.sh >/dev/null
+if [ "$ddp" = 1 ]; then
+    if [ -z "$python" ]; then
+        python=$PWD/.build/venv/bin/python
+        if ! "$python" -c 'import torch, numpy' 2>/dev/null; then
+            echo "netsim.sh: making .build/venv with torch and numpy for the DDP runs (pip; --python PATH takes an existing one) ..."
+            python3 -m venv .build/venv 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .build/venv; }
+            .build/venv/bin/pip install --quiet torch numpy
+        fi
+    fi
+    "$python" -c 'import torch, numpy' || { echo "netsim.sh: $python cannot import torch and numpy (see --python)" >&2; exit 1; }
+fi
 swift build -c release --product coordinator >/dev/null
 swift build -c release --product worker >/dev/null
 bin=$PWD/.build/release
 out=$(dirname "$json")
 mkdir -p "$out"
+rm -f "$out"/*.counters
 
 tag=zs$$
 max=$(echo $counts | tr ' ' '\n' | sort -n | tail -1)
@@ -68,6 +112,7 @@ connect() {  # namespace, address: a veth from the host to the switch
     ip -n ${tag}sw link set "${ns}s" master br0
     ip -n ${tag}sw link set "${ns}s" up
 }
+hosts="${tag}c $(seq -f "${tag}w%g" 1 "$max" | tr '\n' ' ')"
 connect ${tag}c 10.203.0.1
 for i in $(seq 1 "$max"); do connect ${tag}w$i 10.203.0.$((10 + i)); done
 
@@ -77,17 +122,33 @@ limit() {  # rate: every link, both directions (host side and switch side)
     # A small bucket: a large one would let a whole weights message through at full speed
     # after every compute phase, and the link would look faster than its rate.
     burst=$(( bytes / 2000 > 16384 ? bytes / 2000 : 16384 ))
-    for ns in ${tag}c $(seq -f "${tag}w%g" 1 "$max"); do
+    for ns in $hosts; do
         ip netns exec "$ns" tc qdisc replace dev "${ns}e" root tbf rate "$rate" burst "$burst" latency 20ms
         ip netns exec ${tag}sw tc qdisc replace dev "${ns}s" root tbf rate "$rate" burst "$burst" latency 20ms
     done
 }
 
+counters() {  # file: "host tx_bytes rx_bytes" of each host's end of its link, one line each
+    for ns in $hosts; do
+        echo "${ns#$tag} $(ip netns exec "$ns" cat "/sys/class/net/${ns}e/statistics/tx_bytes" "/sys/class/net/${ns}e/statistics/rx_bytes" | tr '\n' ' ')"
+    done > "$1"
+}
+
+global_batch() { echo $(( ${per_worker:-0} > 0 ? per_worker * $1 : batch )); }
+batch_options() {  # workers: the coordinator's batch options
+    if [ -n "$per_worker" ]; then echo "--batch-size-per-worker $per_worker"; else echo "--batch-size $batch"; fi
+}
+model_options=()
+[ -z "$model" ] || model_options=(--model "$model")
+
 run() {  # rate, precision, workers
-    local rate=$1 precision=$2 n=$3 summary="$out/$1-$2-$3.json"
+    local rate=$1 precision=$2 n=$3 name="$1-$2-$3"
+    # Enough epochs for --steps even when the batch grows with N (an epoch is 60,000 samples).
+    local epochs=$(( steps * $(global_batch "$n") / 60000 + 1 ))
+    counters "$out/$name.before.counters"
     ip netns exec ${tag}c "$bin/coordinator" --quiet --workers "$n" --bind tcp://10.203.0.1:5555 --insecure \
-        --no-shared-memory --wire-precision "$precision" --batch-size "$batch" --epochs 1 --max-steps "$steps" \
-        --summary "$summary" &
+        --no-shared-memory --wire-precision "$precision" $(batch_options) --epochs "$epochs" --max-steps "$steps" \
+        "${model_options[@]}" --summary "$out/$name.json" &
     local coordinator=$!
     local pids=()
     for i in $(seq 1 "$n"); do
@@ -96,51 +157,40 @@ run() {  # rate, precision, workers
     done
     wait $coordinator
     for pid in "${pids[@]}"; do wait "$pid" || true; done
+    counters "$out/$name.after.counters"
+}
+
+ddp_runs=0
+ddp_run() {  # rate, workers: DDP on worker hosts 1..N, rank 0 on the first
+    local rate=$1 n=$2 name="$1-ddp-$2" status=0
+    local port=$((29500 + ddp_runs))  # a fresh port each time: no wait for the last run's to close
+    ddp_runs=$((ddp_runs + 1))
+    counters "$out/$name.before.counters"
+    local pids=()
+    for i in $(seq 1 "$n"); do
+        local summary=()
+        [ "$i" != 1 ] || summary=(--summary "$out/$name.json")
+        ip netns exec ${tag}w$i env GLOO_SOCKET_IFNAME=${tag}w${i}e "$python" scripts/ddp_mnist.py \
+            --rank $((i - 1)) --world-size "$n" --master 10.203.0.11:$port --batch-size "$(global_batch "$n")" \
+            --steps "$steps" --model "${model:-dense128,dense10}" --cache "$out/ddp-cache" "${summary[@]}" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+    [ "$status" = 0 ] || { echo "netsim.sh: the DDP run $name failed" >&2; exit 1; }
+    counters "$out/$name.after.counters"
 }
 
 # Single-process compute time per sample: the model's compute term.
-"$bin/coordinator" --quiet --local --batch-size "$batch" --epochs 1 --max-steps "$steps" --summary "$out/local.json"
+"$bin/coordinator" --quiet --local $(batch_options) --epochs 1 --max-steps "$steps" "${model_options[@]}" \
+    --summary "$out/local.json"
 
 for rate in $rates; do
     limit "$rate"
-    for precision in $precisions; do
-        for n in $counts; do run "$rate" "$precision" "$n"; done
+    for n in $counts; do
+        for precision in $precisions; do run "$rate" "$precision" "$n"; done
+        [ "$ddp" = 0 ] || ddp_run "$rate" "$n"
     done
 done
 
-python3 - "$out" "$json" "$batch" "$rates" "$precisions" "$counts" <<'PY'
-import json, re, sys
-out, path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rates, precisions, counts = sys.argv[4].split(), sys.argv[5].split(), [int(n) for n in sys.argv[6].split()]
-local = json.load(open(f"{out}/local.json"))
-compute = local["timing"]["compute_seconds"] / local["steps"]          # one core, whole batch
-parameters = local["parameters"]
-def bits(rate):
-    m = re.match(r"([0-9.]+)([kmg]?)bit", rate)
-    return float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m[2]]
-def model(n, rate, precision):
-    # Per step, one after the other: the coordinator's link carries n copies of the weights
-    # down, the workers compute the batch (split over n; 2 cores here, so at most 2 at a
-    # time), the link carries n gradients up, and a fixed round trip of about 0.3 ms. The
-    # next step's pixels go down while the workers compute, hidden behind it.
-    value_bytes = 2 if precision in ("fp16", "bf16") else 4
-    wire = 2 * n * parameters * value_bytes * 8 / bits(rate)
-    return batch / (compute / min(n, 2) + wire + 0.3e-3)
-rows = []
-print(f"{'link':<8}{'wire':<6}{'workers':>8}{'samples/s':>12}{'model':>10}{'ratio':>8}{'MB/step':>9}")
-for rate in rates:
-    for precision in precisions:
-        for n in counts:
-            run = json.load(open(f"{out}/{rate}-{precision}-{n}.json"))
-            predicted = model(n, rate, precision)
-            row = {"link": rate, "precision": precision, "workers": n, "samples_per_second": run["samples_per_second"],
-                   "predicted": predicted, "measured_over_predicted": run["samples_per_second"] / predicted,
-                   "test_accuracy": run["test_accuracy"], "timing": run["timing"], "steps": run["steps"]}
-            rows.append(row)
-            megabytes = 2 * n * parameters * (2 if precision != "fp32" else 4) / 1e6
-            print(f"{rate:<8}{precision:<6}{n:>8}{row['samples_per_second']:>12.0f}{predicted:>10.0f}"
-                  f"{row['measured_over_predicted']:>8.2f}{megabytes:>9.2f}")
-json.dump({"batch_size": batch, "parameters": parameters, "compute_seconds_per_step_one_core": compute, "runs": rows},
-          open(path, "w"), indent=2)
-print(f"\nfigures written to {path}")
-PY
+python3 scripts/netsim_report.py --out "$out" --json "$json" --rates "$rates" --precisions "$precisions" \
+    --workers "$counts" --batch-size "$batch" --batch-size-per-worker "${per_worker:-0}" --ddp "$ddp"
