@@ -3,6 +3,7 @@
 
   scripts/plot.py curves METRICS.jsonl [-o curves.png]   training curves from --metrics
   scripts/plot.py scaling SCALE.json [-o scaling.png]    speedup/efficiency from scripts/scale.sh
+  scripts/plot.py netsim NETSIM.json [-o netsim.png]     scripts/netsim.sh: the project beside PyTorch DDP
 
 Needs matplotlib (installed with pip when missing).
 """
@@ -88,8 +89,11 @@ def scaling(args):
     for r in runs:
         speed_axis.annotate(f"{100 * r['efficiency']:.0f}%", (r["workers"], r["speedup"]),
                             textcoords="offset points", xytext=(5, -12))
-    speed_axis.set(xlabel="workers", ylabel="speedup over 1 worker",
-                   title=f"throughput, batch {result['batch_size']} (labels: efficiency)")
+    if result.get("scaling") == "weak":
+        batch = f"weak, {result['batch_size_per_worker']} per worker"
+    else:
+        batch = f"batch {result['batch_size']}"
+    speed_axis.set(xlabel="workers", ylabel="speedup over 1 worker", title=f"throughput, {batch} (labels: efficiency)")
     speed_axis.set_xticks(workers)
     speed_axis.legend(loc="best", fontsize="small")
     compute = [r["compute_ms"] for r in runs]
@@ -99,6 +103,54 @@ def scaling(args):
     split_axis.set(xlabel="workers", ylabel="ms per step", title="where a step's time goes")
     split_axis.set_xticks(workers)
     split_axis.legend()
+    figure.tight_layout()
+    figure.savefig(args.output)
+    print(f"wrote {args.output}")
+
+
+def netsim(args):
+    """Per link rate, one row: samples/s against workers for each system and wire precision,
+    and the busiest link's bytes per step in units of P·v beside 2·P·v."""
+    plt = matplotlib_pyplot()
+    with open(args.netsim) as source:
+        result = json.load(source)
+    runs = result["runs"]
+    links = list(dict.fromkeys(r["link"] for r in runs))
+    series = list(dict.fromkeys((r["system"], r["precision"]) for r in runs))
+    figure, axes = plt.subplots(len(links), 2, figsize=(11, 4 * len(links)), dpi=80, squeeze=False)
+    if result["scaling"] == "weak":
+        batch = f"{result['batch_size_per_worker']} samples per worker (weak scaling)"
+    else:
+        batch = f"batch {result['batch_size']}"
+    for (speed_axis, bytes_axis), link in zip(axes, links):
+        for system, precision in series:
+            chosen = sorted((r for r in runs if (r["link"], r["system"], r["precision"]) == (link, system, precision)),
+                            key=lambda r: r["workers"])
+            if not chosen:
+                continue
+            label = f"{'PyTorch DDP' if system == 'pytorch-ddp' else 'zmq-trainer'} {precision}"
+            style = "s--" if system == "pytorch-ddp" else "o-"
+            workers = [r["workers"] for r in chosen]
+            (line,) = speed_axis.plot(workers, [r["samples_per_second"] for r in chosen], style, label=label)
+            if result["scaling"] == "weak":
+                for r in chosen:
+                    speed_axis.annotate(f"{100 * r['efficiency']:.0f}%", (r["workers"], r["samples_per_second"]),
+                                        textcoords="offset points", xytext=(5, -12), fontsize="small")
+            bytes_axis.plot(workers, [r["busiest_link"]["both_ways_over_pv"] for r in chosen], style,
+                            color=line.get_color(), label=f"{label}, both ways")
+            bytes_axis.plot(workers, [r["busiest_link"]["busier_way_over_pv"] for r in chosen], style,
+                            color=line.get_color(), alpha=0.4, label=f"{label}, busier way")
+        speed_axis.set(xlabel="workers (one per simulated host)", ylabel="samples/s",
+                       title=f"{link} links, {batch}" + (" (labels: efficiency)" if result["scaling"] == "weak" else ""))
+        speed_axis.set_ylim(bottom=0)
+        speed_axis.legend(fontsize="small")
+        bytes_axis.axhline(2, color="gray", linestyle=":", label="2·P·v")
+        bytes_axis.set(xlabel="workers", ylabel="bytes per step / (P·v)", title=f"{link}: the busiest link's bytes per step")
+        bytes_axis.set_ylim(bottom=0)
+        bytes_axis.legend(fontsize="x-small")
+        for axis in (speed_axis, bytes_axis):
+            axis.set_xticks(sorted({r["workers"] for r in runs}))
+    figure.suptitle(f"{result['model']} ({result['parameters']} parameters) on a simulated cluster")
     figure.tight_layout()
     figure.savefig(args.output)
     print(f"wrote {args.output}")
@@ -114,8 +166,11 @@ def main():
     scale_parser = commands.add_parser("scaling", help="speedup and efficiency from scripts/scale.sh's JSON")
     scale_parser.add_argument("scale")
     scale_parser.add_argument("-o", "--output", default="scaling.png")
+    netsim_parser = commands.add_parser("netsim", help="the project beside PyTorch DDP from scripts/netsim.sh's JSON")
+    netsim_parser.add_argument("netsim")
+    netsim_parser.add_argument("-o", "--output", default="netsim.png")
     args = parser.parse_args()
-    curves(args) if args.command == "curves" else scaling(args)
+    {"curves": curves, "scaling": scaling, "netsim": netsim}[args.command](args)
 
 
 if __name__ == "__main__":
