@@ -15,7 +15,7 @@
 #
 #   scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
 #                     [--batch-size 512 | --batch-size-per-worker B] [--steps 150]
-#                     [--model SPEC] [--no-ddp] [--python PATH] [--json PATH]
+#                     [--model SPEC] [--no-ddp] [--python PATH] [--burst BYTES] [--json PATH]
 #
 # --batch-size-per-worker B: weak scaling. The global batch is B times N for each N (the
 #   coordinator's own --batch-size-per-worker, and the same for DDP), and the table adds the
@@ -26,6 +26,10 @@
 # --python PATH: an interpreter with torch and numpy for DDP (or NETSIM_PYTHON=PATH); without
 #   it, .build/venv is used, and made first if missing (python3 -m venv, pip install torch
 #   numpy: a large download). --no-ddp runs the project only.
+# --burst BYTES: tc tbf's bucket (default the rate's 0.5 ms, at least 16 KiB). On a loaded VM
+#   a bucket that small held one TCP stream to 0.71-0.86 of a 1gbit link's rate, 1 ms to
+#   0.93, 2 ms to 0.95 (the most 1500-byte frames allow); a large one lets a whole weights
+#   message through at once after every compute phase, and the link looks faster than it is.
 # --json PATH (default .build/netsim/netsim.json): every run, both systems, the side-by-side
 #   ratios and the bytes per step; scripts/plot.py netsim PATH draws it.
 #
@@ -36,7 +40,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" batch=512 per_worker="" steps=150
-model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0
+model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst=""
 json=.build/netsim/netsim.json
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
         --model) model=$2; shift 2 ;;
         --no-ddp) ddp=0; shift ;;
         --python) python=$2; shift 2 ;;
+        --burst) burst=$2; shift 2 ;;
         --json) json=$2; shift 2 ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "netsim.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -58,6 +63,7 @@ positive() { [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "netsim.sh: $1 must be a positi
 positive --steps "$steps"
 positive --batch-size "$batch"
 [ -z "$per_worker" ] || positive --batch-size-per-worker "$per_worker"
+[ -z "$burst" ] || positive --burst "$burst"
 [ -z "$per_worker" ] || [ "$batch_given" = 0 ] || { echo "netsim.sh: --batch-size and --batch-size-per-worker both set the batch: give one" >&2; exit 2; }
 for n in $counts; do positive --workers "$n"; done
 [ "$(id -u)" = 0 ] || { echo "netsim.sh: needs root for network namespaces and tc: run it as root (or with sudo)" >&2; exit 1; }
@@ -117,14 +123,14 @@ connect ${tag}c 10.203.0.1
 for i in $(seq 1 "$max"); do connect ${tag}w$i 10.203.0.$((10 + i)); done
 
 limit() {  # rate: every link, both directions (host side and switch side)
-    local rate=$1 bytes burst
+    local rate=$1 bytes bucket
     bytes=$(python3 -c "import re,sys; m=re.match(r'([0-9.]+)([kmg]?)bit', sys.argv[1]); print(int(float(m[1]) * {'':1,'k':1e3,'m':1e6,'g':1e9}[m[2]] / 8))" "$rate")
     # A small bucket: a large one would let a whole weights message through at full speed
     # after every compute phase, and the link would look faster than its rate.
-    burst=$(( bytes / 2000 > 16384 ? bytes / 2000 : 16384 ))
+    bucket=${burst:-$(( bytes / 2000 > 16384 ? bytes / 2000 : 16384 ))}
     for ns in $hosts; do
-        ip netns exec "$ns" tc qdisc replace dev "${ns}e" root tbf rate "$rate" burst "$burst" latency 20ms
-        ip netns exec ${tag}sw tc qdisc replace dev "${ns}s" root tbf rate "$rate" burst "$burst" latency 20ms
+        ip netns exec "$ns" tc qdisc replace dev "${ns}e" root tbf rate "$rate" burst "$bucket" latency 20ms
+        ip netns exec ${tag}sw tc qdisc replace dev "${ns}s" root tbf rate "$rate" burst "$bucket" latency 20ms
     done
 }
 
@@ -193,4 +199,5 @@ for rate in $rates; do
 done
 
 python3 scripts/netsim_report.py --out "$out" --json "$json" --rates "$rates" --precisions "$precisions" \
-    --workers "$counts" --batch-size "$batch" --batch-size-per-worker "${per_worker:-0}" --ddp "$ddp"
+    --workers "$counts" --batch-size "$batch" --batch-size-per-worker "${per_worker:-0}" --ddp "$ddp" \
+    --burst "${burst:-0}"

@@ -53,6 +53,7 @@ def arguments():
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--batch-size-per-worker", type=int, default=0, help="0: strong scaling")
     parser.add_argument("--ddp", type=int, default=1)
+    parser.add_argument("--burst", type=int, default=0, help="tc tbf's bucket in bytes (0: netsim.sh's default)")
     return parser.parse_args()
 
 
@@ -152,7 +153,7 @@ def main():
     result = dict(model=local["model"], parameters=parameters, scaling="weak" if weak else "strong",
                   batch_size=None if weak else args.batch_size,
                   batch_size_per_worker=args.batch_size_per_worker if weak else None,
-                  compute_seconds_per_sample_one_core=compute_per_sample, runs=runs, comparisons=comparisons)
+                  tbf_burst_bytes=args.burst or "default", compute_seconds_per_sample_one_core=compute_per_sample, runs=runs, comparisons=comparisons)
     with open(args.json, "w") as file:
         json.dump(result, file, indent=2)
     print(f"\nfigures written to {args.json}")
