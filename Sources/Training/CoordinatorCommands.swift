@@ -27,7 +27,7 @@ extension CoordinatorServer {
         let here = CPUAffinity.currentCPU
         func onThisCPU(_ command: SchedulerCommand) -> Bool {
             switch command {
-            case let .sendWeights(id, _), let .sendTask(id, _, _, _): peersByIndex[id]?.cpu == here && here != nil
+            case let .sendWeights(id, _), let .sendTask(id, _, _, _): peersByIndex[id]?.link.cpu == here && here != nil
             default: false
             }
         }
@@ -59,17 +59,6 @@ extension CoordinatorServer {
             break  // never asked for: the trainer writes checkpoints between steps
         case let .giveUp(reason):
             giveUpReason = reason
-        }
-    }
-
-    /// This step's weights, through the shared slot for a worker on this host.
-    private func sendWeights(to peer: WorkerPeer) {
-        if peer.isOnThisHost, let slot = sharedWeightsSlot() {
-            send(WeightsMessage.encodeShared(step: UInt64(currentStep), slot: slot,
-                                             count: spec.parameterCount, precision: options.precision), to: peer)
-        } else {
-            send(WeightsMessage.encode(step: UInt64(currentStep), parameters: bulkWeights(), count: spec.parameterCount,
-                                       precision: options.precision), to: peer)
         }
     }
 
