@@ -55,8 +55,6 @@ extension CoordinatorServer {
             if let restarted = respawnExitedWorkers?(), restarted > 0 {
                 logger.warning("restarted \(restarted) spawned workers that had exited")
             }
-        case .writeCheckpoint:
-            break  // never asked for: the trainer writes checkpoints between steps
         case let .giveUp(reason):
             giveUpReason = reason
         }
@@ -68,6 +66,8 @@ extension CoordinatorServer {
             break
         case .reassigned:
             logger.notice("shard \(shard) of step \(step) goes to worker \(worker.name)")
+        case .probation:
+            logger.info("shard \(shard) of step \(step) also goes to worker \(worker.name) on probation: an answer within --worker-timeout gives it full work again")
         case let .rerun(late):
             counters.rerunShards += 1
             let times = scheduler.workers[late]?.timesLate ?? 0

@@ -199,10 +199,10 @@ public final class CoordinatorServer: ShardGradientSource {
         deliver(to: peer) { try $0.send(frames) }
     }
 
-    /// A send through the link of a live peer; one that fails loses the peer (through the
-    /// scheduler, once this command is carried out).
+    /// A send through the link of a peer the scheduler still reaches (live, or on probation);
+    /// one that fails loses the peer (through the scheduler, once this command is carried out).
     private func deliver(to peer: WorkerPeer, _ send: (WorkerLink) throws -> SentBytes?) {
-        guard isAlive(peer) else { return }
+        guard scheduler.isReachable(peer.index) else { return }
         do {
             guard let bytes = try send(peer.link) else {
                 failedSends.append((peer.index, "its queue is full (it stopped reading)"))
