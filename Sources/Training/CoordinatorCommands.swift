@@ -78,9 +78,9 @@ extension CoordinatorServer {
     /// A warning, so that it shows under --quiet too: the run is not moving.
     private func reportWait(live: Int, needed: Int, waitedSeconds: Double) {
         if waitedSeconds == 0 {
-            logger.warning("only \(live) live workers, \(needed) needed; waiting for more to join on \(endpoint) (giving up after \(Int(options.noWorkersTimeoutSeconds)) s)")
+            logger.warning("only \(live) live workers, \(needed) needed; waiting for more to join on \(endpoint) (giving up after \(Int(options.scheduling.noWorkersTimeoutSeconds)) s)")
         } else {
-            logger.warning("still waiting for workers after \(Int(waitedSeconds)) s: \(live) live, \(needed) needed; giving up after \(Int(options.noWorkersTimeoutSeconds)) s (--no-workers-timeout)")
+            logger.warning("still waiting for workers after \(Int(waitedSeconds)) s: \(live) live, \(needed) needed; giving up after \(Int(options.scheduling.noWorkersTimeoutSeconds)) s (--no-workers-timeout)")
         }
     }
 

@@ -104,7 +104,7 @@ extension CoordinatorServer {
         // A worker (re)starting its session attaches again if it shares this host.
         if known != nil { peer.relink(socketLink(for: identity)) }
         let welcome = Welcome(workerIndex: UInt32(peer.index),
-                              heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
+                              heartbeatMilliseconds: UInt32(options.scheduling.heartbeatSeconds * 1000),
                               precision: options.precision, spec: spec, dropout: options.dropout,
                               sharedWeights: feed?.weightsInfo, sharedBatches: feed?.batchesInfo)
         sendRaw(welcome.encode(), to: identity)

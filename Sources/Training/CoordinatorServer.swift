@@ -66,7 +66,7 @@ public final class CoordinatorServer: ShardGradientSource {
         self.modelHash = ModelSpecCoding.hash(spec)
         self.weightsPool = SharedBufferPool(byteCount: spec.parameterCount * options.precision.bytesPerValue)
         self.logger = logger
-        self.scheduler = StepScheduler(settings: options.schedulerSettings)
+        self.scheduler = StepScheduler(settings: options.scheduling)
         var feed: SharedStepFeed?
         if options.sharedMemory {
             do {

@@ -111,6 +111,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Seconds training may wait for workers (every one lost, or fewer than --min-workers) before the coordinator gives up with an error; the wait is reported every 10 s, and workers it spawned that exited are started again.")
     var noWorkersTimeout: Double = 300
 
+    @Option(help: ArgumentHelp("Re-run a shard on an idle worker once it has been outstanding FACTOR times the 90th percentile of recent shard times (and at least 50 ms); the first result wins, so the weights do not change. 0 turns re-runs off.", valueName: "factor"))
+    var speculateAfter: Double = 3
+
     @Option(help: "Seconds to wait for the workers to connect.")
     var startupTimeout: Double = 120
 

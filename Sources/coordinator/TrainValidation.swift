@@ -73,6 +73,9 @@ extension TrainCommand {
         guard noWorkersTimeout > 0, noWorkersTimeout <= 1e9 else {
             throw ValidationError("--no-workers-timeout must be a positive number of seconds (got \(noWorkersTimeout))")
         }
+        guard speculateAfter >= 0, speculateAfter <= 1000 else {
+            throw ValidationError("--speculate-after must be 0 (off) to 1000 (got \(speculateAfter))")
+        }
         guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
         if let count = workers ?? spawnWorkers, count < 1 {
             throw ValidationError("the number of workers must be at least 1")
