@@ -50,7 +50,7 @@ public enum SchedulerEvent: Equatable, Sendable {
     /// A hello that proved the run secret; a known worker rejoins (unless it is suspect).
     case workerJoined(WorkerID)
     /// Any message from a registered worker; `answeredTask` for a result, even a stale or
-    /// refused one, which clears a suspect.
+    /// refused one, which clears a suspect if its probation shard is within the deadline.
     case workerHeard(WorkerID, answeredTask: Bool)
     /// A step begins; `shards` are those with samples (the empty ones need no worker).
     case stepStarted(step: Int, shards: [Int])
