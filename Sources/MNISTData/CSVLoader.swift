@@ -24,7 +24,7 @@ public enum CSVLoader {
     /// Parses CSV text already in memory; `path` only names it in errors.
     public static func parse(_ text: UnsafeBufferPointer<UInt8>, path: String,
                              featureCount: Int = 784, classCount: Int = 10) throws -> Dataset {
-        let newline = UInt8(ascii: "\n"), carriageReturn = UInt8(ascii: "\r"), comma = UInt8(ascii: ",")
+        let newline = UInt8(ascii: "\n"), carriageReturn = UInt8(ascii: "\r")
         let zero = UInt8(ascii: "0"), nine = UInt8(ascii: "9")
         let fieldCount = featureCount + 1
         let end = text.count
@@ -59,41 +59,8 @@ public enum CSVLoader {
             // A header is a first line that does not start with a digit.
             if lineNumber == 1 && !(zero...nine).contains(text[lineStart]) { continue }
 
-            var field = 0
-            var cursor = lineStart
-            while true {
-                let fieldStart = cursor
-                var value = 0
-                while cursor < contentEnd, text[cursor] != comma {
-                    let byte = text[cursor]
-                    guard byte >= zero && byte <= nine && value < 100_000 else {
-                        while cursor < contentEnd && text[cursor] != comma { cursor += 1 }
-                        throw DataError.notAnInteger(path: path, line: lineNumber, field: field + 1,
-                                                     text: fieldText(text, fieldStart, cursor))
-                    }
-                    value = value * 10 + Int(byte - zero)
-                    cursor += 1
-                }
-                guard cursor > fieldStart else {
-                    throw DataError.notAnInteger(path: path, line: lineNumber, field: field + 1, text: "")
-                }
-                if field < fieldCount {
-                    if field == 0 {
-                        guard value < classCount else {
-                            throw DataError.labelOutOfRange(path: path, line: lineNumber, value: value)
-                        }
-                    } else if value > 255 {
-                        throw DataError.pixelOutOfRange(path: path, line: lineNumber, field: field + 1, value: value)
-                    }
-                    row[field] = UInt8(value)
-                }
-                field += 1
-                if cursor >= contentEnd { break }
-                cursor += 1  // past the comma
-                if cursor == contentEnd {  // a trailing comma leaves an empty last field
-                    throw DataError.notAnInteger(path: path, line: lineNumber, field: field + 1, text: "")
-                }
-            }
+            let field = try parseFields(text, lineStart..<contentEnd, line: lineNumber, path: path,
+                                        classCount: classCount, into: &row)
             guard field == fieldCount else {
                 throw DataError.wrongFieldCount(path: path, line: lineNumber, expected: fieldCount, got: field)
             }
@@ -102,6 +69,50 @@ public enum CSVLoader {
         }
         guard !labels.isEmpty else { throw DataError.emptyFile(path: path) }
         return Dataset(featureCount: featureCount, classCount: classCount, pixels: pixels, labels: labels)
+    }
+
+    /// Reads one line's comma-separated fields into `row` (label, then pixels; fields past
+    /// the row are only checked) and returns how many there were.
+    @inline(__always)
+    private static func parseFields(_ text: UnsafeBufferPointer<UInt8>, _ content: Range<Int>, line lineNumber: Int,
+                                    path: String, classCount: Int, into row: inout [UInt8]) throws -> Int {
+        let comma = UInt8(ascii: ","), zero = UInt8(ascii: "0"), nine = UInt8(ascii: "9")
+        let contentEnd = content.upperBound
+        var field = 0
+        var cursor = content.lowerBound
+        while true {
+            let fieldStart = cursor
+            var value = 0
+            while cursor < contentEnd, text[cursor] != comma {
+                let byte = text[cursor]
+                guard byte >= zero && byte <= nine && value < 100_000 else {
+                    while cursor < contentEnd && text[cursor] != comma { cursor += 1 }
+                    throw DataError.notAnInteger(path: path, line: lineNumber, field: field + 1,
+                                                 text: fieldText(text, fieldStart, cursor))
+                }
+                value = value * 10 + Int(byte - zero)
+                cursor += 1
+            }
+            guard cursor > fieldStart else {
+                throw DataError.notAnInteger(path: path, line: lineNumber, field: field + 1, text: "")
+            }
+            if field < row.count {
+                if field == 0 {
+                    guard value < classCount else {
+                        throw DataError.labelOutOfRange(path: path, line: lineNumber, value: value)
+                    }
+                } else if value > 255 {
+                    throw DataError.pixelOutOfRange(path: path, line: lineNumber, field: field + 1, value: value)
+                }
+                row[field] = UInt8(value)
+            }
+            field += 1
+            if cursor >= contentEnd { return field }
+            cursor += 1  // past the comma
+            if cursor == contentEnd {  // a trailing comma leaves an empty last field
+                throw DataError.notAnInteger(path: path, line: lineNumber, field: field + 1, text: "")
+            }
+        }
     }
 
     private static func fieldText(_ text: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> String {

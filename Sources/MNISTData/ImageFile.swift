@@ -78,11 +78,23 @@ public enum ImageFile {
 
     // MARK: PNG
 
+    /// What a PNG's header says, as far as this decoder reads it.
+    struct PNGHeader {
+        var width = 0, height = 0, channels = 0
+    }
+
     static func decodePNG(_ bytes: [UInt8], path: String) throws -> Image {
         func fail(_ reason: String) -> DataError { .unreadable(path: path, reason: "PNG: \(reason)") }
+        let (header, compressed) = try readPNGChunks(bytes, fail: fail)
+        let raw = try inflatePNG(compressed, header: header, fail: fail)
+        return Image(width: header.width, height: header.height, pixels: try unfilterPNG(raw, header: header, fail: fail))
+    }
+
+    /// The header and the concatenated image data of a PNG's chunks.
+    private static func readPNGChunks(_ bytes: [UInt8], fail: (String) -> DataError) throws -> (PNGHeader, [UInt8]) {
         func be32(_ at: Int) -> Int { Int(bytes[at]) << 24 | Int(bytes[at + 1]) << 16 | Int(bytes[at + 2]) << 8 | Int(bytes[at + 3]) }
         var position = 8
-        var width = 0, height = 0, channels = 0
+        var header = PNGHeader()
         var compressed: [UInt8] = []
         while position + 8 <= bytes.count {
             let length = be32(position)
@@ -91,21 +103,7 @@ public enum ImageFile {
             let body = Array(bytes[(position + 8)..<(position + 8 + length)])
             switch type {
             case "IHDR":
-                guard body.count == 13 else { throw fail("bad header") }
-                width = Int(body[0]) << 24 | Int(body[1]) << 16 | Int(body[2]) << 8 | Int(body[3])
-                height = Int(body[4]) << 24 | Int(body[5]) << 16 | Int(body[6]) << 8 | Int(body[7])
-                guard body[8] == 8 else { throw fail("bit depth \(body[8]) is not supported (8-bit only)") }
-                switch body[9] {
-                case 0: channels = 1
-                case 2: channels = 3
-                case 4: channels = 2
-                case 6: channels = 4
-                default: throw fail("colour type \(body[9]) is not supported (grey, grey+alpha, RGB, RGBA)")
-                }
-                guard body[12] == 0 else { throw fail("interlaced images are not supported") }
-                guard width > 0, height > 0, CheckedSize.product([width, height], atMost: maximumPixels) != nil else {
-                    throw fail("size \(width)×\(height) is not supported (at most \(maximumPixels) pixels)")
-                }
+                header = try readPNGHeader(body, fail: fail)
             case "IDAT":
                 compressed += body
             case "IEND":
@@ -116,14 +114,40 @@ public enum ImageFile {
             }
             position += 12 + length
         }
-        guard channels > 0 else { throw fail("no header") }
-        let stride = width * channels
+        guard header.channels > 0 else { throw fail("no header") }
+        return (header, compressed)
+    }
+
+    private static func readPNGHeader(_ body: [UInt8], fail: (String) -> DataError) throws -> PNGHeader {
+        guard body.count == 13 else { throw fail("bad header") }
+        var header = PNGHeader()
+        header.width = Int(body[0]) << 24 | Int(body[1]) << 16 | Int(body[2]) << 8 | Int(body[3])
+        header.height = Int(body[4]) << 24 | Int(body[5]) << 16 | Int(body[6]) << 8 | Int(body[7])
+        guard body[8] == 8 else { throw fail("bit depth \(body[8]) is not supported (8-bit only)") }
+        switch body[9] {
+        case 0: header.channels = 1
+        case 2: header.channels = 3
+        case 4: header.channels = 2
+        case 6: header.channels = 4
+        default: throw fail("colour type \(body[9]) is not supported (grey, grey+alpha, RGB, RGBA)")
+        }
+        guard body[12] == 0 else { throw fail("interlaced images are not supported") }
+        guard header.width > 0, header.height > 0,
+              CheckedSize.product([header.width, header.height], atMost: maximumPixels) != nil else {
+            throw fail("size \(header.width)×\(header.height) is not supported (at most \(maximumPixels) pixels)")
+        }
+        return header
+    }
+
+    /// The filtered rows: each a filter byte, then `width · channels` bytes.
+    private static func inflatePNG(_ compressed: [UInt8], header: PNGHeader, fail: (String) -> DataError) throws -> [UInt8] {
+        let stride = header.width * header.channels
         // Deflate shrinks data at most 1032-fold: a header claiming more than its data can
         // hold is refused before anything is allocated for it.
-        guard (stride + 1) * height <= compressed.count * 1032 else {
-            throw fail("\(width)×\(height) pixels cannot come from \(compressed.count) bytes of image data")
+        guard (stride + 1) * header.height <= compressed.count * 1032 else {
+            throw fail("\(header.width)×\(header.height) pixels cannot come from \(compressed.count) bytes of image data")
         }
-        var raw = [UInt8](repeating: 0, count: (stride + 1) * height)
+        var raw = [UInt8](repeating: 0, count: (stride + 1) * header.height)
         var rawLength = uLongf(raw.count)
         let status = compressed.withUnsafeBufferPointer { source in
             raw.withUnsafeMutableBufferPointer { destination in
@@ -131,11 +155,18 @@ public enum ImageFile {
             }
         }
         guard status == Z_OK, Int(rawLength) == raw.count else { throw fail("corrupt image data") }
-        // Undo the per-row filters (PNG specification, section 9).
+        return raw
+    }
+
+    /// Undoes the per-row filters (PNG specification, section 9) and averages the colour
+    /// channels (alpha dropped) into grey.
+    private static func unfilterPNG(_ raw: [UInt8], header: PNGHeader, fail: (String) -> DataError) throws -> [UInt8] {
+        let (width, channels) = (header.width, header.channels)
+        let stride = width * channels
         var previous = [UInt8](repeating: 0, count: stride)
         var current = [UInt8](repeating: 0, count: stride)
-        var grey = [UInt8](repeating: 0, count: width * height)
-        for row in 0..<height {
+        var grey = [UInt8](repeating: 0, count: width * header.height)
+        for row in 0..<header.height {
             let filter = raw[row * (stride + 1)]
             for i in 0..<stride {
                 let x = raw[row * (stride + 1) + 1 + i]
@@ -162,6 +193,6 @@ public enum ImageFile {
             }
             swap(&previous, &current)
         }
-        return Image(width: width, height: height, pixels: grey)
+        return grey
     }
 }

@@ -27,7 +27,7 @@ extension CoordinatorServer {
         let here = CPUAffinity.currentCPU
         func onThisCPU(_ command: SchedulerCommand) -> Bool {
             switch command {
-            case let .sendWeights(id, _), let .sendTask(id, _, _, _): peersByIndex[id]?.cpu == here && here != nil
+            case let .sendWeights(id, _), let .sendTask(id, _, _, _): peersByIndex[id]?.link.cpu == here && here != nil
             default: false
             }
         }
@@ -55,21 +55,8 @@ extension CoordinatorServer {
             if let restarted = respawnExitedWorkers?(), restarted > 0 {
                 logger.warning("restarted \(restarted) spawned workers that had exited")
             }
-        case .writeCheckpoint:
-            break  // never asked for: the trainer writes checkpoints between steps
         case let .giveUp(reason):
             giveUpReason = reason
-        }
-    }
-
-    /// This step's weights, through the shared slot for a worker on this host.
-    private func sendWeights(to peer: WorkerPeer) {
-        if peer.isOnThisHost, let slot = sharedWeightsSlot() {
-            send(WeightsMessage.encodeShared(step: UInt64(currentStep), slot: slot,
-                                             count: spec.parameterCount, precision: options.precision), to: peer)
-        } else {
-            send(WeightsMessage.encode(step: UInt64(currentStep), parameters: bulkWeights(), count: spec.parameterCount,
-                                       precision: options.precision), to: peer)
         }
     }
 
@@ -79,6 +66,8 @@ extension CoordinatorServer {
             break
         case .reassigned:
             logger.notice("shard \(shard) of step \(step) goes to worker \(worker.name)")
+        case .probation:
+            logger.info("shard \(shard) of step \(step) also goes to worker \(worker.name) on probation: an answer within --worker-timeout gives it full work again")
         case let .rerun(late):
             counters.rerunShards += 1
             let times = scheduler.workers[late]?.timesLate ?? 0
@@ -89,9 +78,9 @@ extension CoordinatorServer {
     /// A warning, so that it shows under --quiet too: the run is not moving.
     private func reportWait(live: Int, needed: Int, waitedSeconds: Double) {
         if waitedSeconds == 0 {
-            logger.warning("only \(live) live workers, \(needed) needed; waiting for more to join on \(endpoint) (giving up after \(Int(options.noWorkersTimeoutSeconds)) s)")
+            logger.warning("only \(live) live workers, \(needed) needed; waiting for more to join on \(endpoint) (giving up after \(Int(options.scheduling.noWorkersTimeoutSeconds)) s)")
         } else {
-            logger.warning("still waiting for workers after \(Int(waitedSeconds)) s: \(live) live, \(needed) needed; giving up after \(Int(options.noWorkersTimeoutSeconds)) s (--no-workers-timeout)")
+            logger.warning("still waiting for workers after \(Int(waitedSeconds)) s: \(live) live, \(needed) needed; giving up after \(Int(options.scheduling.noWorkersTimeoutSeconds)) s (--no-workers-timeout)")
         }
     }
 

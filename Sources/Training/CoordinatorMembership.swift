@@ -44,12 +44,9 @@ extension CoordinatorServer {
             let notice = Notice(reason: reason).encode(.shutdown)
             if isAlive(peer) {
                 send(notice, to: peer)
-                continue
+            } else {
+                peer.link.sendByEveryPath(notice)
             }
-            // Both ways: a pipe keeps it, in order, for a worker that is stopped; a worker
-            // saying hello again reads only the socket until it is welcomed.
-            _ = try? peer.toWorker?.send(notice)
-            sendRaw(notice, to: peer.identity)
         }
         try? socket.setLinger(milliseconds: 1000)
     }

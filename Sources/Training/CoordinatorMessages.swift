@@ -5,12 +5,12 @@ import Wire
 /// The coordinator's handling of incoming messages: decode, check, then act.
 extension CoordinatorServer {
     /// Receives and handles whatever arrives within the timeout, on the socket and on the
-    /// pipes of workers on this host.
+    /// links' own inputs (pipes of workers on this host).
     func pump(timeoutMilliseconds: Int) throws {
-        var piped: [Int32: WorkerPeer] = [:]
-        for peer in peers.values { if let pipe = peer.fromWorker { piped[pipe.descriptor] = peer } }
-        let ready = try socket.waitForInput(timeoutMilliseconds: timeoutMilliseconds, alsoWatching: Array(piped.keys))
-        for descriptor in ready.descriptors { if let peer = piped[descriptor] { drainPipe(of: peer) } }
+        var watched: [Int32: WorkerPeer] = [:]
+        for peer in peers.values { if let descriptor = peer.link.inputDescriptor { watched[descriptor] = peer } }
+        let ready = try socket.waitForInput(timeoutMilliseconds: timeoutMilliseconds, alsoWatching: Array(watched.keys))
+        for descriptor in ready.descriptors { if let peer = watched[descriptor] { drainLink(of: peer) } }
         // Drain everything that is already queued on the socket, then return.
         guard ready.socket else { return }
         while let frames = try socket.receive(timeoutMilliseconds: 0) {
@@ -19,28 +19,30 @@ extension CoordinatorServer {
         }
     }
 
-    private func drainPipe(of peer: WorkerPeer) {
-        guard let pipe = peer.fromWorker else { return }
-        for frames in pipe.receive() {
+    private func drainLink(of peer: WorkerPeer) {
+        let input = peer.link.receive()
+        for frames in input.messages {
             counters.bytesReceived += frames.reduce(0) { $0 + $1.count }
             handle(frames[...], from: peer.identity)
         }
-        if let error = pipe.failure {
-            reject(from: peer.identity, reason: "\(error)")
-            peer.detach()
+        switch input.end {
+        case .open:
+            break
+        case let .failed(error):
+            reject(from: peer.identity, reason: error)
+            peer.relink(socketLink(for: peer.identity))
             if isAlive(peer) {
                 apply(.linkFailed(peer.index, reason: "its pipe broke (\(error))"))
             } else {
                 logger.notice("worker \(peer.name)'s pipe broke (\(error)); it is dropped")
             }
-            return
-        }
-        if pipe.isClosed {
-            // The worker held the only write end: it exited, or dropped the pipe.
-            peer.detach()
+        case .closed:
+            peer.relink(socketLink(for: peer.identity))
             apply(.linkFailed(peer.index, reason: "its pipe closed (the worker exited, or gave up on the pipe)"))
         }
     }
+
+    func socketLink(for identity: [UInt8]) -> SocketLink { SocketLink(identity: identity, socket: socket) }
 
     private func handle(_ frames: ArraySlice<ZMQMessage>, from identity: [UInt8]) {
         let envelope: Envelope
@@ -92,18 +94,19 @@ extension CoordinatorServer {
         }
         let known = peers[identity]
         let peer = known ?? WorkerPeer(identity: identity, index: nextWorkerIndex,
-                                       name: hello.name.isEmpty ? "worker-\(nextWorkerIndex)" : escapedForLog(hello.name, maximumLength: 64))
+                                       name: hello.name.isEmpty ? "worker-\(nextWorkerIndex)" : escapedForLog(hello.name, maximumLength: 64),
+                                       link: socketLink(for: identity))
         if known == nil {
             nextWorkerIndex += 1
             peers[identity] = peer
             peersByIndex[peer.index] = peer
         }
         // A worker (re)starting its session attaches again if it shares this host.
-        peer.detach()
+        if known != nil { peer.relink(socketLink(for: identity)) }
         let welcome = Welcome(workerIndex: UInt32(peer.index),
-                              heartbeatMilliseconds: UInt32(options.heartbeatSeconds * 1000),
+                              heartbeatMilliseconds: UInt32(options.scheduling.heartbeatSeconds * 1000),
                               precision: options.precision, spec: spec, dropout: options.dropout,
-                              sharedWeights: weightsSegment?.info, sharedBatches: batchSegment?.info)
+                              sharedWeights: feed?.weightsInfo, sharedBatches: feed?.batchesInfo)
         sendRaw(welcome.encode(), to: identity)
         // After the welcome: joining may hand it shards at once (a step waiting for workers).
         apply(.workerJoined(peer.index))
@@ -118,39 +121,17 @@ extension CoordinatorServer {
             return
         }
         do {
-            let attach = try AttachMessage(envelope)
-            guard weightsSegment != nil else { throw SharedSegmentError(name: attach.segment.name, reason: "shared memory is off in this run") }
-            let needed = spec.parameterCount * options.precision.bytesPerValue
-            // Exactly what a worker makes (a few slots of one gradient each): a bigger layout
-            // would only make this process map and populate more of the peer's memory.
-            guard attach.segment.slotBytes == needed, attach.segment.slotCount <= Self.maximumGradientSlots else {
-                throw SharedSegmentError(name: attach.segment.name, reason: "\(attach.segment.slotCount) slots of \(attach.segment.slotBytes) bytes; a worker offers at most \(Self.maximumGradientSlots) of \(needed)")
-            }
-            // Ours are not the worker's to offer (and would be read as its gradients).
-            guard attach.segment.name != weightsSegment?.info.name, attach.segment.name != batchSegment?.info.name else {
-                throw SharedSegmentError(name: attach.segment.name, reason: "the coordinator's own segment, not the worker's")
-            }
-            let segment = try SharedSegment(opening: attach.segment)
-            if segment.cannotShrink { try segment.mapInAdvance() }  // read in place from the first step
-            peer.detach()
-            peer.gradientSegment = segment
-            peer.cpu = attach.cpu
-            if !attach.toWorkerPipe.isEmpty {
-                do {
-                    let toWorker = try PipeChannel(opening: attach.toWorkerPipe, forWriting: true)
-                    peer.fromWorker = try PipeChannel(opening: attach.toCoordinatorPipe, forWriting: false)
-                    peer.toWorker = toWorker
-                } catch {
-                    logger.info("worker \(peer.name): no pipes (\(error)); small messages take the socket")
-                }
-            }
-            logger.info("worker \(peer.name) shares this host: weights and gradients go through shared memory\(peer.toWorker == nil ? "" : ", step messages through pipes")")
+            let (link, pipeFailure) = try SameHostLink.admit(try AttachMessage(envelope), feed: feed,
+                                                             gradientBytes: spec.parameterCount * options.precision.bytesPerValue,
+                                                             fallback: socketLink(for: identity))
+            peer.relink(link)
+            if let pipeFailure { logger.info("worker \(peer.name): no pipes (\(pipeFailure)); small messages take the socket") }
+            logger.info("worker \(peer.name) shares this host: weights and gradients go through shared memory\(link.hasPipes ? ", step messages through pipes" : "")")
         } catch {
             reject(from: identity, reason: "\(error)")
         }
     }
 
-    static let maximumGradientSlots = 8
 
     private func handleResult(_ envelope: Envelope, from identity: [UInt8]) {
         guard let peer = peers[identity] else {
@@ -201,33 +182,17 @@ extension CoordinatorServer {
             return
         }
         let finite: Bool
-        if let slot = header.sharedSlot {
-            guard let segment = peer.gradientSegment else {
-                reject(from: identity, reason: "gradient in shared slot \(slot), but the worker attached no segment")
-                return
-            }
-            do {
-                if header.precision == .fp32 && segment.cannotShrink && header.lossSum.isFinite {
-                    // Summed straight from the worker's sealed segment, no copy; the sum is
-                    // checked for NaN and infinity once every shard is in. (A loss that is
-                    // not finite takes the copy below and is recomputed, as from the socket.)
-                    let values = try segment.mapped(slot: slot, offset: 0, byteCount: spec.parameterCount * 4)
-                    results.complete(shard, statistics: statistics, readingInPlace: values.assumingMemoryBound(to: Float.self),
-                                     owner: segment)
-                    finishResult(shard, from: peer, header: header)
-                    return
-                }
-                finite = try segment.readValues(slot: slot, count: spec.parameterCount, precision: header.precision,
-                                                into: results.gradient(shard), scratch: &sharedScratch)
-            } catch {
-                peer.gradientSegment = nil  // broken: back to the socket from the next step on
-                reject(from: identity, reason: "\(error)")
-                return
-            }
-        } else {
-            finite = gradient!.withUnsafeBytes {
-                header.precision.decode($0.baseAddress!, count: spec.parameterCount, into: results.gradient(shard))
-            }
+        switch peer.link.receiveGradient(header, frame: gradient, count: spec.parameterCount,
+                                         into: results.gradient(shard), scratch: &sharedScratch) {
+        case let .copied(allFinite):
+            finite = allFinite
+        case let .inPlace(values, owner):
+            results.complete(shard, statistics: statistics, readingInPlace: values, owner: owner)
+            finishResult(shard, from: peer, header: header)
+            return
+        case let .refused(reason):
+            reject(from: identity, reason: reason)
+            return
         }
         if !finite || !header.lossSum.isFinite {
             statistics = recompute(shard, of: batch, into: results, rejecting: identity) ?? statistics

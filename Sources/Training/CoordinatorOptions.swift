@@ -7,17 +7,8 @@ public struct CoordinatorOptions: Sendable {
     public var bindEndpoint = "tcp://127.0.0.1:5555"
     /// Workers to wait for before the first step.
     public var expectedWorkers = 1
-    /// Fewer live workers than this and the coordinator pauses until more join.
-    public var minimumWorkers = 1
-    /// A worker silent this long while it holds shards is declared lost.
-    public var workerTimeoutSeconds = 5.0
-    public var heartbeatSeconds = 1.0
-    /// Training waits this long for workers (none live, or fewer than `minimumWorkers`)
-    /// before it gives up; the wait is reported every `waitReportSeconds`.
-    public var noWorkersTimeoutSeconds = 300.0
-    public var waitReportSeconds = 10.0
-    /// When a late shard goes to an idle worker as well.
-    public var speculation = SpeculationPolicy()
+    /// Membership, deadlines, heartbeats, re-runs and the wait for workers: the scheduler's.
+    public var scheduling = SchedulerSettings()
     /// How long to wait for `expectedWorkers` at start-up.
     public var startupTimeoutSeconds = 120.0
     /// Precision of weights and gradients on the wire.
@@ -43,17 +34,6 @@ public struct CoordinatorOptions: Sendable {
 
     public init() {}
 
-    /// The scheduler's share of these options.
-    var schedulerSettings: SchedulerSettings {
-        var settings = SchedulerSettings()
-        settings.minimumWorkers = minimumWorkers
-        settings.workerTimeoutSeconds = workerTimeoutSeconds
-        settings.heartbeatSeconds = heartbeatSeconds
-        settings.noWorkersTimeoutSeconds = noWorkersTimeoutSeconds
-        settings.waitReportSeconds = waitReportSeconds
-        settings.speculation = speculation
-        return settings
-    }
 }
 
 public enum CoordinatorError: Error, CustomStringConvertible {

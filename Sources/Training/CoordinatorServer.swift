@@ -32,15 +32,9 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Restarts the workers this process spawned that have exited; returns how many.
     public var respawnExitedWorkers: (() -> Int)?
     private let weightsPool: SharedBufferPool
-    /// Two slots of weights, by step parity, for workers on this host.
-    let weightsSegment: SharedSegment?
-    /// Two slots of batches (labels and pixels), by step parity, and the step each holds.
-    let batchSegment: SharedSegment?
-    private var batchSlotSteps = [-1, -1]
-    /// The batch slots as buffers the trainer builds batches in (no copy for local workers).
-    private var batchSlotBuffers: [SharedBuffer] = []
-    /// The step whose weights are in the weights slot of its parity.
-    private var weightsSlotStep = -1
+    /// Weights and batches in shared memory, for workers on this host (nil: shared memory
+    /// is off, or could not be made).
+    let feed: SharedStepFeed?
     /// The CPUs this process may use, counted once.
     private let cpuCount = CPUAffinity.allowedCount
     /// Scratch for decoding 16-bit values read from shared memory.
@@ -60,7 +54,8 @@ public final class CoordinatorServer: ShardGradientSource {
     var currentResults: ShardResults?
     /// Shards per step, known from the first step on (kept between steps).
     var stepShardCount = 0
-    private var currentWeights: SharedBuffer?
+    /// This step's weights, encoded for the links on first need.
+    private var stepWeights: StepWeights?
     /// Who sent each shard's accepted result, by shard.
     var resultSenders: [[UInt8]?] = []
     weak var currentModel: Sequential?
@@ -71,22 +66,17 @@ public final class CoordinatorServer: ShardGradientSource {
         self.modelHash = ModelSpecCoding.hash(spec)
         self.weightsPool = SharedBufferPool(byteCount: spec.parameterCount * options.precision.bytesPerValue)
         self.logger = logger
-        self.scheduler = StepScheduler(settings: options.schedulerSettings)
-        var segments: (weights: SharedSegment, batches: SharedSegment?)?
+        self.scheduler = StepScheduler(settings: options.scheduling)
+        var feed: SharedStepFeed?
         if options.sharedMemory {
             do {
-                segments = (try SharedSegment(slotCount: 2, slotBytes: spec.parameterCount * options.precision.bytesPerValue),
-                            options.batchSlotSamples > 0
-                                ? try SharedSegment(slotCount: 2, slotBytes: options.batchSlotSamples * (spec.inputSize + 1)) : nil)
+                feed = try SharedStepFeed(weightBytes: spec.parameterCount * options.precision.bytesPerValue,
+                                          batchSlotBytes: options.batchSlotSamples * (spec.inputSize + 1))
             } catch {
                 logger.notice("no shared memory for local workers (\(error)); everything goes through the socket")
             }
         }
-        weightsSegment = segments?.weights
-        batchSegment = segments?.batches
-        if let batches = segments?.batches {
-            batchSlotBuffers = (0..<2).map { SharedBuffer(borrowing: batches.slot($0), byteCount: batches.info.slotBytes, owner: batches) }
-        }
+        self.feed = feed
         context = try ZMQContext()
         (socket, authenticator) = try Self.makeRouter(context: context, options: options, spec: spec, logger: logger)
     }
@@ -120,7 +110,11 @@ public final class CoordinatorServer: ShardGradientSource {
         if resultSenders.count != results.shardCount { resultSenders = Array(repeating: nil, count: results.shardCount) }
         for peer in peers.values { peer.stepComputeSeconds = 0 }
 
-        defer { currentWeights = nil; currentBatch = nil; currentResults = nil }
+        stepWeights = StepWeights(step: step, count: spec.parameterCount, precision: options.precision, pool: weightsPool) {
+            [weak model, precision = options.precision] destination in
+            model?.parameters.withUnsafeBufferPointer { precision.encode($0.baseAddress!, count: $0.count, into: destination) }
+        }
+        defer { stepWeights = nil; currentBatch = nil; currentResults = nil }
 
         var pending: [Int] = []
         for shard in 0..<results.shardCount {
@@ -176,74 +170,22 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Whether workers on this host (they attached shared memory) occupy every CPU, so that
     /// whatever the coordinator computes during a step takes a core from one of them.
     private var workersFillTheCores: Bool {
-        peers.values.reduce(0) { $0 + (isAlive($1) && $1.isOnThisHost ? 1 : 0) } >= cpuCount
+        peers.values.reduce(0) { $0 + (isAlive($1) && $1.link.computesOnThisHost ? 1 : 0) } >= cpuCount
     }
 
-    /// The weights slot holding this step's weights, written on first use: one copy per step
-    /// for the workers on this host, none when there are none.
-    func sharedWeightsSlot() -> Int? {
-        guard let weightsSegment else { return nil }
-        let slot = currentStep % 2
-        if weightsSlotStep != currentStep {
-            currentModel?.parameters.withUnsafeBufferPointer {
-                options.precision.encode($0.baseAddress!, count: $0.count, into: weightsSegment.slot(slot))
-            }
-            weightsSlotStep = currentStep
-        }
-        return slot
-    }
-
-    /// This step's weights encoded for the wire, made on first use.
-    func bulkWeights() -> SharedBuffer {
-        if let currentWeights { return currentWeights }
-        let weights = weightsPool.take()
-        currentModel?.parameters.withUnsafeBufferPointer {
-            options.precision.encode($0.baseAddress!, count: $0.count, into: weights.pointer)
-        }
-        currentWeights = weights
-        return weights
+    /// This step's weights through `peer`'s link.
+    func sendWeights(to peer: WorkerPeer) {
+        guard let stepWeights else { return }
+        deliver(to: peer) { try $0.sendWeights(stepWeights) }
     }
 
     func sendTask(_ shard: Int, of batch: BatchView, step: Int, to peer: WorkerPeer) {
-        let count = batch.sampleCount(ofShard: shard)
-        let task = TaskHeader(shard: UInt32(shard), sampleCount: UInt32(count), featureCount: UInt32(batch.featureCount))
-        if peer.isOnThisHost, placeInBatchSlot(batch, step: step) {
-            send(task.encodeShared(step: UInt64(step), slot: step % 2, offset: batch.offset(ofShard: shard)), to: peer)
-        } else {
-            send(task.encode(step: UInt64(step),
-                             samples: .shared(batch.buffer, offset: batch.offset(ofShard: shard), count: count * (batch.featureCount + 1))),
-                 to: peer)
-        }
+        deliver(to: peer) { try $0.sendTask(shard, of: batch, step: step) }
     }
 
-    /// The batch slot of `step`'s parity, for the trainer to build that step's batch in; nil
-    /// while a message to a worker elsewhere still points into it (zero-copy sends), or when
-    /// there is no batch segment.
-    public func batchBuffer(forStep step: Int) -> SharedBuffer? {
-        // Free of libzmq (its I/O thread let go, in order) and of this thread's own holders:
-        // a batch view of an earlier step still in use keeps a reference.
-        guard !batchSlotBuffers.isEmpty, batchSlotBuffers[step % 2].isFree,
-              isKnownUniquelyReferenced(&batchSlotBuffers[step % 2]) else { return nil }
-        batchSlotSteps[step % 2] = -1  // being overwritten
-        return batchSlotBuffers[step % 2]
-    }
-
-    /// Copies the batch of `step` into the batch slot of its parity, once; false if there is
-    /// no batch segment or the batch does not fit. The other slot may still be read by a
-    /// worker computing the step before, never this one: every result of step s - 2 came
-    /// in before step s began (late answers are dropped as stale).
-    private func placeInBatchSlot(_ batch: BatchView, step: Int) -> Bool {
-        guard let batchSegment, batch.sampleCount * (batch.featureCount + 1) <= batchSegment.info.slotBytes else { return false }
-        if batch.buffer === batchSlotBuffers[step % 2] {
-            batchSlotSteps[step % 2] = step  // built there: nothing to copy
-        } else if batchSlotSteps[step % 2] != step {
-            // Never under a zero-copy message that is still going out from the slot.
-            guard batchSlotBuffers[step % 2].isFree, isKnownUniquelyReferenced(&batchSlotBuffers[step % 2]) else { return false }
-            BulkCopy.copy(to: batchSegment.slot(step % 2), from: batch.buffer.pointer, byteCount: batch.sampleCount * (batch.featureCount + 1))
-            batchSlotSteps[step % 2] = step
-        }
-        return true
-    }
+    /// The batch slot of `step`'s parity, for the trainer to build that step's batch in (see
+    /// `SharedStepFeed.batchBuffer`).
+    public func batchBuffer(forStep step: Int) -> SharedBuffer? { feed?.batchBuffer(forStep: step) }
 
     /// Sends the next step's tasks ahead, with the mapping the scheduler expects that step
     /// to use; a worker keeps them until that step's weights arrive.
@@ -253,17 +195,20 @@ public final class CoordinatorServer: ShardGradientSource {
         apply(.nextStepReady(step: step, shards: (0..<batch.shardCount).filter { batch.sampleCount(ofShard: $0) > 0 }))
     }
 
-    /// Sends through the peer's pipe when it has one and the message fits, else the socket.
     func send(_ frames: [OutgoingFrame], to peer: WorkerPeer) {
-        guard isAlive(peer) else { return }
+        deliver(to: peer) { try $0.send(frames) }
+    }
+
+    /// A send through the link of a peer the scheduler still reaches (live, or on probation);
+    /// one that fails loses the peer (through the scheduler, once this command is carried out).
+    private func deliver(to peer: WorkerPeer, _ send: (WorkerLink) throws -> SentBytes?) {
+        guard scheduler.isReachable(peer.index) else { return }
         do {
-            if let pipe = peer.toWorker, try pipe.send(frames) {
-                // sent
-            } else if try !socket.send([.bytes(peer.identity)] + frames, dontWait: true) {
+            guard let bytes = try send(peer.link) else {
                 failedSends.append((peer.index, "its queue is full (it stopped reading)"))
                 return
             }
-            counters.bytesSent += frames.reduce(0) { $0 + $1.byteCount }
+            counters.bytesSent += bytes
         } catch {
             failedSends.append((peer.index, "it cannot be reached (\(error))"))
         }

@@ -32,12 +32,12 @@ extension CoordinatorServer {
     private func cpuFreedForWaiting() -> Int? {
         var computing = 0
         for peer in peers.values where isComputing(peer) {
-            guard peer.fromWorker != nil, peer.cpu != nil else { return nil }
+            guard peer.link.resultsArriveOutsideTheSocket, peer.link.cpu != nil else { return nil }
             computing += 1
         }
         guard computing > 0 else { return nil }
         for peer in peers.values where isAlive(peer) && !isComputing(peer) {
-            guard let cpu = peer.cpu, !peers.values.contains(where: { isComputing($0) && $0.cpu == cpu }) else { continue }
+            guard let cpu = peer.link.cpu, !peers.values.contains(where: { isComputing($0) && $0.link.cpu == cpu }) else { continue }
             return cpu
         }
         return nil
@@ -49,7 +49,7 @@ extension CoordinatorServer {
     private func resultIsWaiting() -> Bool {
         var computing = false
         for peer in peers.values where isComputing(peer) {
-            if peer.fromWorker?.hasInput ?? true { return true }
+            if peer.link.mayHaveInput { return true }
             computing = true
         }
         return !computing

@@ -5,6 +5,7 @@ import Foundation
 extension StepScheduler {
     mutating func tick(now: Double, into commands: inout [SchedulerCommand]) {
         for id in liveWorkers { checkDeadlines(of: id, now: now, into: &commands) }
+        expireProbation(now: now)
         rerunLateShards(now: now, into: &commands)
         reportWait(now: now, into: &commands)
     }

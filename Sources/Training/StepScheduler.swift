@@ -8,10 +8,11 @@
 /// Rules, as the server kept them before this type existed: shards go by position over the
 /// live workers sorted by index (the next step's tasks go ahead with the same mapping); a
 /// lost worker's shards go to the live worker with the fewest; a worker that lets a deadline
-/// pass is suspect until it answers; a step waits below `minimumWorkers`.
+/// pass is suspect, and on probation (`SchedulerProbation`) until it answers in time; a step
+/// waits below `minimumWorkers`.
 public struct StepScheduler: Sendable {
     public let settings: SchedulerSettings
-    public private(set) var workers: [WorkerID: WorkerState] = [:]
+    public internal(set) var workers: [WorkerID: WorkerState] = [:]
     public private(set) var currentStep = -1
     /// Shards of the current step not done yet.
     public private(set) var openShards: Set<Int> = []
@@ -21,8 +22,7 @@ public struct StepScheduler: Sendable {
     /// When each open shard went to its (first) worker.
     private var shardAssignedAt: [Int: Double] = [:]
     /// Whether this step's position-based assignment happened (it waits below the minimum).
-    private var stepAssigned = false
-    private var checkpointPending = false
+    private(set) var stepAssigned = false
     /// Recent times from a shard's assignment to its accepted result, in seconds.
     public private(set) var recentShardSeconds: [Double] = []
     private var waiting: Waiting?
@@ -57,13 +57,12 @@ public struct StepScheduler: Sendable {
         case let .workerHeard(id, answered): heard(id, answeredTask: answered, now: now, into: &commands)
         case let .stepStarted(step, shards): startStep(step, shards: shards, now: now, into: &commands)
         case let .nextStepReady(step, shards): prefetch(step, shards: shards, now: now, into: &commands)
-        case let .resultAccepted(id, shard): accept(shard, from: id, now: now, into: &commands)
+        case let .resultAccepted(id, shard): accept(shard, from: id, now: now)
         case let .linkFailed(id, reason): lose(id, reason: reason, into: &commands)
         case .tick: tick(now: now, into: &commands)
-        case .checkpointDue:
-            if openShards.isEmpty { commands.append(.writeCheckpoint) } else { checkpointPending = true }
         }
         reassignOrphans(now: now, into: &commands)
+        offerProbation(now: now, into: &commands)
         return commands
     }
 
@@ -98,6 +97,8 @@ public struct StepScheduler: Sendable {
         worker.outstanding = []
         worker.prefetched = []
         worker.lateSince = nil
+        worker.probationSince = nil  // its probation shard went with the old session
+        worker.heardSinceLost = true
         // A suspect's hello is no answer; but while the run waits for workers, it gets
         // another chance rather than leave the run waiting for one that is there (a worker
         // cut off mid-step comes back with a new session, its old tasks dropped).
@@ -109,9 +110,13 @@ public struct StepScheduler: Sendable {
     private mutating func heard(_ id: WorkerID, answeredTask: Bool, now: Double, into commands: inout [SchedulerCommand]) {
         guard var worker = workers[id] else { return }
         worker.lastHeard = now
-        if answeredTask {
-            worker.isSuspect = false
-            worker.lateSince = nil
+        if answeredTask { worker.lateSince = nil }
+        if worker.isSuspect {
+            // Only an answer while its probation shard is within the deadline clears it.
+            if answeredTask, let since = worker.probationSince, now - since <= settings.workerTimeoutSeconds {
+                worker.isSuspect = false
+            }
+            worker.heardSinceLost = true
         }
         workers[id] = worker
         if !worker.isAlive && !worker.isSuspect { revive(id, into: &commands, now: now) }
@@ -121,6 +126,7 @@ public struct StepScheduler: Sendable {
     /// sends for earlier steps is stale.
     private mutating func revive(_ id: WorkerID, into commands: inout [SchedulerCommand], now: Double) {
         workers[id]?.isAlive = true
+        workers[id]?.probationSince = nil
         workers[id]?.timesRejoined += 1
         commands.append(.welcomeBack(id))
         endWaitIfEnough(now: now, into: &commands)
@@ -128,7 +134,8 @@ public struct StepScheduler: Sendable {
 
     /// Declares `id` lost; its unfinished shards go to the others (`reassignOrphans`).
     mutating func lose(_ id: WorkerID, reason: String, suspect: Bool = false, into commands: inout [SchedulerCommand]) {
-        guard var worker = workers[id], worker.isAlive else { return }
+        guard var worker = workers[id] else { return }
+        guard worker.isAlive else { return endProbation(of: id) }
         worker.isAlive = false
         worker.isSuspect = worker.isSuspect || suspect
         worker.timesLost += 1
@@ -136,6 +143,7 @@ public struct StepScheduler: Sendable {
         worker.outstanding = []
         worker.prefetched = []
         worker.lateSince = nil
+        worker.heardSinceLost = false
         workers[id] = worker
         commands.append(.declareLost(id, reason: reason))
     }
@@ -152,7 +160,7 @@ public struct StepScheduler: Sendable {
             workers[id]!.outstanding = []
             workers[id]!.tasksThisStep = workers[id]!.prefetchedStep == step ? workers[id]!.prefetched : []
         }
-        guard !openShards.isEmpty else { return finishStep(into: &commands) }
+        guard !openShards.isEmpty else { return }
         if liveWorkers.count < settings.minimumWorkers {
             startWaiting(needed: settings.minimumWorkers, now: now, into: &commands)
             return
@@ -203,7 +211,7 @@ public struct StepScheduler: Sendable {
         if shardAssignedAt[shard] == nil { shardAssignedAt[shard] = now }
     }
 
-    private mutating func accept(_ shard: Int, from id: WorkerID, now: Double, into commands: inout [SchedulerCommand]) {
+    private mutating func accept(_ shard: Int, from id: WorkerID, now: Double) {
         guard openShards.remove(shard) != nil else { return }
         for other in workers.keys { workers[other]!.outstanding.remove(shard) }
         if !rerunThisStep.contains(shard), let start = shardAssignedAt[shard] {
@@ -211,14 +219,6 @@ public struct StepScheduler: Sendable {
             if recentShardSeconds.count > settings.speculation.historyLength { recentShardSeconds.removeFirst() }
         }
         shardAssignedAt[shard] = nil
-        if openShards.isEmpty { finishStep(into: &commands) }
-    }
-
-    private mutating func finishStep(into commands: inout [SchedulerCommand]) {
-        if checkpointPending {
-            checkpointPending = false
-            commands.append(.writeCheckpoint)
-        }
     }
 
     /// Every open shard no live worker holds goes to the live worker with the fewest, so no

@@ -5,8 +5,8 @@ public typealias WorkerID = Int
 public struct SchedulerSettings: Sendable, Equatable {
     /// Fewer live workers than this at a step's start and the step waits for more.
     public var minimumWorkers = 1
-    /// A worker that holds shards this long without answering is declared lost, and gets no
-    /// work again until it answers a task (it is suspect).
+    /// A worker that holds shards this long without answering is declared lost, and gets
+    /// one shard at a time (probation) until it answers one within this time (it is suspect).
     public var workerTimeoutSeconds = 5.0
     /// Nothing sent to a worker for this long and it gets a heartbeat; a worker with nothing
     /// to do that is silent for `max(workerTimeoutSeconds, 3 · heartbeatSeconds)` is lost.
@@ -50,7 +50,7 @@ public enum SchedulerEvent: Equatable, Sendable {
     /// A hello that proved the run secret; a known worker rejoins (unless it is suspect).
     case workerJoined(WorkerID)
     /// Any message from a registered worker; `answeredTask` for a result, even a stale or
-    /// refused one, which clears a suspect.
+    /// refused one, which clears a suspect if its probation shard is within the deadline.
     case workerHeard(WorkerID, answeredTask: Bool)
     /// A step begins; `shards` are those with samples (the empty ones need no worker).
     case stepStarted(step: Int, shards: [Int])
@@ -62,8 +62,6 @@ public enum SchedulerEvent: Equatable, Sendable {
     case linkFailed(WorkerID, reason: String)
     /// Time passes: deadlines, heartbeats, late shards, the wait for workers.
     case tick
-    /// A checkpoint should be written: at once between steps, else when this step ends.
-    case checkpointDue
 }
 
 /// Why a task goes to a worker.
@@ -76,6 +74,8 @@ public enum TaskReason: Equatable, Sendable {
     case reassigned
     /// Speculative: `late` still holds it, well past the usual shard time.
     case rerun(late: WorkerID)
+    /// A copy of a shard a live worker holds, for a suspect to prove itself with.
+    case probation
 }
 
 /// What the scheduler asks its driver to do, in order.
@@ -91,7 +91,6 @@ public enum SchedulerCommand: Equatable, Sendable {
     case waitForWorkers(live: Int, needed: Int, waitedSeconds: Double)
     /// No worker is live: start again the workers this process spawned that have exited.
     case respawnWorkers
-    case writeCheckpoint
     /// The run cannot go on; stop with this error.
     case giveUp(reason: String)
 }
@@ -111,8 +110,14 @@ public struct WorkerState: Equatable, Sendable {
     public let id: WorkerID
     public internal(set) var isAlive = true
     /// Lost for a missed deadline: its heartbeats alone do not bring it back (a peer that
-    /// only heartbeats would hold shards until the timeout every step); an answer does.
+    /// only heartbeats would hold shards until the timeout every step); an answer to its
+    /// probation shard within the deadline does.
     public internal(set) var isSuspect = false
+    /// When its probation shard went out, while unanswered and within the deadline.
+    public internal(set) var probationSince: Double?
+    /// A suspect heard from since it was lost or its last probation shard expired: still
+    /// there, so it gets (another) probation shard.
+    public internal(set) var heardSinceLost = false
     public internal(set) var lastHeard: Double
     public internal(set) var lastSent: Double
     /// The step whose weights it holds (-1: none).

@@ -9,34 +9,25 @@ final class WorkerPeer {
     /// Compute time the worker reported for the current step.
     var stepComputeSeconds = 0.0
     var lastStepCounted = -1
-    /// The worker's own segment, where it leaves its gradients (same host only).
-    var gradientSegment: SharedSegment?
-    /// Its pipes (same host only): small messages to it and from it, past the socket.
-    var toWorker: PipeChannel?
-    var fromWorker: PipeChannel?
-    /// The CPU it is pinned to, on this host.
-    var cpu: Int?
+    /// How it is reached: the socket, or shared memory and pipes on this host.
+    var link: WorkerLink
 
     var shardsDone = 0
     var stepsDone = 0
     var computeSeconds = 0.0
 
-    init(identity: [UInt8], index: Int, name: String) {
+    init(identity: [UInt8], index: Int, name: String, link: WorkerLink) {
         self.identity = identity
         self.name = name
         self.index = index
+        self.link = link
     }
 
-    /// It shares this host: it attached a segment of its own, so it gets weights, batches
-    /// and gradients through shared memory.
-    var isOnThisHost: Bool { gradientSegment != nil }
-
-    /// Forgets its shared memory and pipes (it starts a new session, or broke them).
-    func detach() {
-        gradientSegment = nil
-        toWorker = nil
-        fromWorker = nil
-        cpu = nil
+    /// Replaces its link (closing the old one): it attached shared memory, or starts a new
+    /// session or broke its link (then `link` is the socket's).
+    func relink(_ link: WorkerLink) {
+        self.link.close()
+        self.link = link
     }
 
     /// Its figures for the run summary; how often it was lost, back or late, the scheduler knows.

@@ -24,11 +24,7 @@ struct BenchCommand: ParsableCommand {
         BLAS.setThreadCount(1)
         let widths = hidden.split(separator: ",").compactMap { Int($0) }
 
-        let loadStart = MonotonicClock.now
-        let train = try DataDirectory.load(.train, from: data)
-        let loadTrainSeconds = MonotonicClock.now - loadStart
-        let test = try DataDirectory.load(.test, from: data)
-        let loadTestSeconds = MonotonicClock.now - loadStart - loadTrainSeconds
+        let (train, test, loadTrainSeconds, loadTestSeconds) = try loadTimed()
 
         let spec = try ModelSpec.mlp(inputSize: train.featureCount, hidden: widths, classes: train.classCount)
         let roofline = Roofline.measure(spec: spec, batchSize: batchSize)
@@ -80,6 +76,15 @@ struct BenchCommand: ParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try encoder.encode(result).write(to: URL(fileURLWithPath: json))
         }
+    }
+
+    /// The training and test sets, and the seconds each took to load.
+    private func loadTimed() throws -> (train: Dataset, test: Dataset, trainSeconds: Double, testSeconds: Double) {
+        let start = MonotonicClock.now
+        let train = try DataDirectory.load(.train, from: data)
+        let trainSeconds = MonotonicClock.now - start
+        let test = try DataDirectory.load(.test, from: data)
+        return (train, test, trainSeconds, MonotonicClock.now - start - trainSeconds)
     }
 }
 

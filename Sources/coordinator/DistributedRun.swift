@@ -18,29 +18,7 @@ struct DistributedRun {
             throw ModelTooLargeError(reason: "a model of \(spec.parameterCount) parameters is more than a distributed run can send (at most \(WireLimits.maximumParameters)); use --local or a smaller --hidden or --model")
         }
         let workerCount = command.spawnWorkers ?? command.workers ?? 1
-        var options = CoordinatorOptions()
-        options.bindEndpoint = command.bind
-        options.expectedWorkers = workerCount
-        options.minimumWorkers = min(command.minWorkers, workerCount)
-        options.workerTimeoutSeconds = command.workerTimeout
-        options.noWorkersTimeoutSeconds = command.noWorkersTimeout
-        options.startupTimeoutSeconds = command.startupTimeout
-        options.precision = command.precision
-        options.dropout = config.dropoutMasks
-        options.sharedMemory = command.sharedMemory
-        options.batchSlotSamples = config.batchSize
-        options.busyWaitSeconds = Double(command.busyWaitUs) / 1e6
-        var spawnedWorkerSecrets: [String] = []
-        if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
-            options.curveSecretKey = try CurveKeys.loadSecret(fromFile: secretPath)
-            options.authorizedKeys = try CurveKeys.loadAuthorized(authorized)
-            // Workers this process starts get throw-away keys of their own.
-            for _ in 0..<(command.spawnWorkers ?? 0) {
-                let pair = try CurveKeys.generate()
-                options.authorizedKeys.insert(pair.publicKey)
-                spawnedWorkerSecrets.append(pair.secretKey)
-            }
-        }
+        let (options, spawnedWorkerSecrets) = try makeOptions(workerCount: workerCount)
         let secret = options.runSecret
         let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
         logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")
@@ -75,6 +53,37 @@ struct DistributedRun {
             throw error
         }
         spawner.waitForExit()
+    }
+
+    /// The coordinator's options from the command line, and the secret keys of the workers
+    /// it will spawn (throw-away CURVE keys, admitted with the others).
+    private func makeOptions(workerCount: Int) throws -> (CoordinatorOptions, spawnedWorkerSecrets: [String]) {
+        var options = CoordinatorOptions()
+        options.bindEndpoint = command.bind
+        options.expectedWorkers = workerCount
+        options.scheduling.minimumWorkers = min(command.minWorkers, workerCount)
+        options.scheduling.workerTimeoutSeconds = command.workerTimeout
+        options.scheduling.noWorkersTimeoutSeconds = command.noWorkersTimeout
+        options.scheduling.speculation.factor = command.speculateAfter
+        options.scheduling.speculation.isEnabled = command.speculateAfter > 0
+        options.startupTimeoutSeconds = command.startupTimeout
+        options.precision = command.precision
+        options.dropout = config.dropoutMasks
+        options.sharedMemory = command.sharedMemory
+        options.batchSlotSamples = config.batchSize
+        options.busyWaitSeconds = Double(command.busyWaitUs) / 1e6
+        var spawnedWorkerSecrets: [String] = []
+        if let secretPath = command.curveSecretKey, let authorized = command.authorizedKeys {
+            options.curveSecretKey = try CurveKeys.loadSecret(fromFile: secretPath)
+            options.authorizedKeys = try CurveKeys.loadAuthorized(authorized)
+            // Workers this process starts get throw-away keys of their own.
+            for _ in 0..<(command.spawnWorkers ?? 0) {
+                let pair = try CurveKeys.generate()
+                options.authorizedKeys.insert(pair.publicKey)
+                spawnedWorkerSecrets.append(pair.secretKey)
+            }
+        }
+        return (options, spawnedWorkerSecrets)
     }
 
     /// Writes the run secret for workers started by hand or by a launcher: to --secret-file,

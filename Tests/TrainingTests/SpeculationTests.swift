@@ -41,6 +41,78 @@ final class SpeculationTests: XCTestCase {
         XCTAssertTrue(coordinator.errors.contains("is late on worker slow"), coordinator.errors)
     }
 
+    /// A worker stopped (SIGSTOP) past --worker-timeout is lost as a suspect; running again,
+    /// it earns full work back on probation instead of idling for the rest of the run, and
+    /// the weights are those of --local.
+    func testAWorkerOnceLatePastItsTimeoutComesBackToFullWork() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let settings = ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "1000",
+                        "--max-steps", "1500", "--shards", "2", "--seed", "5"]
+        let reference = try runCoordinator(settings + ["--local", "--quiet"])
+        XCTAssertEqual(reference.status, 0, reference.errors)
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summaryPath = scratchFolder + "probation-summary-\(getpid()).json"
+        let metricsPath = scratchFolder + "probation-metrics-\(getpid()).jsonl"
+        defer { unlink(summaryPath); unlink(metricsPath) }
+        let coordinator = try Child("coordinator", settings + [
+            "--workers", "2", "--bind", endpoint, "--worker-timeout", "1", "--summary", summaryPath,
+            "--metrics", metricsPath, "--metrics-every", "10", "--log-level", "info"])
+        let fast = try Child("worker", ["--connect", endpoint, "--name", "fast"])
+        let slow = try Child("worker", ["--connect", endpoint, "--name", "slow"])
+        XCTAssertTrue(waitForStep(50, in: metricsPath, seconds: 120), coordinator.errors)
+        kill(slow.pid, SIGSTOP)
+        usleep(2_500_000)
+        kill(slow.pid, SIGCONT)
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
+        XCTAssertEqual(fast.wait(seconds: 30), 0, fast.errors)
+        XCTAssertEqual(slow.wait(seconds: 30), 0, slow.errors)
+        let log = coordinator.errors
+        let summary = readSummary(summaryPath)
+        XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, log)
+        let slowStats = (summary["worker_stats"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "slow" } ?? [:]
+        XCTAssertGreaterThanOrEqual(slowStats["times_lost"] as? Int ?? 0, 1, "\(slowStats)")
+        XCTAssertGreaterThanOrEqual(slowStats["times_rejoined"] as? Int ?? 0, 1, "\(slowStats)\n\(log)")
+        XCTAssertTrue(log.contains("on probation"), log)
+        XCTAssertTrue(log.contains("worker slow is back"), log)
+        // Full work again: stopped near step 50 and back a few seconds later, it still
+        // computes a good share of 1,500 steps' shards (idle, it would have stayed near 50).
+        XCTAssertGreaterThan(slowStats["shards_done"] as? Int ?? 0, 300, "\(slowStats)")
+    }
+
+    /// --speculate-after 0: the same stop re-runs nothing (the step waits for the stopped
+    /// worker), and the weights are the same; a negative factor is refused.
+    func testSpeculateAfterZeroTurnsRerunsOff() throws {
+        let data = try makeSyntheticData()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let settings = ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "1000",
+                        "--max-steps", "300", "--shards", "2", "--seed", "5", "--quiet"]
+        let refused = try runCoordinator(settings + ["--local", "--speculate-after=-1"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.errors.contains("--speculate-after must be 0 (off) to 1000"), refused.errors)
+        let reference = try runCoordinator(settings + ["--local"])
+        XCTAssertEqual(reference.status, 0, reference.errors)
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summaryPath = scratchFolder + "no-rerun-summary-\(getpid()).json"
+        let metricsPath = scratchFolder + "no-rerun-metrics-\(getpid()).jsonl"
+        defer { unlink(summaryPath); unlink(metricsPath) }
+        let coordinator = try Child("coordinator", settings + [
+            "--workers", "2", "--bind", endpoint, "--worker-timeout", "30", "--summary", summaryPath,
+            "--metrics", metricsPath, "--metrics-every", "10", "--speculate-after", "0"])
+        let fast = try Child("worker", ["--connect", endpoint, "--name", "fast"])
+        let slow = try Child("worker", ["--connect", endpoint, "--name", "slow"])
+        XCTAssertTrue(waitForStep(50, in: metricsPath, seconds: 120), coordinator.errors)
+        kill(slow.pid, SIGSTOP)
+        usleep(1_500_000)
+        kill(slow.pid, SIGCONT)
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
+        XCTAssertEqual(fast.wait(seconds: 30), 0, fast.errors)
+        XCTAssertEqual(slow.wait(seconds: 30), 0, slow.errors)
+        let summary = readSummary(summaryPath)
+        XCTAssertEqual(summary["rerun_shards"] as? Int, 0, coordinator.errors)
+        XCTAssertEqual(summary["weights_sha256"] as? String, reference.sha, coordinator.errors)
+    }
+
     /// Every worker gone and none coming back: the coordinator says so at once (under
     /// --quiet too) and gives up after --no-workers-timeout with a clear error.
     func testEveryWorkerGoneEndsTheRunAfterTheNoWorkersTimeout() throws {

@@ -16,6 +16,20 @@ final class StepSchedulerTests: XCTestCase {
         return scheduler
     }
 
+    /// Two workers, speculation on, and four quick steps (eight shard times of 10 ms) that
+    /// teach the scheduler what a shard takes; returns it and the time after them.
+    private func taughtScheduler() -> (StepScheduler, Double) {
+        var s = scheduler(workers: 2, speculation: true)
+        var now = 0.0
+        for step in 0..<4 {
+            _ = s.handle(.stepStarted(step: step, shards: [0, 1]), now: now)
+            now += 0.01
+            _ = s.handle(.resultAccepted(0, shard: 0), now: now)
+            _ = s.handle(.resultAccepted(1, shard: 1), now: now)
+        }
+        return (s, now)
+    }
+
     private func tasks(_ commands: [SchedulerCommand]) -> [WorkerID: [Int]] {
         var byWorker: [WorkerID: [Int]] = [:]
         for case let .sendTask(id, _, shard, _) in commands { byWorker[id, default: []].append(shard) }
@@ -63,11 +77,16 @@ final class StepSchedulerTests: XCTestCase {
         XCTAssertEqual(tasks(commands), [0: [1]])
         XCTAssertEqual(s.workers[1]?.isSuspect, true)
         XCTAssertEqual(s.workers[1]?.timesLost, 1)
-        // Suspect: heartbeats and even a hello do not bring it back, an answer does.
-        XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: false), now: 5.3), [])
-        XCTAssertEqual(s.handle(.workerJoined(1), now: 5.4), [])
+        // Suspect: heartbeats and even a hello do not bring it back; they earn it a probation
+        // shard (a copy of one worker 0 holds), and an answer to that does.
+        XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: false), now: 5.3),
+                       [.sendWeights(1, step: 0), .sendTask(1, step: 0, shard: 1, reason: .probation)])
+        XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: false), now: 5.35), [], "one at a time")
+        XCTAssertEqual(s.handle(.workerJoined(1), now: 5.4),
+                       [.sendWeights(1, step: 0), .sendTask(1, step: 0, shard: 1, reason: .probation)],
+                       "a new session lost the copy: another")
         XCTAssertFalse(s.isAlive(1))
-        XCTAssertEqual(s.verdict(from: 1, step: 0, shard: 1, shardCount: 2), .stale)
+        XCTAssertEqual(s.verdict(from: 1, step: 0, shard: 1, shardCount: 2), .accept)
         XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: true), now: 5.5), [.welcomeBack(1)])
         XCTAssertEqual(s.workers[1]?.timesRejoined, 1)
         XCTAssertEqual(s.verdict(from: 0, step: 0, shard: 1, shardCount: 2), .accept)
@@ -160,26 +179,9 @@ final class StepSchedulerTests: XCTestCase {
         XCTAssertEqual(s.openShards, [1])
     }
 
-    func testCheckpointWaitsForTheStepToEnd() {
-        var s = scheduler(workers: 1)
-        XCTAssertEqual(s.handle(.checkpointDue, now: 0), [.writeCheckpoint], "between steps: at once")
-        _ = s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
-        XCTAssertEqual(s.handle(.checkpointDue, now: 0.1), [])
-        XCTAssertEqual(s.handle(.resultAccepted(0, shard: 0), now: 0.2), [])
-        XCTAssertEqual(s.handle(.resultAccepted(0, shard: 1), now: 0.3), [.writeCheckpoint])
-        XCTAssertEqual(s.handle(.stepStarted(step: 1, shards: []), now: 0.4), [], "written once")
-    }
-
     /// Eight quick steps teach the scheduler what a shard takes; then worker 1 stalls.
     func testLateShardIsRerunOnAnIdleWorkerAndTheFirstResultWins() {
-        var s = scheduler(workers: 2, speculation: true)
-        var now = 0.0
-        for step in 0..<4 {
-            _ = s.handle(.stepStarted(step: step, shards: [0, 1]), now: now)
-            now += 0.01
-            _ = s.handle(.resultAccepted(0, shard: 0), now: now)
-            _ = s.handle(.resultAccepted(1, shard: 1), now: now)
-        }
+        var (s, now) = taughtScheduler()
         XCTAssertEqual(s.settings.speculation.lateAfter(recentShardSeconds: s.recentShardSeconds) ?? 0, 0.05, accuracy: 1e-9)
         _ = s.handle(.stepStarted(step: 4, shards: [0, 1]), now: now)
         _ = s.handle(.resultAccepted(0, shard: 0), now: now + 0.01)
@@ -204,14 +206,7 @@ final class StepSchedulerTests: XCTestCase {
     /// A peer that takes shards and never answers, while others cover for it every step, is
     /// still lost (and suspect) once the worker timeout passes: re-runs do not hide it.
     func testWorkerThatNeverAnswersIsLostDespiteReruns() {
-        var s = scheduler(workers: 2, speculation: true)
-        var now = 0.0
-        for step in 0..<4 {
-            _ = s.handle(.stepStarted(step: step, shards: [0, 1]), now: now)
-            now += 0.01
-            _ = s.handle(.resultAccepted(0, shard: 0), now: now)
-            _ = s.handle(.resultAccepted(1, shard: 1), now: now)
-        }
+        var (s, now) = taughtScheduler()
         _ = s.handle(.stepStarted(step: 4, shards: [0, 1]), now: now)
         _ = s.handle(.resultAccepted(0, shard: 0), now: now + 0.01)
         XCTAssertEqual(s.handle(.tick, now: now + 0.07), [.sendTask(0, step: 4, shard: 1, reason: .rerun(late: 1))])
@@ -262,7 +257,8 @@ final class StepSchedulerTests: XCTestCase {
         _ = paused.handle(.workerHeard(0, answeredTask: true), now: 1)
         _ = paused.handle(.resultAccepted(0, shard: 0), now: 1)
         XCTAssertEqual(lost(paused.handle(.tick, now: 5.1)), [1])
-        XCTAssertEqual(paused.handle(.workerJoined(1), now: 5.2), [], "not waiting (one live, a step under way): still suspect")
+        XCTAssertEqual(paused.handle(.workerJoined(1), now: 5.2), [.sendWeights(1, step: 0), .sendTask(1, step: 0, shard: 1, reason: .probation)],
+                       "not waiting (one live, a step under way): still suspect, on probation")
         _ = paused.handle(.resultAccepted(0, shard: 1), now: 5.3)
         XCTAssertTrue(paused.handle(.stepStarted(step: 1, shards: [0, 1]), now: 5.4).contains(.waitForWorkers(live: 1, needed: 2, waitedSeconds: 0)))
         XCTAssertEqual(tasks(paused.handle(.workerJoined(1), now: 6)), [0: [0], 1: [1]])
@@ -280,5 +276,60 @@ final class StepSchedulerTests: XCTestCase {
         XCTAssertEqual(policy.lateAfter(recentShardSeconds: Array(repeating: 0.001, count: 4)), 0.05, "the floor")
         policy.isEnabled = false
         XCTAssertNil(policy.lateAfter(recentShardSeconds: Array(repeating: 0.1, count: 10)))
+    }
+
+    /// A worker once late (stopped past the deadline) is back to full work once it answers
+    /// its probation shard in time; until then it holds one copy at a time.
+    func testLateWorkerEarnsFullWorkBackOnProbation() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 0, shards: [0, 1, 2, 3]), now: 0)
+        _ = s.handle(.workerHeard(0, answeredTask: true), now: 0.1)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: 0.1)
+        _ = s.handle(.resultAccepted(0, shard: 2), now: 0.1)
+        XCTAssertEqual(lost(s.handle(.tick, now: 5.1)), [1])
+        XCTAssertEqual(s.workers[0]?.outstanding, [1, 3])
+        // It resumes with a new session: a copy of the highest open shard, nothing more.
+        XCTAssertEqual(tasks(s.handle(.workerJoined(1), now: 5.2)), [1: [3]])
+        XCTAssertEqual(s.workers[1]?.outstanding, [3])
+        XCTAssertEqual(s.liveWorkers, [0], "on probation, not live")
+        // Its answer, in time and first, counts and brings it back.
+        XCTAssertEqual(s.handle(.workerHeard(1, answeredTask: true), now: 5.3), [.welcomeBack(1)])
+        XCTAssertEqual(s.verdict(from: 1, step: 0, shard: 3, shardCount: 4), .accept)
+        _ = s.handle(.resultAccepted(1, shard: 3), now: 5.3)
+        XCTAssertEqual(s.verdict(from: 0, step: 0, shard: 3, shardCount: 4), .stale)
+        _ = s.handle(.resultAccepted(0, shard: 1), now: 5.4)
+        XCTAssertEqual(tasks(s.handle(.stepStarted(step: 1, shards: [0, 1, 2, 3]), now: 5.5)), [0: [0, 2], 1: [1, 3]], "full work")
+        XCTAssertEqual(s.workers[1]?.isSuspect, false)
+    }
+
+    /// A suspect that only heartbeats never holds more than one shard, each copy for one
+    /// timeout at most, and the steps never wait for it.
+    func testSilentSuspectNeverHoldsMoreThanOneShardAndStallsNothing() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 0, shards: [0, 1]), now: 0)
+        _ = s.handle(.workerHeard(0, answeredTask: true), now: 0.1)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: 0.1)
+        XCTAssertEqual(lost(s.handle(.tick, now: 5.1)), [1])
+        _ = s.handle(.resultAccepted(0, shard: 1), now: 5.2)
+        var now = 5.3
+        var probationTasks = 0
+        for step in 1..<200 {
+            var commands = s.handle(.stepStarted(step: step, shards: [0, 1, 2]), now: now)
+            commands += s.handle(.workerHeard(1, answeredTask: false), now: now + 0.01)
+            commands += s.handle(.tick, now: now + 0.02)
+            probationTasks += tasks(commands)[1]?.count ?? 0
+            XCTAssertLessThanOrEqual(s.workers[1]?.outstanding.count ?? 0, 1, "step \(step)")
+            XCTAssertEqual(Set(tasks(commands)[0] ?? []).union(s.workers[0]?.outstanding ?? []), [0, 1, 2], "worker 0 holds the whole step \(step)")
+            // The step ends with worker 0's answers alone.
+            _ = s.handle(.workerHeard(0, answeredTask: true), now: now + 0.03)
+            for shard in 0..<3 { _ = s.handle(.resultAccepted(0, shard: shard), now: now + 0.03) }
+            XCTAssertTrue(s.openShards.isEmpty)
+            now += 0.1
+        }
+        // 19.9 s of steps with a 5 s timeout: a copy at most every 5 s.
+        XCTAssertGreaterThanOrEqual(probationTasks, 3)
+        XCTAssertLessThanOrEqual(probationTasks, 5)
+        XCTAssertFalse(s.isAlive(1))
+        XCTAssertEqual(s.workers[1]?.timesLost, 1, "lost once; expired copies lose nothing more")
     }
 }
