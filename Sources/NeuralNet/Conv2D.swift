@@ -45,6 +45,16 @@ public struct Conv2D: Sendable, Equatable, Codable {
     /// Scratch values that hold the im2col matrix of `rows` samples.
     public func scratchCount(rows: Int) -> Int { rows * output.height * output.width * patchSize }
 
+    /// The im2col values one convolution unfolds at a time, at most (unless one sample needs
+    /// more): 512 KiB of floats, about what this machine's L2 cache holds, so that the product
+    /// reads the im2col matrix, and backward's col2im the input gradient's, from the cache.
+    public static let scratchBudget = 1 << 17
+
+    /// Samples per im2col block: `max(1, scratchBudget / perSample)`, a size that depends on
+    /// the layer alone, never on the batch or on what ran before, so a shard's sums (and
+    /// `weights_sha256`) are the same wherever it is computed.
+    public var blockSamples: Int { max(1, Self.scratchBudget / scratchCount(rows: 1)) }
+
     /// Forward pass for `rows` samples.
     /// - Parameters:
     ///   - input: `rows × inputSize`, channels-last.
@@ -56,17 +66,16 @@ public struct Conv2D: Sendable, Equatable, Codable {
                         scratch: UnsafeMutablePointer<Float>, scratchCapacity: Int) {
         let positions = self.output.height * self.output.width
         let biases = parameters + weightCount
-        for position in 0..<(rows * positions) {
-            (output + position * outputChannels).update(from: biases, count: outputChannels)
-        }
         forEachBlock(rows: rows, scratchCapacity: scratchCapacity) { first, count in
+            let block = output + first * outputSize
             im2col(input + first * inputSize, samples: count, into: scratch)
             BLAS.sgemm(m: count * positions, n: outputChannels, k: patchSize,
                        a: scratch, lda: patchSize, b: parameters, ldb: outputChannels,
-                       beta: 1, c: output + first * outputSize, ldc: outputChannels)
+                       c: block, ldc: outputChannels)
+            // While the block is still in the cache. Element-wise activations only: a softmax
+            // over a feature map is not a classifier.
+            activation.forward(block, rows: count * positions, columns: outputChannels, biases: biases)
         }
-        // Element-wise activations only: a softmax over a feature map is not a classifier.
-        activation.forward(output, rows: rows * positions, columns: outputChannels)
     }
 
     /// Backward pass for `rows` samples, given dL/dz (the activation's backward already applied).
@@ -118,20 +127,25 @@ public struct Conv2D: Sendable, Equatable, Codable {
     }
 
     /// Unfolds every kernel window of `samples` images into one row of `patchSize` values
-    /// (zeros where the window hangs over the padding).
+    /// (zeros where the window hangs over the padding). Channels-last, the part of a kernel
+    /// row that lies inside the image is one contiguous run of values: one copy each.
     func im2col(_ images: UnsafePointer<Float>, samples: Int, into columns: UnsafeMutablePointer<Float>) {
+        let channels = input.channels
         var row = columns
         for sample in 0..<samples {
             let image = images + sample * inputSize
             for outY in 0..<output.height {
                 for outX in 0..<output.width {
-                    forEachKernelRow(outY: outY, outX: outX) { kernelY, pixel in
-                        let destination = row + kernelY * kernelSize * input.channels
-                        if pixel.y >= 0 && pixel.y < input.height {
-                            copyKernelRow(from: image, pixel: pixel, into: destination)
-                        } else {
-                            destination.update(repeating: 0, count: kernelSize * input.channels)
+                    forEachKernelRow(outY: outY, outX: outX) { destinationOffset, span in
+                        let destination = row + destinationOffset
+                        guard let span else {
+                            destination.update(repeating: 0, count: kernelSize * channels)
+                            return
                         }
+                        destination.update(repeating: 0, count: span.first * channels)
+                        Self.copy(image + span.pixel * channels, to: destination + span.first * channels,
+                                  count: (span.end - span.first) * channels)
+                        (destination + span.end * channels).update(repeating: 0, count: (kernelSize - span.end) * channels)
                     }
                     row += patchSize
                 }
@@ -142,15 +156,16 @@ public struct Conv2D: Sendable, Equatable, Codable {
     /// The adjoint of `im2col`: adds every window's values back onto the pixels they came from.
     func col2im(_ columns: UnsafePointer<Float>, samples: Int, into images: UnsafeMutablePointer<Float>) {
         images.update(repeating: 0, count: samples * inputSize)
+        let channels = input.channels
         var row = columns
         for sample in 0..<samples {
             let image = images + sample * inputSize
             for outY in 0..<output.height {
                 for outX in 0..<output.width {
-                    forEachKernelRow(outY: outY, outX: outX) { kernelY, pixel in
-                        guard pixel.y >= 0 && pixel.y < input.height else { return }
-                        let source = row + kernelY * kernelSize * input.channels
-                        addKernelRow(source, onto: image, pixel: pixel)
+                    forEachKernelRow(outY: outY, outX: outX) { sourceOffset, span in
+                        guard let span else { return }
+                        Self.add(row + sourceOffset + span.first * channels, onto: image + span.pixel * channels,
+                                 count: (span.end - span.first) * channels)
                     }
                     row += patchSize
                 }
@@ -158,40 +173,38 @@ public struct Conv2D: Sendable, Equatable, Codable {
         }
     }
 
-    /// For each kernel row of the window at (outY, outX): its index and the input pixel under
-    /// its first column, either of whose coordinates may lie in the padding.
+    /// The part of one kernel row that lies inside the image: kernel columns `first..<end`,
+    /// over the run of pixels that starts at `pixel` (an index within the sample, in pixels).
+    typealias KernelRowSpan = (first: Int, end: Int, pixel: Int)
+
+    /// For each kernel row of the window at (outY, outX): its offset within the patch row, and
+    /// its span inside the image (nil: the whole kernel row lies in the padding).
     @inline(__always)
-    private func forEachKernelRow(outY: Int, outX: Int, _ body: (Int, (y: Int, x: Int)) -> Void) {
+    private func forEachKernelRow(outY: Int, outX: Int, _ body: (Int, KernelRowSpan?) -> Void) {
         let top = outY * stride - padding
         let left = outX * stride - padding
-        for kernelY in 0..<kernelSize { body(kernelY, (top + kernelY, left)) }
-    }
-
-    @inline(__always)
-    private func copyKernelRow(from image: UnsafePointer<Float>, pixel: (y: Int, x: Int),
-                               into destination: UnsafeMutablePointer<Float>) {
-        let channels = input.channels
-        for kernelX in 0..<kernelSize {
-            let x = pixel.x + kernelX
-            let target = destination + kernelX * channels
-            if x >= 0 && x < input.width {
-                target.update(from: image + (pixel.y * input.width + x) * channels, count: channels)
+        let first = max(0, -left)
+        let end = min(kernelSize, input.width - left)
+        let rowValues = kernelSize * input.channels
+        for kernelY in 0..<kernelSize {
+            let y = top + kernelY
+            if y >= 0 && y < input.height && first < end {
+                body(kernelY * rowValues, (first, end, y * input.width + left + first))
             } else {
-                target.update(repeating: 0, count: channels)
+                body(kernelY * rowValues, nil)
             }
         }
     }
 
+    /// Plain loops rather than `memcpy`: most runs are a few values (5 for one input channel),
+    /// where a call costs more than the copy; the compiler vectorises the long ones.
     @inline(__always)
-    private func addKernelRow(_ source: UnsafePointer<Float>, onto image: UnsafeMutablePointer<Float>,
-                              pixel: (y: Int, x: Int)) {
-        let channels = input.channels
-        for kernelX in 0..<kernelSize {
-            let x = pixel.x + kernelX
-            guard x >= 0 && x < input.width else { continue }
-            let target = image + (pixel.y * input.width + x) * channels
-            let values = source + kernelX * channels
-            for channel in 0..<channels { target[channel] += values[channel] }
-        }
+    private static func copy(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { destination[i] = source[i] }
+    }
+
+    @inline(__always)
+    private static func add(_ source: UnsafePointer<Float>, onto destination: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { destination[i] += source[i] }
     }
 }

@@ -38,18 +38,24 @@ public struct MaxPool2D: Sendable, Equatable, Codable {
                 for outX in 0..<self.output.width {
                     let corner = (outY * size * self.input.width + outX * size) * channels
                     for channel in 0..<channels {
-                        var best = corner + channel
+                        var best = image[corner + channel]
+                        var bestIndex = corner + channel
+                        // Selects, not branches (on real data about half of them would be
+                        // mispredicted). `>` keeps the first maximum, and a NaN never wins
+                        // after the first.
                         for windowY in 0..<size {
                             for windowX in 0..<size {
                                 let index = corner + windowY * rowStride + windowX * channels + channel
-                                // `>` keeps the first maximum, and a NaN never wins after the first.
-                                if image[index] > image[best] { best = index }
+                                let value = image[index]
+                                let wins = value > best
+                                best = wins ? value : best
+                                bestIndex = wins ? index : bestIndex
                             }
                         }
-                        output[outIndex] = image[best]
-                        argmax[outIndex] = Int32(best)
-                        outIndex += 1
+                        output[outIndex + channel] = best
+                        argmax[outIndex + channel] = Int32(truncatingIfNeeded: bestIndex)
                     }
+                    outIndex += channels
                 }
             }
         }
