@@ -313,6 +313,9 @@ public struct TaskHeader: Equatable, Sendable {
         guard Int(header.featureCount) == expected else {
             throw ProtocolError.malformed(.task, "\(header.featureCount) features per sample, the model takes \(expected)")
         }
+        guard maximumSamples >= 1 else {
+            throw ProtocolError.malformed(.task, "not one sample of this model fits in a worker's workspace")
+        }
         // Any task must fit in a message, whichever way it travels: this bounds `sampleBytes`.
         let samples = 1...max(1, min(maximumSamples, WireProtocol.maximumMessageBytes / (1 + expected)))
         guard checkedInt(header.sampleCount, in: samples) != nil else {
@@ -420,11 +423,17 @@ public enum ModelSpecCoding {
         ModelCodec.write(spec, to: &writer)
     }
 
-    /// Reads a spec whose parameters all fit in one message (`WireLimits.maximumParameters`):
-    /// a model too big to send is refused here, before anything is allocated for it.
+    /// Reads a spec whose parameters all fit in one message (`WireLimits.maximumParameters`)
+    /// and of which a worker can hold at least one sample (`WireLimits.maximumSamples`): a
+    /// model too big to send or to run is refused here, before anything is allocated for it.
     public static func read(from reader: inout ByteReader) throws -> ModelSpec {
         do {
-            return try ModelCodec.read(from: &reader, maximumParameterCount: WireLimits.maximumParameters)
+            let spec = try ModelCodec.read(from: &reader, maximumParameterCount: WireLimits.maximumParameters)
+            guard WireLimits.maximumSamples(for: spec) >= 1 else {
+                throw ProtocolError.malformed(.welcome, "model: one sample needs more than a worker's "
+                    + "\(WireLimits.maximumWorkspaceFloats / (1 << 28)) GiB workspace (\(spec))")
+            }
+            return spec
         } catch let error as ModelSpecError {
             throw ProtocolError.malformed(.welcome, "model: \(error)")
         }
