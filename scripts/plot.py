@@ -99,6 +99,9 @@ def scaling(args):
     split_axis.set(xlabel="workers", ylabel="ms per step", title="where a step's time goes")
     split_axis.set_xticks(workers)
     split_axis.legend()
+    # scale.sh's JSON names the network (an MLP's and a convnet's scale differently).
+    if args.title or "model" in result:
+        figure.suptitle(args.title or result["model"])
     figure.tight_layout()
     figure.savefig(args.output)
     print(f"wrote {args.output}")
@@ -114,6 +117,7 @@ def main():
     scale_parser = commands.add_parser("scaling", help="speedup and efficiency from scripts/scale.sh's JSON")
     scale_parser.add_argument("scale")
     scale_parser.add_argument("-o", "--output", default="scaling.png")
+    scale_parser.add_argument("--title")
     args = parser.parse_args()
     curves(args) if args.command == "curves" else scaling(args)
 

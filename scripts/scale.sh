@@ -57,7 +57,7 @@ local = median_run(repeats_of("local"))
 all_runs = [repeats_of(f"n{n}") for n in range(1, max_workers + 1)]
 runs = [median_run(each) for each in all_runs]
 base = runs[0]["samples_per_second"]
-print(f"batch {batch}; single process (--local): {local['samples_per_second']:.0f} samples/s; each row the median of {repeats} runs")
+print(f"{local['model']}, batch {batch}; single process (--local): {local['samples_per_second']:.0f} samples/s; each row the median of {repeats} runs")
 print(f"{'workers':>7} {'samples/s':>11} {'speedup':>8} {'(range)':>11} {'efficiency':>10} {'compute ms':>11} {'comm ms':>8} {'comm %':>7} {'test acc':>9}")
 rows = []
 for n, run in enumerate(runs, start=1):
@@ -74,7 +74,7 @@ for n, run in enumerate(runs, start=1):
     rows.append(row)
     print(f"{n:>7} {row['samples_per_second']:>11.0f} {speedup:>8.2f} {min(speedups):>5.2f}-{max(speedups):<5.2f} {speedup / n:>10.2f} {compute:>11.3f} "
           f"{comm:>8.3f} {100 * comm / (compute + comm):>6.0f}% {100 * run['test_accuracy']:>8.2f}%")
-json.dump(dict(batch_size=batch, repeats=repeats, local_samples_per_second=local["samples_per_second"], runs=rows),
+json.dump(dict(model=local["model"], parameters=local["parameters"], batch_size=batch, repeats=repeats, local_samples_per_second=local["samples_per_second"], runs=rows),
           open(path, "w"), indent=2)
 print(f"figures written to {path}")
 PY
