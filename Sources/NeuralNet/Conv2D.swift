@@ -5,7 +5,17 @@
 /// The layer owns no memory. Its parameters live in the model's flat parameter buffer:
 /// weights `patchSize × outputChannels` row-major, where a patch row is indexed
 /// `(kernelY · kernelSize + kernelX) · inputChannels + channel`, then `outputChannels` biases.
-/// `scratch` holds the im2col matrix of a block of samples; `scratchCount(rows:)` says how
+///
+/// Two ways to unfold the input for `cblas_sgemm` (see Conv2DUnfolding.swift):
+/// - im2col: one row of `patchSize` values per output position; one product per block of
+///   samples for each of forward, weight gradient and input gradient.
+/// - kernel rows (stride 1, and kernel rows of at least `minimumKernelRowValues` values):
+///   one row per input row and output column, holding one kernel row's window
+///   (`kernelSize × inputChannels` values), a fifth of im2col's values for a 5×5 kernel.
+///   Kernel row `kernelY`'s part of the convolution is then one product of a contiguous
+///   block of those rows with weight rows `kernelY`, so each sample takes `kernelSize`
+///   products per pass, which also skip the windows' rows that lie in the padding.
+/// `scratch` holds the unfolded values of a block of samples; `scratchCount(rows:)` says how
 /// much a whole batch would take, and any smaller capacity of at least one sample works.
 public struct Conv2D: Sendable, Equatable, Codable {
     public let input: ImageShape
@@ -42,8 +52,21 @@ public struct Conv2D: Sendable, Equatable, Codable {
     public var patchSize: Int { kernelSize * kernelSize * input.channels }
     public var weightCount: Int { patchSize * outputChannels }
     public var parameterCount: Int { weightCount + outputChannels }
-    /// Scratch values that hold the im2col matrix of `rows` samples.
-    public func scratchCount(rows: Int) -> Int { rows * output.height * output.width * patchSize }
+    /// Values in one kernel row's window: `kernelSize × inputChannels`.
+    public var kernelRowValues: Int { kernelSize * input.channels }
+
+    /// Below this many values in a kernel row its products would be too shallow for sgemm
+    /// (5 for the first 5×5 layer on grey images): such layers unfold by im2col.
+    public static let minimumKernelRowValues = 32
+
+    /// Whether the layer unfolds kernel rows rather than whole windows (see the type).
+    public var unfoldsKernelRows: Bool { stride == 1 && kernelRowValues >= Self.minimumKernelRowValues }
+
+    /// Scratch values that hold the unfolded input of `rows` samples.
+    public func scratchCount(rows: Int) -> Int {
+        unfoldsKernelRows ? rows * input.height * output.width * kernelRowValues
+                          : rows * output.height * output.width * patchSize
+    }
 
     /// The im2col values one convolution unfolds at a time, at most (unless one sample needs
     /// more): 512 KiB of floats, about what this machine's L2 cache holds, so that the product
@@ -68,6 +91,22 @@ public struct Conv2D: Sendable, Equatable, Codable {
         let biases = parameters + weightCount
         forEachBlock(rows: rows, scratchCapacity: scratchCapacity) { first, count in
             let block = output + first * outputSize
+            if unfoldsKernelRows {
+                unfoldKernelRows(input + first * inputSize, samples: count, into: scratch)
+                for sample in 0..<count {
+                    let z = block + sample * outputSize
+                    // The products below add to the biases; some skip rows in the padding.
+                    for position in 0..<positions { (z + position * outputChannels).update(from: biases, count: outputChannels) }
+                    forEachKernelRowProduct(sample: sample, unfolded: scratch) { kernelY, outputRow, rows, unfolded in
+                        BLAS.sgemm(m: rows, n: outputChannels, k: kernelRowValues,
+                                   a: unfolded, lda: kernelRowValues,
+                                   b: parameters + kernelY * kernelRowValues * outputChannels, ldb: outputChannels,
+                                   beta: 1, c: z + outputRow * outputChannels, ldc: outputChannels)
+                    }
+                }
+                activation.forward(block, rows: count * positions, columns: outputChannels)
+                return
+            }
             im2col(input + first * inputSize, samples: count, into: scratch)
             BLAS.sgemm(m: count * positions, n: outputChannels, k: patchSize,
                        a: scratch, lda: patchSize, b: parameters, ldb: outputChannels,
@@ -98,6 +137,12 @@ public struct Conv2D: Sendable, Equatable, Codable {
         }
         forEachBlock(rows: rows, scratchCapacity: scratchCapacity) { first, count in
             let blockGradient = outputGradient + first * outputSize
+            if unfoldsKernelRows {
+                backwardByKernelRows(input: input + first * inputSize, samples: count, parameters: parameters,
+                                     outputGradient: blockGradient, parameterGradient: parameterGradient,
+                                     inputGradient: inputGradient.map { $0 + first * inputSize }, scratch: scratch)
+                return
+            }
             // dW += colᵀ · dZ
             im2col(input + first * inputSize, samples: count, into: scratch)
             BLAS.sgemm(transposeA: true, m: patchSize, n: outputChannels, k: count * positions,
@@ -113,6 +158,88 @@ public struct Conv2D: Sendable, Equatable, Codable {
         }
     }
 
+    /// One block's backward products by kernel rows: dW_kernelY += rowsᵀ · dZ, then
+    /// dRows += dZ · W_kernelYᵀ folded back onto the input gradient.
+    private func backwardByKernelRows(input: UnsafePointer<Float>, samples: Int, parameters: UnsafePointer<Float>,
+                                      outputGradient: UnsafePointer<Float>,
+                                      parameterGradient: UnsafeMutablePointer<Float>,
+                                      inputGradient: UnsafeMutablePointer<Float>?,
+                                      scratch: UnsafeMutablePointer<Float>) {
+        let weightRows = kernelRowValues * outputChannels
+        unfoldKernelRows(input, samples: samples, into: scratch)
+        for sample in 0..<samples {
+            let dZ = outputGradient + sample * outputSize
+            forEachKernelRowProduct(sample: sample, unfolded: scratch) { kernelY, outputRow, rows, unfolded in
+                BLAS.sgemm(transposeA: true, m: kernelRowValues, n: outputChannels, k: rows,
+                           a: unfolded, lda: kernelRowValues,
+                           b: dZ + outputRow * outputChannels, ldb: outputChannels,
+                           beta: 1, c: parameterGradient + kernelY * weightRows, ldc: outputChannels)
+            }
+        }
+        guard let inputGradient else { return }
+        scratch.update(repeating: 0, count: scratchCount(rows: samples))
+        for sample in 0..<samples {
+            let dZ = outputGradient + sample * outputSize
+            forEachKernelRowProduct(sample: sample, unfolded: scratch) { kernelY, outputRow, rows, unfolded in
+                BLAS.sgemm(transposeB: true, m: rows, n: kernelRowValues, k: outputChannels,
+                           a: dZ + outputRow * outputChannels, lda: outputChannels,
+                           b: parameters + kernelY * weightRows, ldb: outputChannels,
+                           beta: 1, c: unfolded, ldc: kernelRowValues)
+            }
+        }
+        foldKernelRows(scratch, samples: samples, into: inputGradient)
+    }
+
+    /// For each kernel row whose window rows are not all padding: `body(kernelY, first
+    /// output position, positions, the unfolded rows under them)`: output rows whose kernel
+    /// row `kernelY` lies in the padding contribute nothing and are left out.
+    @inline(__always)
+    private func forEachKernelRowProduct(sample: Int, unfolded: UnsafeMutablePointer<Float>,
+                                         _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        let width = output.width
+        let sampleRows = unfolded + sample * scratchCount(rows: 1)
+        for kernelY in 0..<kernelSize {
+            let outputRows = kernelRowOutputRows(kernelY)
+            guard !outputRows.isEmpty else { continue }
+            body(kernelY, outputRows.lowerBound * width, outputRows.count * width,
+                 sampleRows + (outputRows.lowerBound - padding + kernelY) * width * kernelRowValues)
+        }
+    }
+
+    /// The output rows whose window's kernel row `kernelY` lies on an input row (stride 1).
+    func kernelRowOutputRows(_ kernelY: Int) -> Range<Int> {
+        let first = max(0, padding - kernelY)
+        return first..<max(first, min(output.height, input.height + padding - kernelY))
+    }
+
+    /// The matrix products a pass over a block of `samples` samples makes, with their
+    /// shapes as `BLAS.sgemm` gets them (for a benchmark's roofline).
+    public func products(samples: Int) -> [ConvolutionProduct] {
+        let positions = output.height * output.width
+        guard unfoldsKernelRows else {
+            return [
+                ConvolutionProduct(pass: .forward, m: samples * positions, n: outputChannels, k: patchSize,
+                                   transposeA: false, transposeB: false, calls: 1),
+                ConvolutionProduct(pass: .weightGradient, m: patchSize, n: outputChannels, k: samples * positions,
+                                   transposeA: true, transposeB: false, calls: 1),
+                ConvolutionProduct(pass: .inputGradient, m: samples * positions, n: patchSize, k: outputChannels,
+                                   transposeA: false, transposeB: true, calls: 1),
+            ]
+        }
+        return (0..<kernelSize).flatMap { kernelY -> [ConvolutionProduct] in
+            let rows = kernelRowOutputRows(kernelY).count * output.width
+            guard rows > 0 else { return [] }
+            return [
+                ConvolutionProduct(pass: .forward, m: rows, n: outputChannels, k: kernelRowValues,
+                                   transposeA: false, transposeB: false, calls: samples),
+                ConvolutionProduct(pass: .weightGradient, m: kernelRowValues, n: outputChannels, k: rows,
+                                   transposeA: true, transposeB: false, calls: samples),
+                ConvolutionProduct(pass: .inputGradient, m: rows, n: kernelRowValues, k: outputChannels,
+                                   transposeA: false, transposeB: true, calls: samples),
+            ]
+        }
+    }
+
     /// Calls `body(firstSample, sampleCount)` over blocks whose im2col fits the scratch.
     private func forEachBlock(rows: Int, scratchCapacity: Int, _ body: (Int, Int) -> Void) {
         let perSample = scratchCount(rows: 1)
@@ -125,86 +252,14 @@ public struct Conv2D: Sendable, Equatable, Codable {
             first += count
         }
     }
+}
 
-    /// Unfolds every kernel window of `samples` images into one row of `patchSize` values
-    /// (zeros where the window hangs over the padding). Channels-last, the part of a kernel
-    /// row that lies inside the image is one contiguous run of values: one copy each.
-    func im2col(_ images: UnsafePointer<Float>, samples: Int, into columns: UnsafeMutablePointer<Float>) {
-        let channels = input.channels
-        var row = columns
-        for sample in 0..<samples {
-            let image = images + sample * inputSize
-            for outY in 0..<output.height {
-                for outX in 0..<output.width {
-                    forEachKernelRow(outY: outY, outX: outX) { destinationOffset, span in
-                        let destination = row + destinationOffset
-                        guard let span else {
-                            destination.update(repeating: 0, count: kernelSize * channels)
-                            return
-                        }
-                        destination.update(repeating: 0, count: span.first * channels)
-                        Self.copy(image + span.pixel * channels, to: destination + span.first * channels,
-                                  count: (span.end - span.first) * channels)
-                        (destination + span.end * channels).update(repeating: 0, count: (kernelSize - span.end) * channels)
-                    }
-                    row += patchSize
-                }
-            }
-        }
-    }
-
-    /// The adjoint of `im2col`: adds every window's values back onto the pixels they came from.
-    func col2im(_ columns: UnsafePointer<Float>, samples: Int, into images: UnsafeMutablePointer<Float>) {
-        images.update(repeating: 0, count: samples * inputSize)
-        let channels = input.channels
-        var row = columns
-        for sample in 0..<samples {
-            let image = images + sample * inputSize
-            for outY in 0..<output.height {
-                for outX in 0..<output.width {
-                    forEachKernelRow(outY: outY, outX: outX) { sourceOffset, span in
-                        guard let span else { return }
-                        Self.add(row + sourceOffset + span.first * channels, onto: image + span.pixel * channels,
-                                 count: (span.end - span.first) * channels)
-                    }
-                    row += patchSize
-                }
-            }
-        }
-    }
-
-    /// The part of one kernel row that lies inside the image: kernel columns `first..<end`,
-    /// over the run of pixels that starts at `pixel` (an index within the sample, in pixels).
-    typealias KernelRowSpan = (first: Int, end: Int, pixel: Int)
-
-    /// For each kernel row of the window at (outY, outX): its offset within the patch row, and
-    /// its span inside the image (nil: the whole kernel row lies in the padding).
-    @inline(__always)
-    private func forEachKernelRow(outY: Int, outX: Int, _ body: (Int, KernelRowSpan?) -> Void) {
-        let top = outY * stride - padding
-        let left = outX * stride - padding
-        let first = max(0, -left)
-        let end = min(kernelSize, input.width - left)
-        let rowValues = kernelSize * input.channels
-        for kernelY in 0..<kernelSize {
-            let y = top + kernelY
-            if y >= 0 && y < input.height && first < end {
-                body(kernelY * rowValues, (first, end, y * input.width + left + first))
-            } else {
-                body(kernelY * rowValues, nil)
-            }
-        }
-    }
-
-    /// Plain loops rather than `memcpy`: most runs are a few values (5 for one input channel),
-    /// where a call costs more than the copy; the compiler vectorises the long ones.
-    @inline(__always)
-    private static func copy(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { destination[i] = source[i] }
-    }
-
-    @inline(__always)
-    private static func add(_ source: UnsafePointer<Float>, onto destination: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { destination[i] += source[i] }
-    }
+/// One `sgemm` call shape of a convolution's pass (see `Conv2D.products(samples:)`).
+public struct ConvolutionProduct: Sendable, Equatable {
+    public enum Pass: String, Sendable { case forward, weightGradient = "dW", inputGradient = "dX" }
+    public var pass: Pass
+    public var m: Int, n: Int, k: Int
+    public var transposeA: Bool, transposeB: Bool
+    /// Calls of this shape per block.
+    public var calls: Int
 }

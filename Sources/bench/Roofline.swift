@@ -19,7 +19,7 @@ enum Roofline {
     /// The products of one training step at `batchSize`, as the layers call them: forward,
     /// weight gradient, and the input gradient of every layer after the first that learns
     /// (nothing uses the first one's). A convolution makes them per block of
-    /// `blockSamples` samples, on its im2col matrix (see `Conv2D`).
+    /// `blockSamples` samples, on its unfolded input (`Conv2D.products`).
     static func shapes(spec: ModelSpec, batchSize b: Int) -> [Shape] {
         var shapes: [Shape] = []
         for (index, layer) in spec.layers.enumerated() {
@@ -36,13 +36,13 @@ enum Roofline {
                 let block = min(conv.blockSamples, b)
                 var blocks = [(block, b / block)]
                 if b % block > 0 { blocks.append((b % block, 1)) }
-                for (samples, calls) in blocks {
-                    let (r, p, o) = (samples * conv.output.height * conv.output.width, conv.patchSize, conv.outputChannels)
-                    let each = " ×\(calls)"
-                    shapes.append(Shape(name: "L\(index + 1) forward \(r)x\(p)·\(p)x\(o)" + each, m: r, n: o, k: p, transposeA: false, transposeB: false, calls: calls, gflops: 0))
-                    shapes.append(Shape(name: "L\(index + 1) dW \(p)x\(r)·\(r)x\(o)" + each, m: p, n: o, k: r, transposeA: true, transposeB: false, calls: calls, gflops: 0))
-                    if inputGradient {
-                        shapes.append(Shape(name: "L\(index + 1) dX \(r)x\(o)·\(o)x\(p)" + each, m: r, n: p, k: o, transposeA: false, transposeB: true, calls: calls, gflops: 0))
+                for (samples, count) in blocks {
+                    for product in conv.products(samples: samples) where product.pass != .inputGradient || inputGradient {
+                        let calls = product.calls * count
+                        let (m, n, k) = (product.m, product.n, product.k)
+                        shapes.append(Shape(name: "L\(index + 1) \(product.pass.rawValue) \(m)x\(k)·\(k)x\(n) ×\(calls)",
+                                            m: m, n: n, k: k, transposeA: product.transposeA,
+                                            transposeB: product.transposeB, calls: calls, gflops: 0))
                     }
                 }
             case .maxPool, .flatten:
