@@ -8,21 +8,28 @@ extension Conv2D {
     /// row that lies inside the image is one contiguous run of values: one copy each.
     func im2col(_ images: UnsafePointer<Float>, samples: Int, into columns: UnsafeMutablePointer<Float>) {
         let channels = input.channels
+        let rowValues = kernelRowValues
         var row = columns
         for sample in 0..<samples {
             let image = images + sample * inputSize
             for outY in 0..<output.height {
+                let top = outY * stride - padding
                 for outX in 0..<output.width {
-                    forEachKernelRow(outY: outY, outX: outX) { destinationOffset, span in
-                        let destination = row + destinationOffset
-                        guard let span else {
-                            destination.update(repeating: 0, count: kernelSize * channels)
-                            return
+                    // The same columns of every kernel row lie inside the image.
+                    let left = outX * stride - padding
+                    let first = max(0, -left)
+                    let end = max(first, min(kernelSize, input.width - left))
+                    let (before, inside) = (first * channels, (end - first) * channels)
+                    for kernelY in 0..<kernelSize {
+                        let y = top + kernelY
+                        let destination = row + kernelY * rowValues
+                        guard y >= 0 && y < input.height && inside > 0 else {
+                            Self.zero(destination, count: rowValues)
+                            continue
                         }
-                        destination.update(repeating: 0, count: span.first * channels)
-                        Self.copy(image + span.pixel * channels, to: destination + span.first * channels,
-                                  count: (span.end - span.first) * channels)
-                        (destination + span.end * channels).update(repeating: 0, count: (kernelSize - span.end) * channels)
+                        Self.zero(destination, count: before)
+                        Self.copy(image + (y * input.width + left + first) * channels, to: destination + before, count: inside)
+                        Self.zero(destination + before + inside, count: rowValues - before - inside)
                     }
                     row += patchSize
                 }
@@ -135,6 +142,11 @@ extension Conv2D {
     @inline(__always)
     private static func copy(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { destination[i] = source[i] }
+    }
+
+    @inline(__always)
+    private static func zero(_ destination: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { destination[i] = 0 }
     }
 
     @inline(__always)
