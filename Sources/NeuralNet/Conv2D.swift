@@ -84,9 +84,12 @@ public struct Conv2D: Sendable, Equatable, Codable {
     ///   - parameters: this layer's slice of the parameter buffer (weights, then biases).
     ///   - output: `rows × outputSize`; receives `activation(convolution + biases)`.
     ///   - scratch: at least `scratchCount(rows: 1)` values, `scratchCapacity` of them.
+    ///   - blockDone: called with (first sample, sample count) once a block's output is final,
+    ///     while it is still in the cache (a pooling layer after this one runs there).
     public func forward(input: UnsafePointer<Float>, rows: Int, parameters: UnsafePointer<Float>,
                         output: UnsafeMutablePointer<Float>,
-                        scratch: UnsafeMutablePointer<Float>, scratchCapacity: Int) {
+                        scratch: UnsafeMutablePointer<Float>, scratchCapacity: Int,
+                        blockDone: (Int, Int) -> Void = { _, _ in }) {
         let positions = self.output.height * self.output.width
         let biases = parameters + weightCount
         forEachBlock(rows: rows, scratchCapacity: scratchCapacity) { first, count in
@@ -105,6 +108,7 @@ public struct Conv2D: Sendable, Equatable, Codable {
                     }
                 }
                 activation.forward(block, rows: count * positions, columns: outputChannels)
+                blockDone(first, count)
                 return
             }
             im2col(input + first * inputSize, samples: count, into: scratch)
@@ -114,6 +118,7 @@ public struct Conv2D: Sendable, Equatable, Codable {
             // While the block is still in the cache. Element-wise activations only: a softmax
             // over a feature map is not a classifier.
             activation.forward(block, rows: count * positions, columns: outputChannels, biases: biases)
+            blockDone(first, count)
         }
     }
 
