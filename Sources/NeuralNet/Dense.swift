@@ -25,11 +25,16 @@ public struct Dense: Sendable, Equatable, Codable {
     ///   - output: `rows × outputSize`; receives `activation(input · weights + biases)`.
     public func forward(input: UnsafePointer<Float>, rows: Int,
                         parameters: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
+        let biases = parameters + weightCount
+        for row in 0..<rows {
+            (output + row * outputSize).update(from: biases, count: outputSize)
+        }
         BLAS.sgemm(m: rows, n: outputSize, k: inputSize,
                    a: input, lda: inputSize,
                    b: parameters, ldb: outputSize,
+                   beta: 1,
                    c: output, ldc: outputSize)
-        activation.forward(output, rows: rows, columns: outputSize, biases: parameters + weightCount)
+        activation.forward(output, rows: rows, columns: outputSize)
     }
 
     /// Backward pass for `rows` samples, given dL/dz (the activation's backward already applied).
