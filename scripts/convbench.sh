@@ -44,6 +44,10 @@ if [ "$data" = data ]; then
 fi
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, numpy" 2>/dev/null; then
     echo "convbench.sh: installing torch and numpy into $venv" >&2
+    if ! python3 -c "import ensurepip, venv" 2>/dev/null; then  # Debian splits venv out
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get install -y -qq python3-venv >/dev/null
+    fi
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet torch numpy
 fi

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import MNISTData
 import NeuralNet
@@ -42,7 +43,9 @@ struct ModelStepBench {
         config.maximumSteps = warmUpSteps + steps
         let trainer = try Trainer(config: config, train: train, test: nil, source: LocalShardSource())
         let spec = trainer.model.spec
-        precondition(trainer.totalSteps == warmUpSteps + steps, "\(steps) steps do not fit one epoch of \(train.count) samples")
+        guard steps > 0, warmUpSteps >= 0, trainer.totalSteps == warmUpSteps + steps else {
+            throw ValidationError("--steps \(steps) after --warm-up-steps \(warmUpSteps) must be positive and fit one epoch (\(trainer.stepsPerEpoch) steps of \(batchSize))")
+        }
         let roofline = Roofline.measure(spec: spec, batchSize: batchSize)
         // Blocks of 5 steps against a roofline pass before and after each.
         let interleaved = InterleavedRoofline(spec: spec, batchSize: batchSize, stepsPerBlock: 5, firstEpoch: 1)
