@@ -68,12 +68,14 @@ public struct Conv2D: Sendable, Equatable, Codable {
                           : rows * output.height * output.width * patchSize
     }
 
-    /// The im2col values one convolution unfolds at a time, at most (unless one sample needs
-    /// more): 512 KiB of floats, about what this machine's L2 cache holds, so that the product
-    /// reads the im2col matrix, and backward's col2im the input gradient's, from the cache.
+    /// The values one convolution unfolds at a time, at most (unless one sample needs more):
+    /// 512 KiB of floats, about what this machine's L2 cache holds, so that the products read
+    /// the unfolded input, and backward's fold the input gradient's, from the cache. One
+    /// sample's is bounded by `ModelCodec.maximumValuesPerSample`: kernel rows never unfold
+    /// more values than im2col would.
     public static let scratchBudget = 1 << 17
 
-    /// Samples per im2col block: `max(1, scratchBudget / perSample)`, a size that depends on
+    /// Samples per block: `max(1, scratchBudget / perSample)`, a size that depends on
     /// the layer alone, never on the batch or on what ran before, so a shard's sums (and
     /// `weights_sha256`) are the same wherever it is computed.
     public var blockSamples: Int { max(1, Self.scratchBudget / scratchCount(rows: 1)) }
@@ -245,7 +247,7 @@ public struct Conv2D: Sendable, Equatable, Codable {
         }
     }
 
-    /// Calls `body(firstSample, sampleCount)` over blocks whose im2col fits the scratch.
+    /// Calls `body(firstSample, sampleCount)` over blocks whose unfolded input fits the scratch.
     private func forEachBlock(rows: Int, scratchCapacity: Int, _ body: (Int, Int) -> Void) {
         let perSample = scratchCount(rows: 1)
         precondition(scratchCapacity >= perSample, "Conv2D scratch holds less than one sample.")
