@@ -50,7 +50,7 @@ struct ModelStepBench {
         // Blocks of 5 steps against a roofline pass before and after each.
         let interleaved = InterleavedRoofline(spec: spec, batchSize: batchSize, stepsPerBlock: 5, firstEpoch: 1)
         var start = 0.0, passSecondsAtStart = 0.0
-        var allocationsAtStart: Int?
+        var allocationsAtStart: Int?, allocationsAtEnd: Int?
         var lastLoss = 0.0
         try trainer.run(onStep: { report in
             if report.step == warmUpSteps {
@@ -58,6 +58,8 @@ struct ModelStepBench {
                 passSecondsAtStart = interleaved.passSeconds
                 start = MonotonicClock.now
             }
+            // Counted up to the last step's end: the run's own ending (its history) allocates.
+            if report.step == warmUpSteps + steps { allocationsAtEnd = MallocCounter.count }
             if report.step > warmUpSteps { interleaved.stepFinished(report) }
             lastLoss = report.batchStatistics.meanLoss
         })
@@ -65,7 +67,7 @@ struct ModelStepBench {
         let samplesPerSecond = Double(steps * batchSize) / seconds
         let achieved = samplesPerSecond * Double(spec.trainingFlopsPerSample) / 1e9
         var allocationsPerStep: Double?
-        if let before = allocationsAtStart, let after = MallocCounter.count {
+        if let before = allocationsAtStart, let after = allocationsAtEnd {
             allocationsPerStep = Double(after - before) / Double(steps)
         }
         return Figures(model: spec.description, batchSize: batchSize, parameters: spec.parameterCount,
