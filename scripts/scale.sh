@@ -69,7 +69,7 @@ all_runs = [repeats_of(f"n{n}") for n in range(1, max_workers + 1)]
 runs = [median_run(each) for each in all_runs]
 base = runs[0]["samples_per_second"]
 scaling = f"weak scaling, {per_worker} samples per worker" if per_worker else f"batch {batch}"
-print(f"{scaling}; single process (--local): {local['samples_per_second']:.0f} samples/s; each row the median of {repeats} runs")
+print(f"{local['model']}, {scaling}; single process (--local): {local['samples_per_second']:.0f} samples/s; each row the median of {repeats} runs")
 print(f"{'workers':>7} {'batch':>7} {'samples/s':>11} {'speedup':>8} {'(range)':>11} {'efficiency':>10} {'compute ms':>11} {'comm ms':>8} {'comm %':>7} {'test acc':>9}")
 rows = []
 for n, run in enumerate(runs, start=1):
@@ -86,8 +86,9 @@ for n, run in enumerate(runs, start=1):
     rows.append(row)
     print(f"{n:>7} {run['batch_size']:>7} {row['samples_per_second']:>11.0f} {speedup:>8.2f} {min(speedups):>5.2f}-{max(speedups):<5.2f} {speedup / n:>10.2f} {compute:>11.3f} "
           f"{comm:>8.3f} {100 * comm / (compute + comm):>6.0f}% {100 * run['test_accuracy']:>8.2f}%")
-json.dump(dict(scaling="weak" if per_worker else "strong", batch_size=None if per_worker else batch,
-               batch_size_per_worker=per_worker or None, repeats=repeats, local_samples_per_second=local["samples_per_second"], runs=rows),
+json.dump(dict(model=local["model"], parameters=local["parameters"], scaling="weak" if per_worker else "strong",
+               batch_size=None if per_worker else batch, batch_size_per_worker=per_worker or None, repeats=repeats,
+               local_samples_per_second=local["samples_per_second"], runs=rows),
           open(path, "w"), indent=2)
 print(f"figures written to {path}")
 PY

@@ -60,6 +60,21 @@ public enum Activation: UInt8, CaseIterable, Sendable, Codable, CustomStringConv
         }
     }
 
+    /// In place: `values` holds `z` without the biases on entry (a product's result) and
+    /// `a = f(z + biases)` on exit, `biases` (`columns` values) added to every row. One pass
+    /// over the values for ReLU, while the product's result is still in the cache.
+    public func forward(_ values: UnsafeMutablePointer<Float>, rows: Int, columns: Int, biases: UnsafePointer<Float>) {
+        if self == .relu {
+            ReLU.forward(values, rows: rows, columns: columns, biases: biases)
+            return
+        }
+        for row in 0..<rows {
+            let v = values + row * columns
+            for j in 0..<columns { v[j] += biases[j] }
+        }
+        forward(values, rows: rows, columns: columns)
+    }
+
     /// In place: `gradient` holds dL/da on entry and dL/dz on exit, given `output` = a.
     public func backward(output: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>,
                          rows: Int, columns: Int) {
@@ -100,6 +115,18 @@ enum ReLU {
             let z = values[i]
             let keep: UInt32 = 0 >= z ? 0 : .max
             values[i] = Float(bitPattern: z.bitPattern & keep)
+        }
+    }
+
+    /// `max(z + bias, 0)` over each row, as `forward` computes it after adding the biases.
+    static func forward(_ values: UnsafeMutablePointer<Float>, rows: Int, columns: Int, biases: UnsafePointer<Float>) {
+        for row in 0..<rows {
+            let v = values + row * columns
+            for j in 0..<columns {
+                let z = v[j] + biases[j]
+                let keep: UInt32 = 0 >= z ? 0 : .max
+                v[j] = Float(bitPattern: z.bitPattern & keep)
+            }
         }
     }
 

@@ -37,19 +37,28 @@ public struct MaxPool2D: Sendable, Equatable, Codable {
             for outY in 0..<self.output.height {
                 for outX in 0..<self.output.width {
                     let corner = (outY * size * self.input.width + outX * size) * channels
+                    // Wrapping arithmetic: every index here is below `inputSize`, which fits
+                    // an Int32 (checked in init), and overflow checks cost more than the compares.
                     for channel in 0..<channels {
-                        var best = corner + channel
+                        let window = image + (corner &+ channel)
+                        var best = window[0]
+                        var bestOffset = 0
+                        // Selects, not branches (on real data about half of them would be
+                        // mispredicted). `>` keeps the first maximum, and a NaN never wins
+                        // after the first.
                         for windowY in 0..<size {
                             for windowX in 0..<size {
-                                let index = corner + windowY * rowStride + windowX * channels + channel
-                                // `>` keeps the first maximum, and a NaN never wins after the first.
-                                if image[index] > image[best] { best = index }
+                                let offset = windowY &* rowStride &+ windowX &* channels
+                                let value = window[offset]
+                                let wins = value > best
+                                best = wins ? value : best
+                                bestOffset = wins ? offset : bestOffset
                             }
                         }
-                        output[outIndex] = image[best]
-                        argmax[outIndex] = Int32(best)
-                        outIndex += 1
+                        output[outIndex &+ channel] = best
+                        argmax[outIndex &+ channel] = Int32(truncatingIfNeeded: corner &+ channel &+ bestOffset)
                     }
+                    outIndex += channels
                 }
             }
         }

@@ -89,6 +89,29 @@ public struct ModelSpec: Sendable, Equatable, CustomStringConvertible {
         return offsets
     }
 
+    /// The values (4 bytes each) a model's workspace holds per sample of a pass: the scaled
+    /// input, each layer's output and its gradient (a flatten has none of its own), and each
+    /// pooling layer's argmax mask. The im2col scratch comes on top, once.
+    public var workspaceValuesPerSample: Int {
+        layers.reduce(inputSize) { total, layer in
+            switch layer {
+            case .flatten: total
+            case .maxPool: total + 3 * layer.outputSize
+            case .dense, .conv: total + 2 * layer.outputSize
+            }
+        }
+    }
+
+    /// The im2col scratch a model's workspace holds, in floats: the largest block of any of
+    /// its convolutions (`Conv2D.blockSamples` samples), which every convolution shares. It
+    /// does not depend on the batch.
+    public var convolutionScratchCount: Int {
+        layers.reduce(0) { largest, layer in
+            guard case let .conv(conv) = layer else { return largest }
+            return max(largest, conv.scratchCount(rows: conv.blockSamples))
+        }
+    }
+
     /// Matrix-product FLOPs one training sample costs: each layer's forward product, the
     /// same again for its weight gradient, and again for its input gradient unless it is the
     /// first layer with parameters (whose input gradient nothing uses).

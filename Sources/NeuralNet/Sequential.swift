@@ -82,7 +82,8 @@ public final class Sequential {
         workspace.reserve(rows: rows)
         let last = spec.layers.count - 1
         withParameterPointer { p in
-            for (index, layer) in spec.layers.enumerated() {
+            var pooledAlready = -1
+            for (index, layer) in spec.layers.enumerated() where index != pooledAlready {
                 let x = layerInput(index, modelInput: input)
                 let output = workspace.outputs[index]
                 switch layer {
@@ -92,8 +93,22 @@ public final class Sequential {
                         dropout.apply(to: output, rows: rows, columns: dense.outputSize, layer: index, key: dropoutKey)
                     }
                 case let .conv(conv):
-                    conv.forward(input: x, rows: rows, parameters: p + offsets[index], output: output,
-                                 scratch: workspace.scratch, scratchCapacity: workspace.scratchCapacity[index])
+                    let (parameters, scratchCapacity) = (p + offsets[index], workspace.scratchCapacity[index])
+                    // A pooling layer right after pools each block of the convolution's output
+                    // while the block is in the cache (samples are independent: the same bits).
+                    // The closure is passed as a literal, so that its context is not boxed.
+                    guard index < last, case let .maxPool(pool) = spec.layers[index + 1] else {
+                        conv.forward(input: x, rows: rows, parameters: parameters, output: output,
+                                     scratch: workspace.scratch, scratchCapacity: scratchCapacity)
+                        continue
+                    }
+                    let (pooled, argmax) = (workspace.outputs[index + 1], workspace.argmax[index + 1]!)
+                    conv.forward(input: x, rows: rows, parameters: parameters, output: output,
+                                 scratch: workspace.scratch, scratchCapacity: scratchCapacity) { first, count in
+                        pool.forward(input: output + first * pool.inputSize, rows: count,
+                                     output: pooled + first * pool.outputSize, argmax: argmax + first * pool.outputSize)
+                    }
+                    pooledAlready = index + 1
                 case let .maxPool(pool):
                     pool.forward(input: x, rows: rows, output: output, argmax: workspace.argmax[index]!)
                 case .flatten:

@@ -17,12 +17,6 @@ final class Workspace {
     let scratch: UnsafeMutablePointer<Float>
     let scratchCapacity: [Int]
 
-    /// The im2col values one convolution unfolds at a time (16 MiB of floats). A convolution
-    /// works through a batch in blocks of `max(1, budget / perSample)` samples: a size that
-    /// depends on the layer alone, never on the batch or on what the workspace saw before,
-    /// so its sums (and `weights_sha256`) are the same wherever a shard is computed.
-    static let scratchBudget = 1 << 22
-
     init(spec: ModelSpec) {
         self.spec = spec
         var source: Int?
@@ -35,10 +29,9 @@ final class Workspace {
         inputSource = sources
         scratchCapacity = spec.layers.map { layer in
             guard case let .conv(conv) = layer else { return 0 }
-            let perSample = conv.scratchCount(rows: 1)
-            return max(1, Self.scratchBudget / perSample) * perSample
+            return conv.scratchCount(rows: conv.blockSamples)
         }
-        scratch = .allocate(capacity: max(1, scratchCapacity.max() ?? 0))
+        scratch = .allocate(capacity: max(1, spec.convolutionScratchCount))
     }
 
     deinit {

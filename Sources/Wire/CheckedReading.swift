@@ -32,14 +32,19 @@ public enum WireLimits {
     public static let heartbeatMilliseconds = 1...60_000
     /// A result's compute time: up to an hour, in microseconds.
     public static let computeMicroseconds = 0...3_600_000_000
-    /// The activations a worker holds for one task (every layer's outputs and their
-    /// gradients, in floats): 4 GiB. A task of more samples than fit is refused before
-    /// anything is allocated for it.
+    /// What a worker holds for one task, in floats: every layer's outputs and their
+    /// gradients, the pooling masks, and the im2col scratch its convolutions share: 4 GiB.
+    /// A task of more samples than fit is refused before anything is allocated for it.
     public static let maximumWorkspaceFloats = 1 << 30
 
-    /// The most samples one task may carry for a model of `spec`.
+    /// The most samples one task may carry for a model of `spec`: 0 when not even one
+    /// sample fits beside the model's im2col scratch (a model no task can be run on).
+    /// The scratch does not grow with a task (a convolution works through it in blocks of
+    /// samples, `Conv2D.blockSamples`), but a model's one block can be up to 64 MiB.
     public static func maximumSamples(for spec: ModelSpec) -> Int {
-        let floatsPerSample = 2 * (spec.inputSize + spec.layers.reduce(0) { $0 + $1.outputSize })
-        return max(1, maximumWorkspaceFloats / floatsPerSample)
+        // At most 1024 layers of at most 2²⁴ values each (ModelCodec's limits): no overflow.
+        let floatsPerSample = spec.workspaceValuesPerSample
+        let room = maximumWorkspaceFloats - spec.convolutionScratchCount
+        return room <= 0 ? 0 : room / floatsPerSample
     }
 }

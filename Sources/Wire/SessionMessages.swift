@@ -191,11 +191,17 @@ public enum ModelSpecCoding {
         ModelCodec.write(spec, to: &writer)
     }
 
-    /// Reads a spec whose parameters all fit in one message (`WireLimits.maximumParameters`):
-    /// a model too big to send is refused here, before anything is allocated for it.
+    /// Reads a spec whose parameters all fit in one message (`WireLimits.maximumParameters`)
+    /// and of which a worker can hold at least one sample (`WireLimits.maximumSamples`): a
+    /// model too big to send or to run is refused here, before anything is allocated for it.
     public static func read(from reader: inout ByteReader) throws -> ModelSpec {
         do {
-            return try ModelCodec.read(from: &reader, maximumParameterCount: WireLimits.maximumParameters)
+            let spec = try ModelCodec.read(from: &reader, maximumParameterCount: WireLimits.maximumParameters)
+            guard WireLimits.maximumSamples(for: spec) >= 1 else {
+                throw ProtocolError.malformed(.welcome, "model: one sample needs more than a worker's "
+                    + "\(WireLimits.maximumWorkspaceFloats / (1 << 28)) GiB workspace (\(spec))")
+            }
+            return spec
         } catch let error as ModelSpecError {
             throw ProtocolError.malformed(.welcome, "model: \(error)")
         }

@@ -133,6 +133,9 @@ public struct TaskHeader: Equatable, Sendable {
         guard Int(header.featureCount) == expected else {
             throw ProtocolError.malformed(.task, "\(header.featureCount) features per sample, the model takes \(expected)")
         }
+        guard maximumSamples >= 1 else {
+            throw ProtocolError.malformed(.task, "not one sample of this model fits in a worker's workspace")
+        }
         // Any task must fit in a message, whichever way it travels: this bounds `sampleBytes`.
         let samples = 1...max(1, min(maximumSamples, WireProtocol.maximumMessageBytes / (1 + expected)))
         guard checkedInt(header.sampleCount, in: samples) != nil else {

@@ -19,8 +19,19 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Hidden widths.") var hidden = "128"
     @Option(help: "Epochs of training to time.") var epochs = 3
     @Option(help: "Write the figures as JSON here.") var json: String?
+    @Option(help: "Time the training step of this typed model instead (e.g. conv5x32,pool2,conv5x64,pool2,dense128,dense10; see coordinator --model): --steps steps after --warm-up-steps, beside its sgemm roofline.") var model: String?
+    @Option(help: "With --model: steps to time.") var steps = 20
+    @Option(help: "With --model: untimed steps first.") var warmUpSteps = 3
+    @Option(help: "With --model: the learning rate (0.05 keeps the convnet stable).") var learningRate: Float = 0.05
 
     func run() throws {
+        if let model {
+            let figures = try ModelStepBench(data: data, model: model, batchSize: batchSize, steps: steps,
+                                             warmUpSteps: warmUpSteps, learningRate: learningRate).run()
+            print(figures.table)
+            try json.map { try Self.write(figures, to: $0) }
+            return
+        }
         BLAS.setThreadCount(1)
         let widths = hidden.split(separator: ",").compactMap { Int($0) }
 
@@ -70,12 +81,14 @@ struct BenchCommand: ParsableCommand {
             weightsCopy: copy,
             testAccuracy: trainer.history.last?.testAccuracy ?? 0)
         print(result.table)
-        if let json {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(result).write(to: URL(fileURLWithPath: json))
-        }
+        try json.map { try Self.write(result, to: $0) }
+    }
+
+    static func write(_ value: some Encodable, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(value).write(to: URL(fileURLWithPath: path))
     }
 
     /// The training and test sets, and the seconds each took to load.

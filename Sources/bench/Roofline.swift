@@ -9,23 +9,44 @@ enum Roofline {
         var name: String
         var m: Int, n: Int, k: Int
         var transposeA: Bool, transposeB: Bool
+        /// Calls of this product in one step (a convolution's blocks of samples).
+        var calls = 1
         var gflops: Double
-        var flops: Double { 2 * Double(m * n * k) }
+        var callFlops: Double { 2 * Double(m * n * k) }
+        var flops: Double { callFlops * Double(calls) }
     }
 
-    /// The products of one training step at `batchSize`: forward, weight gradient, and the
-    /// input gradient of every layer but the first (nothing uses the first's).
-    /// MLPs only (`bench` builds one from `--hidden`): a convolution's products depend on its
-    /// im2col blocking, which this table does not model.
+    /// The products of one training step at `batchSize`, as the layers call them: forward,
+    /// weight gradient, and the input gradient of every layer after the first that learns
+    /// (nothing uses the first one's). A convolution makes them per block of
+    /// `blockSamples` samples, on its unfolded input (`Conv2D.products`).
     static func shapes(spec: ModelSpec, batchSize b: Int) -> [Shape] {
         var shapes: [Shape] = []
         for (index, layer) in spec.layers.enumerated() {
-            guard case let .dense(dense) = layer else { preconditionFailure("the roofline covers dense layers only, not \(layer)") }
-            let (i, o) = (dense.inputSize, dense.outputSize)
-            shapes.append(Shape(name: "L\(index + 1) forward \(b)x\(i)·\(i)x\(o)", m: b, n: o, k: i, transposeA: false, transposeB: false, gflops: 0))
-            shapes.append(Shape(name: "L\(index + 1) dW \(i)x\(b)·\(b)x\(o)", m: i, n: o, k: b, transposeA: true, transposeB: false, gflops: 0))
-            if index > 0 {
-                shapes.append(Shape(name: "L\(index + 1) dX \(b)x\(o)·\(o)x\(i)", m: b, n: i, k: o, transposeA: false, transposeB: true, gflops: 0))
+            let inputGradient = index > spec.firstTrainableLayer
+            switch layer {
+            case let .dense(dense):
+                let (i, o) = (dense.inputSize, dense.outputSize)
+                shapes.append(Shape(name: "L\(index + 1) forward \(b)x\(i)·\(i)x\(o)", m: b, n: o, k: i, transposeA: false, transposeB: false, gflops: 0))
+                shapes.append(Shape(name: "L\(index + 1) dW \(i)x\(b)·\(b)x\(o)", m: i, n: o, k: b, transposeA: true, transposeB: false, gflops: 0))
+                if inputGradient {
+                    shapes.append(Shape(name: "L\(index + 1) dX \(b)x\(o)·\(o)x\(i)", m: b, n: i, k: o, transposeA: false, transposeB: true, gflops: 0))
+                }
+            case let .conv(conv):
+                let block = min(conv.blockSamples, b)
+                var blocks = [(block, b / block)]
+                if b % block > 0 { blocks.append((b % block, 1)) }
+                for (samples, count) in blocks {
+                    for product in conv.products(samples: samples) where product.pass != .inputGradient || inputGradient {
+                        let calls = product.calls * count
+                        let (m, n, k) = (product.m, product.n, product.k)
+                        shapes.append(Shape(name: "L\(index + 1) \(product.pass.rawValue) \(m)x\(k)·\(k)x\(n) ×\(calls)",
+                                            m: m, n: n, k: k, transposeA: product.transposeA,
+                                            transposeB: product.transposeB, calls: calls, gflops: 0))
+                    }
+                }
+            case .maxPool, .flatten:
+                continue
             }
         }
         return shapes
@@ -38,9 +59,9 @@ enum Roofline {
         var flops = 0.0, seconds = 0.0
         for index in shapes.indices {
             let perCall = operands.seconds(index, trials: 5)
-            shapes[index].gflops = shapes[index].flops / perCall / 1e9
+            shapes[index].gflops = shapes[index].callFlops / perCall / 1e9
             flops += shapes[index].flops
-            seconds += perCall
+            seconds += perCall * Double(shapes[index].calls)
         }
         return (shapes, flops / seconds / 1e9)
     }
@@ -66,7 +87,8 @@ final class RooflineOperands {
         var flops = 0.0, seconds = 0.0
         for index in shapes.indices {
             flops += shapes[index].flops
-            seconds += self.seconds(index, trials: trials, flopsPerTrial: flopsPerTrial, minimumCalls: minimumCalls)
+            seconds += Double(shapes[index].calls)
+                * self.seconds(index, trials: trials, flopsPerTrial: flopsPerTrial, minimumCalls: minimumCalls)
         }
         return flops / seconds / 1e9
     }
@@ -75,7 +97,7 @@ final class RooflineOperands {
     /// `flopsPerTrial` FLOPs (at least `minimumCalls` calls).
     func seconds(_ index: Int, trials: Int, flopsPerTrial: Double = 2e8, minimumCalls: Int = 10) -> Double {
         let shape = shapes[index]
-        let repetitions = max(minimumCalls, Int(flopsPerTrial / shape.flops))
+        let repetitions = max(minimumCalls, Int(flopsPerTrial / shape.callFlops))
         var best = Double.infinity
         a[index].withUnsafeBufferPointer { a in
             b[index].withUnsafeBufferPointer { bm in

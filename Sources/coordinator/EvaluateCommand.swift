@@ -13,7 +13,7 @@ struct EvaluateCommand: ParsableCommand {
         discussion: """
         Examples:
           coordinator --local --save-model model.bin && coordinator evaluate --model model.bin
-          coordinator evaluate --model model.bin --data /usr/share/fashion-mnist --json eval.json
+          coordinator evaluate --model model.bin --data /usr/share/datasets/fashion-mnist --json eval.json
         """
     )
 

@@ -219,3 +219,25 @@ final class BatchingTests: XCTestCase {
         }
     }
 }
+
+/// Fashion-MNIST as Debian's `dataset-fashion-mnist` installs it (`scripts/fetch-mnist.sh
+/// --fashion`): gzip IDX files that `--data` reads as they are. Skipped where it is not installed.
+final class FashionMNISTTests: XCTestCase {
+    func testDebiansFashionMNISTLoadsAsIs() throws {
+        let folder = "/usr/share/datasets/fashion-mnist"
+        try XCTSkipUnless(FileManager.default.fileExists(atPath: folder + "/train-images-idx3-ubyte.gz"),
+                          "dataset-fashion-mnist is not installed")
+        let (train, test) = try DataDirectory.loadTrainAndTest(from: folder)
+        XCTAssertEqual(train.count, 60_000)
+        XCTAssertEqual(test.count, 10_000)
+        XCTAssertEqual(train.imageShape, ImageShape(height: 28, width: 28, channels: 1))
+        XCTAssertEqual(train.classCount, 10)
+        // Zalando's set is balanced: 6,000 training and 1,000 test images of each class.
+        for (set, each) in [(train, 6_000), (test, 1_000)] {
+            var counts = [Int](repeating: 0, count: 10)
+            for label in set.labels { counts[Int(label)] += 1 }
+            XCTAssertEqual(counts, [Int](repeating: each, count: 10))
+        }
+        XCTAssertGreaterThan(train.pixels.max() ?? 0, 200)
+    }
+}

@@ -7,7 +7,24 @@ final class ConvolutionTests: XCTestCase {
         (ImageShape(height: 6, width: 5, channels: 2), 3, 3, 2, 0),
         (ImageShape(height: 4, width: 7, channels: 3), 2, 2, 1, 1),
         (ImageShape(height: 5, width: 5, channels: 2), 2, 5, 1, 2),
+        // Kernel rows of at least `Conv2D.minimumKernelRowValues` values: unfolded by kernel rows.
+        (ImageShape(height: 5, width: 4, channels: 8), 3, 5, 1, 2),
+        (ImageShape(height: 4, width: 5, channels: 11), 2, 3, 1, 1),
+        (ImageShape(height: 6, width: 6, channels: 16), 2, 3, 1, 0),
     ]
+
+    func testBothWaysOfUnfoldingAreCovered() throws {
+        let unfolded = try shapes.map { input, channels, kernel, stride, padding in
+            try Conv2D(input: input, outputChannels: channels, kernelSize: kernel, stride: stride,
+                       padding: padding, activation: .linear).unfoldsKernelRows
+        }
+        XCTAssertEqual(Set(unfolded), [false, true])
+        // The MNIST convnet's second layer (5×5 over 32 channels) unfolds by kernel rows.
+        let second = try Conv2D(input: ImageShape(height: 14, width: 14, channels: 32), outputChannels: 64,
+                                kernelSize: 5, padding: 2, activation: .relu)
+        XCTAssertTrue(second.unfoldsKernelRows)
+        XCTAssertEqual(second.scratchCount(rows: 1), 14 * 14 * 5 * 32)
+    }
 
     /// The im2col + sgemm forward pass against a direct seven-loop convolution.
     func testForwardMatchesDirectConvolution() throws {

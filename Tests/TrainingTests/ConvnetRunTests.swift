@@ -38,6 +38,24 @@ final class ConvnetRunTests: XCTestCase {
         XCTAssertEqual(run.sha, local.sha, run.errors)
     }
 
+    /// The same with a second convolution that unfolds kernel rows (3×3 over 12 channels) and
+    /// works through each 20-sample shard in blocks of 18 and 2.
+    func testSpawnedWorkersReproduceTheLocalRunOfAKernelRowConvolution() throws {
+        let model = "conv3x12,pool2,conv3x8,pool2,dense10"
+        let spec = try ModelSpec.parse(model, input: ImageShape(height: 28, width: 28, channels: 1), classes: 10)
+        guard case let .conv(second) = spec.layers[2] else { return XCTFail("\(spec)") }
+        XCTAssertTrue(second.unfoldsKernelRows)
+        XCTAssertEqual(second.blockSamples, 18)
+        let arguments = ["--data", data, "--model", model, "--batch-size", "40", "--max-steps", "6",
+                         "--learning-rate", "0.05", "--quiet", "--seed", "3"]
+        let local = try runCoordinator(arguments + ["--local", "--shards", "2"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let run = try runCoordinator(arguments + ["--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        XCTAssertEqual(run.sha.count, 64)
+        XCTAssertEqual(run.sha, local.sha, run.errors)
+    }
+
     /// A convnet run stopped at a checkpoint and resumed ends with the weights of one that
     /// never stopped; a resume that names another network is refused.
     func testAConvnetResumesExactlyFromItsCheckpoint() throws {

@@ -98,6 +98,49 @@ final class CheckedDecodingTests: XCTestCase {
                                                    featureCount: 784, maximumSamples: limit))
     }
 
+    func testConvnetTasksAreBoundedByTheirWorkspaceWithTheIm2colScratch() throws {
+        let convnet = try ModelSpec.parse("conv5x32,pool2,conv5x64,pool2,dense128,dense10",
+                                          input: ImageShape(height: 28, width: 28, channels: 1), classes: 10)
+        let limit = WireLimits.maximumSamples(for: convnet)
+        let scratch = convnet.convolutionScratchCount
+        XCTAssertGreaterThan(scratch, 0)
+        // The most samples whose buffers and the scratch fit the workspace, and not one more.
+        XCTAssertLessThanOrEqual(limit * convnet.workspaceValuesPerSample + scratch, WireLimits.maximumWorkspaceFloats)
+        XCTAssertGreaterThan((limit + 1) * convnet.workspaceValuesPerSample + scratch, WireLimits.maximumWorkspaceFloats)
+        for (count, fits) in [(limit, true), (limit + 1, false)] {
+            let task = TaskHeader(shard: 0, sampleCount: UInt32(count), featureCount: 784)
+            let frames = try envelope(bytes(task.encodeShared(step: 1, slot: 0, offset: 0)))
+            if fits {
+                XCTAssertNoThrow(try TaskHeader.decode(frames, featureCount: 784, maximumSamples: limit))
+            } else {
+                XCTAssertThrowsError(try TaskHeader.decode(frames, featureCount: 784, maximumSamples: limit))
+            }
+        }
+
+        // A model a coordinator can send (every layer within the codec's limits) of which not
+        // one sample fits: its welcome is refused, and so would be any task for it.
+        var shape = ImageShape(height: 2048, width: 2048, channels: 2)
+        var layers: [Layer] = []
+        for _ in 0..<64 {
+            let conv = try Conv2D(input: shape, outputChannels: 2, kernelSize: 1, activation: .relu)
+            layers.append(.conv(conv))
+            shape = conv.output
+        }
+        let pool = try MaxPool2D(input: shape, size: 2048)
+        layers += [.maxPool(pool), .flatten(pool.output), .dense(Dense(inputSize: pool.outputSize, outputSize: 10, activation: .softmax))]
+        let huge = try ModelSpec(input: ImageShape(height: 2048, width: 2048, channels: 2), layers: layers)
+        XCTAssertEqual(WireLimits.maximumSamples(for: huge), 0)
+        let welcome = Welcome(workerIndex: 0, heartbeatMilliseconds: 1000, spec: huge)
+        XCTAssertThrowsError(try Welcome(try envelope(bytes(welcome.encode())))) { error in
+            XCTAssertTrue("\(error)".contains("one sample needs more than a worker's 4 GiB workspace"), "\(error)")
+        }
+        let task = TaskHeader(shard: 0, sampleCount: 1, featureCount: UInt32(huge.inputSize))
+        XCTAssertThrowsError(try TaskHeader.decode(try envelope(bytes(task.encodeShared(step: 1, slot: 0, offset: 0))),
+                                                   featureCount: huge.inputSize, maximumSamples: 0)) { error in
+            XCTAssertTrue("\(error)".contains("not one sample of this model fits"), "\(error)")
+        }
+    }
+
     func testPeerTextIsEscapedForLogs() {
         XCTAssertEqual(escapedForLog("w1\nFAKE: worker lost\u{1B}[31m"), "w1\\u{a}FAKE: worker lost\\u{1b}[31m")
         XCTAssertEqual(escapedForLog("back\\slash \u{202E}rtl"), "back\\\\slash \\u{202e}rtl")
