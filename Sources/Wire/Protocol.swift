@@ -16,7 +16,7 @@ import NeuralNet
 /// |---------------|-----|-----------------------------------------------------------------|--------------------------|
 /// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string · | –                        |
 /// |               |     | proof [32] (HMAC-SHA256 of the run secret, see `RunProof`) ·    |                          |
-/// |               |     | data digest [32] (zeros: no training set; `Dataset.contentSHA256`)|                        |
+/// |               |     | data digest [32] (zeros: none; see `Dataset.contentSHA256`)     |                          |
 /// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · precision UInt8 ·   | –                        |
 /// |               |     | dropout rate Float32 · dropout seed UInt64 · model spec ·       |                          |
 /// |               |     | weights segment · batch segment                                 |                          |

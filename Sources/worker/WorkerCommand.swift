@@ -173,7 +173,7 @@ struct WorkerCommand: ParsableCommand {
                 options.trainingSet = train
                 logger.info("loaded \(train.count) training samples from \(data)")
             } catch {
-                FileHandle.standardError.write(Data("\(workerName): error: --data \(data): \(error)\n".utf8))
+                FileHandle.standardError.write(Data("\(workerName): error: --data: \(error)\n".utf8))
                 throw ExitCode(WorkerFailure.exitStatus)
             }
         }
