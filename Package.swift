@@ -50,7 +50,7 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "worker",
-                          dependencies: ["Training", "Wire",
+                          dependencies: ["Training", "MNISTData", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")]),
 

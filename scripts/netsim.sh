@@ -16,7 +16,11 @@
 #   scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
 #                     [--batch-size 512 | --batch-size-per-worker B] [--steps 150]
 #                     [--model SPEC] [--no-ddp] [--python PATH] [--burst BYTES] [--json PATH]
+#                     [--worker-data]
 #
+# --worker-data: every simulated host's worker loads the training set itself (`worker --data
+#   data`, the folder the coordinator reads), so the coordinator sends it sample indices
+#   instead of pixels (each run's summary says so in worker_stats[].data).
 # --batch-size-per-worker B: weak scaling. The global batch is B times N for each N (the
 #   coordinator's own --batch-size-per-worker, and the same for DDP), and the table adds the
 #   efficiency throughput(N) / (N/N0 · throughput(N0)), N0 the smallest N given (normally 1).
@@ -40,7 +44,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" batch=512 per_worker="" steps=150
-model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst=""
+model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst="" worker_data=()
 json=.build/netsim/netsim.json
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -55,6 +59,7 @@ while [ $# -gt 0 ]; do
         --python) python=$2; shift 2 ;;
         --burst) burst=$2; shift 2 ;;
         --json) json=$2; shift 2 ;;
+        --worker-data) worker_data=(--data data); shift ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "netsim.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -158,7 +163,7 @@ run() {  # rate, precision, workers
     local coordinator=$!
     local pids=()
     for i in $(seq 1 "$n"); do
-        ip netns exec ${tag}w$i "$bin/worker" --connect tcp://10.203.0.1:5555 --name "w$i" --log-level warning &
+        ip netns exec ${tag}w$i "$bin/worker" --connect tcp://10.203.0.1:5555 --name "w$i" --log-level warning "${worker_data[@]}" &
         pids+=($!)
     done
     wait $coordinator

@@ -97,3 +97,16 @@ func adviseHugePages(_ start: UnsafeRawPointer?, byteCount: Int) {
     guard let start, byteCount > 0 else { return }
     _ = zmqt_advise_huge_pages(start, byteCount)
 }
+
+extension Dataset {
+    /// SHA-256 of the samples as loaded (after any `prefix`), the one definition a worker's
+    /// `--data` is checked against the coordinator's by: the feature count and the sample
+    /// count as UInt64 little-endian, then every pixel byte (0–255, sample after sample), then
+    /// every label byte. Equal digests mean that gathering the same indices yields the same
+    /// bytes on both sides, so a worker computes exactly what the pixels it was sent would give.
+    public var contentSHA256: [UInt8] {
+        var header: [UInt8] = []
+        for value in [UInt64(featureCount), UInt64(count)] { withUnsafeBytes(of: value.littleEndian) { header += $0 } }
+        return Checksum.sha256(concatenating: [header, pixels, labels])
+    }
+}

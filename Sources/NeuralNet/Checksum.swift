@@ -11,6 +11,13 @@ public enum Checksum {
         bytes.withUnsafeBytes { sha256($0) }
     }
 
+    /// The digest of `parts` one after another, without joining them first.
+    public static func sha256(concatenating parts: [[UInt8]]) -> [UInt8] {
+        var hasher = SHA256()
+        for part in parts { part.withUnsafeBytes { hasher.update(bufferPointer: $0) } }
+        return Array(hasher.finalize())
+    }
+
     /// Hex digest of the parameters' little-endian bytes.
     public static func sha256Hex(of floats: [Float]) -> String {
         floats.withUnsafeBytes { hex(sha256($0)) }

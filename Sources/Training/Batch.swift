@@ -9,6 +9,9 @@ public struct BatchView {
     public let sampleCount: Int
     public let featureCount: Int
     public let shardCount: Int
+    /// The training set's indices of the batch's samples, in order (nil: not known, so the
+    /// samples themselves must travel).
+    public var sampleIndices: ArraySlice<Int>?
 
     /// Byte offset of shard `shard`'s labels; its pixels follow them.
     public func offset(ofShard shard: Int) -> Int {
@@ -17,6 +20,13 @@ public struct BatchView {
 
     public func sampleCount(ofShard shard: Int) -> Int {
         shardRange(shard, of: shardCount, batchSize: sampleCount).count
+    }
+
+    /// The training set's indices of shard `shard`'s samples, when known.
+    public func sampleIndices(ofShard shard: Int) -> ArraySlice<Int>? {
+        guard let sampleIndices else { return nil }
+        let range = shardRange(shard, of: shardCount, batchSize: sampleCount)
+        return sampleIndices[(sampleIndices.startIndex + range.lowerBound)..<(sampleIndices.startIndex + range.upperBound)]
     }
 
     public func labels(ofShard shard: Int) -> UnsafePointer<UInt8> {
@@ -52,6 +62,7 @@ public final class BatchBuilder {
             let shardIndices = indices[(indices.startIndex + range.lowerBound)..<(indices.startIndex + range.upperBound)]
             dataset.gather(shardIndices, pixels: labels + range.count, labels: labels)
         }
-        return BatchView(buffer: buffer, sampleCount: sampleCount, featureCount: featureCount, shardCount: shardCount)
+        return BatchView(buffer: buffer, sampleCount: sampleCount, featureCount: featureCount, shardCount: shardCount,
+                         sampleIndices: indices)
     }
 }

@@ -42,7 +42,9 @@ extension CoordinatorServer {
         }
     }
 
-    func socketLink(for identity: [UInt8]) -> SocketLink { SocketLink(identity: identity, socket: socket) }
+    func socketLink(for identity: [UInt8]) -> SocketLink {
+        SocketLink(identity: identity, socket: socket, sendsIndices: peers[identity]?.holdsTrainingSet ?? false)
+    }
 
     private func handle(_ frames: ArraySlice<ZMQMessage>, from identity: [UInt8]) {
         let envelope: Envelope
@@ -101,8 +103,10 @@ extension CoordinatorServer {
             peers[identity] = peer
             peersByIndex[peer.index] = peer
         }
-        // A worker (re)starting its session attaches again if it shares this host.
-        if known != nil { peer.relink(socketLink(for: identity)) }
+        peer.holdsTrainingSet = holdsTrainingSet(hello, name: peer.name, logged: known == nil)
+        // A worker (re)starting its session attaches again if it shares this host; its
+        // socket link sends indices or samples as its training set says.
+        peer.relink(socketLink(for: identity))
         let welcome = Welcome(workerIndex: UInt32(peer.index),
                               heartbeatMilliseconds: UInt32(options.scheduling.heartbeatSeconds * 1000),
                               precision: options.precision, spec: spec, dropout: options.dropout,
@@ -111,6 +115,21 @@ extension CoordinatorServer {
         // After the welcome: joining may hand it shards at once (a step waiting for workers).
         apply(.workerJoined(peer.index))
         if known == nil { logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live") }
+    }
+
+    /// Whether a worker's training set is this run's, byte for byte (`Dataset.contentSHA256`):
+    /// then it gets sample indices. A different one is never trusted: one line says so, and
+    /// the worker gets the samples, as does one without data.
+    private func holdsTrainingSet(_ hello: Hello, name: String, logged: Bool) -> Bool {
+        guard hello.hasData, let ours = options.trainingSetDigest else { return false }
+        if hello.dataDigest == ours {
+            if logged { logger.info("worker \(name) holds this run's training set: its tasks carry sample indices") }
+            return true
+        }
+        if logged {
+            logger.warning("worker \(name)'s training set differs from this coordinator's (sha256 \(Checksum.hex(Array(hello.dataDigest.prefix(8))))… vs \(Checksum.hex(Array(ours.prefix(8))))…): it gets the samples in its tasks")
+        }
+        return false
     }
 
     /// A worker on this host offers its gradient segment: from its next step on it gets its

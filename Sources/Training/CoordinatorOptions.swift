@@ -31,6 +31,10 @@ public struct CoordinatorOptions: Sendable {
     /// The secret every hello must prove: fresh for each run unless set (hand it to the
     /// workers, see `RunSecret`).
     public var runSecret = RunSecret.generate()
+    /// `Dataset.contentSHA256` of the training set as this run uses it: a worker whose hello
+    /// carries the same digest gets sample indices instead of samples (nil: every worker
+    /// gets samples).
+    public var trainingSetDigest: [UInt8]?
 
     public init() {}
 

@@ -119,4 +119,7 @@ public struct WorkerSummary: Codable, Sendable, Equatable {
     public var timesRejoined: Int
     /// Shards it held that were re-run elsewhere for being late.
     public var timesLate: Int
+    /// How its tasks' samples reached it: "pixels" (in the tasks), "indices" (it holds the
+    /// training set, `worker --data`), or "shared memory" (on the coordinator's host).
+    public var data: String?
 }

@@ -5,10 +5,13 @@ import Wire
 final class SocketLink: WorkerLink {
     let identity: [UInt8]
     private let socket: ZMQSocket
+    /// The worker holds the coordinator's training set: tasks carry sample indices only.
+    let sendsIndices: Bool
 
-    init(identity: [UInt8], socket: ZMQSocket) {
+    init(identity: [UInt8], socket: ZMQSocket, sendsIndices: Bool = false) {
         self.identity = identity
         self.socket = socket
+        self.sendsIndices = sendsIndices
     }
 
     func send(_ frames: [OutgoingFrame]) throws -> SentBytes? {
@@ -19,7 +22,8 @@ final class SocketLink: WorkerLink {
     func sendWeights(_ weights: StepWeights) throws -> SentBytes? { try send(weights.bulkFrames()) }
 
     func sendTask(_ shard: Int, of batch: BatchView, step: Int) throws -> SentBytes? {
-        try send(batch.taskFrames(shard, step: step))
+        if sendsIndices, let frames = batch.indexTaskFrames(shard, step: step) { return try send(frames) }
+        return try send(batch.taskFrames(shard, step: step))
     }
 
     func sendByEveryPath(_ frames: [OutgoingFrame]) { _ = try? send(frames) }

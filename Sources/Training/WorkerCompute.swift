@@ -29,6 +29,7 @@ extension WorkerNode {
         }
         resultSentAt = MonotonicClock.now
         tasksDone += 1
+        if case .gathered = task.samples { tasksGathered += 1 }
     }
 
     /// This step's n-th result goes to slot n of our segment; the coordinator reads it when

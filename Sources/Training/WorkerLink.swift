@@ -77,6 +77,19 @@ extension BatchView {
                                         samples: .shared(buffer, offset: offset(ofShard: shard), count: count * (featureCount + 1)))
     }
 
+    /// The index task for `shard`, for a worker that holds the same training set; nil when
+    /// the batch's indices are not known (or do not fit the wire's UInt32).
+    func indexTaskFrames(_ shard: Int, step: Int) -> [OutgoingFrame]? {
+        guard let indices = sampleIndices(ofShard: shard) else { return nil }
+        var wire: [UInt32] = []
+        wire.reserveCapacity(indices.count)
+        for index in indices {
+            guard let value = UInt32(exactly: index) else { return nil }
+            wire.append(value)
+        }
+        return IndexTask(shard: UInt32(shard), featureCount: UInt32(featureCount), indices: wire).encode(step: UInt64(step))
+    }
+
     func taskHeader(_ shard: Int) -> TaskHeader {
         TaskHeader(shard: UInt32(shard), sampleCount: UInt32(sampleCount(ofShard: shard)), featureCount: UInt32(featureCount))
     }

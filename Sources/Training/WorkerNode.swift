@@ -52,16 +52,21 @@ public final class WorkerNode {
     /// When the last result went out, while no task is computing since; nil otherwise.
     var resultSentAt: Double?
     public internal(set) var tasksDone = 0
+    /// Tasks whose samples this worker gathered from its own training set (index tasks).
+    public internal(set) var tasksGathered = 0
     public private(set) var rejectedMessages = 0
     /// The challenge nonce the current hello proves the secret for (nil: none yet).
     var answeredNonce: [UInt8]?
     /// Labels of the task being computed, copied out of the message or the coordinator's
     /// segment and checked against the class count before the loss indexes with them.
     var labelBuffer = SharedBuffer(byteCount: 0)
+    /// The digest of `options.trainingSet` that hellos carry (nil: no training set).
+    let dataDigest: [UInt8]?
 
     public init(options: WorkerOptions, logger: Logger) throws {
         self.options = options
         self.logger = logger
+        dataDigest = options.trainingSet?.contentSHA256
         context = try ZMQContext()
         socket = try ZMQSocket(context: context, type: .dealer)
         if let serverKey = options.curveServerKey, let secretKey = options.curveSecretKey {

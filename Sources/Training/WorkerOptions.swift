@@ -1,4 +1,5 @@
 import Foundation
+import MNISTData
 import NeuralNet
 import Wire
 
@@ -29,6 +30,9 @@ public struct WorkerOptions: Sendable {
     /// asks (read then, not at start: the coordinator writes it once it is up).
     public var runSecret: RunSecret?
     public var runSecretPath: String?
+    /// The training set this worker loaded itself (`worker --data DIR`): a coordinator that
+    /// trains on the same bytes sends only sample indices. Nil: the samples come in the tasks.
+    public var trainingSet: Dataset?
 
     public init() {}
 }

@@ -11,6 +11,9 @@ final class WorkerPeer {
     var lastStepCounted = -1
     /// How it is reached: the socket, or shared memory and pipes on this host.
     var link: WorkerLink
+    /// It holds the coordinator's training set (its hello's digest matched): its socket
+    /// link sends sample indices instead of samples.
+    var holdsTrainingSet = false
 
     var shardsDone = 0
     var stepsDone = 0
@@ -35,7 +38,8 @@ final class WorkerPeer {
         WorkerSummary(name: name, shardsDone: shardsDone, stepsDone: stepsDone,
                       meanComputeMilliseconds: shardsDone == 0 ? 0 : computeSeconds / Double(shardsDone) * 1000,
                       timesLost: state?.timesLost ?? 0, timesRejoined: state?.timesRejoined ?? 0,
-                      timesLate: state?.timesLate ?? 0)
+                      timesLate: state?.timesLate ?? 0,
+                      data: link.computesOnThisHost ? "shared memory" : holdsTrainingSet ? "indices" : "pixels")
     }
 }
 

@@ -19,6 +19,7 @@ extension WorkerNode {
         let start = MonotonicClock.now
         var hello = Hello(pid: UInt32(getpid()), name: options.name)
         if let spec = options.expectedSpec { hello.modelHash = ModelSpecCoding.hash(spec) }
+        if let dataDigest { hello.dataDigest = dataDigest }
         answeredNonce = nil  // a coordinator that asks us to say hello again may be a new one
         var lastHello = -Double.infinity
         var notified = false

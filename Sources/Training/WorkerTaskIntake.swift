@@ -1,15 +1,18 @@
 import Foundation
+import MNISTData
 import NeuralNet
 import Wire
 
 /// A task whose header, labels and sample range were checked against the model and the
 /// coordinator's segment: computing it cannot fail on what the coordinator sent.
 struct ValidatedTask {
-    /// Where the samples (labels, then pixels) are: in the message's frame, or mapped from
-    /// the coordinator's batch segment (range checked).
+    /// Where the samples (labels, then pixels) are: in the message's frame, mapped from
+    /// the coordinator's batch segment (range checked), or gathered from this worker's own
+    /// training set by an index task's indices.
     enum Samples {
         case frame(ZMQMessage)
         case mapped(UnsafeRawPointer)
+        case gathered(SharedBuffer)
     }
 
     let step: UInt64
@@ -23,6 +26,7 @@ struct ValidatedTask {
         switch samples {
         case let .frame(frame): frame.withUnsafeBytes { body($0.baseAddress!) }
         case let .mapped(pointer): body(pointer)
+        case let .gathered(buffer): body(buffer.pointer)
         }
     }
 
@@ -43,7 +47,7 @@ extension WorkerNode {
             switch envelope.type {
             case .weights:
                 try receiveWeights(envelope)
-            case .task:
+            case .task, .indexTask:
                 try receiveTask(envelope)
             case .shutdown:
                 return .shutdown(reason: try Notice(envelope).reason)
@@ -121,7 +125,12 @@ extension WorkerNode {
     /// Decodes a task's header, checks its sample range (in the frame or the coordinator's
     /// batch slot) and copies and checks its labels.
     private func validate(_ envelope: Envelope) throws -> ValidatedTask {
-        guard let model else { throw ProtocolError.unexpected(.task) }
+        guard let model else { throw ProtocolError.unexpected(envelope.type) }
+        if envelope.type == .indexTask {
+            let task = try gather(envelope, model: model)
+            try copyLabels(of: task, classes: model.spec.layers[model.spec.layers.count - 1].outputSize)
+            return task
+        }
         let (header, samples) = try TaskHeader.decode(envelope, featureCount: model.spec.inputSize,
                                                       maximumSamples: WireLimits.maximumSamples(for: model.spec))
         let task: ValidatedTask
@@ -137,6 +146,26 @@ extension WorkerNode {
         }
         try copyLabels(of: task, classes: model.spec.layers[model.spec.layers.count - 1].outputSize)
         return task
+    }
+
+    /// Checks an index task against this worker's training set and gathers its samples
+    /// (labels, then pixels, as a task carries them) from it.
+    private func gather(_ envelope: Envelope, model: Sequential) throws -> ValidatedTask {
+        guard let trainingSet = options.trainingSet else {
+            throw ProtocolError.malformed(.indexTask, "this worker was started without --data")
+        }
+        // The stride the samples are gathered with: another model's width would misplace them.
+        guard trainingSet.featureCount == model.spec.inputSize else {
+            throw ProtocolError.malformed(.indexTask, "this worker's training set has \(trainingSet.featureCount) features per sample, the model takes \(model.spec.inputSize)")
+        }
+        let task = try IndexTask.decode(envelope, featureCount: model.spec.inputSize,
+                                        maximumSamples: WireLimits.maximumSamples(for: model.spec),
+                                        sampleCount: trainingSet.count)
+        let rows = task.indices.count
+        let buffer = SharedBuffer(byteCount: rows * (1 + trainingSet.featureCount))
+        let labels = buffer.pointer.assumingMemoryBound(to: UInt8.self)
+        trainingSet.gather(task.indices.map { Int($0) }[...], pixels: labels + rows, labels: labels)
+        return ValidatedTask(step: envelope.step, header: task.header, samples: .gathered(buffer))
     }
 
     /// Copies a task's labels out of its frame or the coordinator's segment (which could

@@ -15,7 +15,8 @@ import NeuralNet
 /// | type          | dir | meta                                                            | bulk                     |
 /// |---------------|-----|-----------------------------------------------------------------|--------------------------|
 /// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string · | –                        |
-/// |               |     | proof [32] (HMAC-SHA256 of the run secret, see `RunProof`)      |                          |
+/// |               |     | proof [32] (HMAC-SHA256 of the run secret, see `RunProof`) ·    |                          |
+/// |               |     | data digest [32] (zeros: none; see `Dataset.contentSHA256`)     |                          |
 /// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · precision UInt8 ·   | –                        |
 /// |               |     | dropout rate Float32 · dropout seed UInt64 · model spec ·       |                          |
 /// |               |     | weights segment · batch segment                                 |                          |
@@ -33,6 +34,13 @@ import NeuralNet
 /// |               |     | pipe to the coordinator string (both empty: no pipes) ·         |                          |
 /// |               |     | pinned CPU UInt16 (0xFFFF: not pinned)                          |                          |
 /// | 10 challenge  | c→w | the coordinator's run nonce [16]                                | –                        |
+/// | 11 index task | c→w | shard UInt32 · sample count UInt32 · feature count UInt32       | sample indices, UInt32   |
+///
+/// Data where it is used: a worker started with `--data DIR` sends the digest of the
+/// training set it loaded in its hello. When it equals the coordinator's, the coordinator
+/// sends that worker index tasks (`IndexTask`) instead of tasks with samples, and the worker
+/// gathers the samples from its own copy; otherwise, and for a worker without data, the
+/// samples travel as before. The worker checks every index against its own set's size.
 ///
 /// Admission: a hello must carry the proof of the run secret for the nonce of the last
 /// challenge (zeros before the first); the coordinator answers any other hello with a
@@ -63,7 +71,7 @@ import NeuralNet
 /// (see `PipeChannel`).
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
-    public static let version: UInt16 = 5
+    public static let version: UInt16 = 6
     public static let headerSize = 24
     /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
     /// `ZMQ_MAXMSGSIZE` and again by the decoder.
@@ -74,7 +82,7 @@ public enum WireProtocol {
 }
 
 public enum MessageType: UInt16, Sendable, CaseIterable {
-    case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown, attach, challenge
+    case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown, attach, challenge, indexTask
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

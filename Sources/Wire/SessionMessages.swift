@@ -11,16 +11,21 @@ public struct Hello: Equatable, Sendable {
     /// Proof that the worker holds the run secret, for the nonce of the last challenge
     /// (all zeros: none yet); see `RunProof`.
     public var proof: [UInt8]
+    /// SHA-256 of the training set the worker loaded (`Dataset.contentSHA256`); all zeros:
+    /// it has none, and gets every task's samples.
+    public var dataDigest: [UInt8]
 
     public init(modelHash: [UInt8] = Array(repeating: 0, count: 32), pid: UInt32, name: String,
-                proof: [UInt8] = Array(repeating: 0, count: 32)) {
+                proof: [UInt8] = Array(repeating: 0, count: 32), dataDigest: [UInt8] = Array(repeating: 0, count: 32)) {
         self.modelHash = modelHash
         self.pid = pid
         self.name = name
         self.proof = proof
+        self.dataDigest = dataDigest
     }
 
     public var acceptsAnyModel: Bool { modelHash.allSatisfy { $0 == 0 } }
+    public var hasData: Bool { dataDigest.contains { $0 != 0 } }
 
     public func encode() -> [OutgoingFrame] {
         var meta = ByteWriter()
@@ -28,14 +33,15 @@ public struct Hello: Equatable, Sendable {
         meta.write(pid)
         meta.write(string: name)
         meta.write(raw: proof)
+        meta.write(raw: dataDigest)
         return encodeMessage(.hello, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        (modelHash, pid, name, proof) = try envelope.readMeta { reader in
+        (modelHash, pid, name, proof, dataDigest) = try envelope.readMeta { reader in
             (Array(try reader.readBytes(count: 32)), try reader.read(UInt32.self), try reader.readString(maximumLength: 256),
-             Array(try reader.readBytes(count: 32)))
+             Array(try reader.readBytes(count: 32)), Array(try reader.readBytes(count: 32)))
         }
     }
 }

@@ -18,7 +18,9 @@ struct DistributedRun {
             throw ModelTooLargeError(reason: "a model of \(spec.parameterCount) parameters is more than a distributed run can send (at most \(WireLimits.maximumParameters)); use --local or a smaller --hidden or --model")
         }
         let workerCount = command.spawnWorkers ?? command.workers ?? 1
-        let (options, spawnedWorkerSecrets) = try makeOptions(workerCount: workerCount)
+        var (options, spawnedWorkerSecrets) = try makeOptions(workerCount: workerCount)
+        // Workers started with `--data` prove they hold these very samples with it.
+        options.trainingSetDigest = train.contentSHA256
         let secret = options.runSecret
         let server = try CoordinatorServer(options: options, spec: spec, logger: logger)
         logger.info("listening on \(server.endpoint) for \(workerCount) workers, training \(spec)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import MNISTData
 import NeuralNet
 import Training
 import Wire
@@ -11,7 +12,9 @@ struct WorkerCommand: ParsableCommand {
         abstract: "Data-parallel training over ZeroMQ: a worker.",
         discussion: """
         Connects to a coordinator, receives each step's weights and its shards of the batch, \
-        and returns gradient sums. Needs no data files: the coordinator ships the samples. \
+        and returns gradient sums. Needs no data files: the coordinator ships the samples; with \
+        --data DIR the worker loads the training set itself, and a coordinator training on the \
+        same samples (checked by SHA-256 at the hello) sends it only their indices. \
         Waits for a coordinator that is not up yet, and exits when it says shut down. When the \
         coordinator falls silent for --coordinator-timeout, the worker says hello again for up to \
         --connect-timeout: it rejoins once the link is back, or a coordinator restarted at the same \
@@ -77,6 +80,12 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "With --cpu, on the coordinator's host: after sending a result, poll this many microseconds for the next step's weights before sleeping (at idle priority: anything else on the CPU goes first). Waking a sleeping CPU can cost more than the wait on a virtual machine. 0 sleeps at once.")
     var busyWaitUs = 1000
 
+    @Option(help: ArgumentHelp("Load the training set from this folder (as `coordinator --data`): a coordinator with the same samples sends only their indices, else the samples as without it.", valueName: "dir"))
+    var data: String?
+
+    @Option(help: "With --data: use only the first N training samples (as `coordinator --train-limit`).")
+    var trainLimit: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
 
@@ -89,6 +98,8 @@ struct WorkerCommand: ParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         guard connectTimeout > 0, coordinatorTimeout > 0 else { throw ValidationError("timeouts must be positive") }
         if let cpu, cpu < 0 { throw ValidationError("--cpu must be a CPU number (0 or more)") }
+        if let trainLimit, trainLimit <= 0 { throw ValidationError("--train-limit must be positive (got \(trainLimit))") }
+        if trainLimit != nil && data == nil { throw ValidationError("--train-limit needs --data") }
         guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
     }
 
@@ -155,9 +166,27 @@ struct WorkerCommand: ParsableCommand {
                 throw ValidationError("--curve-server-key needs this worker's --curve-secret-key")
             }
         }
+        if let data {
+            do {
+                var train = try DataDirectory.load(.train, from: data)
+                if let trainLimit { train = train.prefix(trainLimit) }
+                options.trainingSet = train
+                logger.info("loaded \(train.count) training samples from \(data)")
+            } catch {
+                FileHandle.standardError.write(Data("\(workerName): error: --data: \(error)\n".utf8))
+                throw ExitCode(WorkerFailure.exitStatus)
+            }
+        }
         let exit: WorkerExit
         do {
-            exit = try WorkerNode(options: options, logger: logger).run()
+            let node = try WorkerNode(options: options, logger: logger)
+            exit = try node.run()
+            if node.rejectedMessages > 0 {
+                logger.notice("\(node.rejectedMessages) malformed messages from the coordinator were refused in all")
+            }
+            if options.trainingSet != nil {
+                logger.info("\(node.tasksGathered) of \(node.tasksDone) tasks gathered from this worker's own training set")
+            }
         } catch {
             // A `WorkerFailure` names what failed; anything else failed while starting.
             FileHandle.standardError.write(Data("\(workerName): error: \(error)\n".utf8))

@@ -71,6 +71,28 @@ final class CSVLoaderTests: XCTestCase {
         XCTAssertEqual(try CSVLoader.load(path: try write(CSVLoader.format(dataset)), featureCount: 3), dataset)
     }
 
+    /// The digest a worker's `--data` is checked by: the same samples give the same one
+    /// whichever files they came from (CSV, IDX, gzip); a prefix, one pixel or one label
+    /// changed, or the same bytes cut into samples of another width give another.
+    func testTheContentDigestIsTheSamplesNotTheFiles() throws {
+        let pixels: [UInt8] = (0..<(3 * 2 * 2)).map { UInt8($0 * 20) }
+        let labels: [UInt8] = [5, 0, 9]
+        let dataset = Dataset(featureCount: 4, pixels: pixels, labels: labels)
+        let fromCSV = try CSVLoader.load(path: try write(CSVLoader.format(dataset)), featureCount: 4)
+        let images = try writeBytes(idx(dimensions: [3, 2, 2], values: pixels), name: "d-images", gzip: true)
+        let fromIDX = try IDXLoader.load(images: images, labels: try writeBytes(idx(dimensions: [3], values: labels), name: "d-labels"))
+        XCTAssertEqual(fromCSV.contentSHA256, dataset.contentSHA256)
+        XCTAssertEqual(fromIDX.contentSHA256, dataset.contentSHA256)
+        XCTAssertEqual(dataset.contentSHA256.count, 32)
+        var otherPixel = dataset
+        otherPixel.pixels[7] ^= 1
+        var otherLabel = dataset
+        otherLabel.labels[2] = 8
+        let otherWidth = Dataset(featureCount: 2, pixels: pixels, labels: labels + labels)
+        let digests = [dataset, dataset.prefix(2), otherPixel, otherLabel, otherWidth].map(\.contentSHA256)
+        XCTAssertEqual(Set(digests).count, digests.count)
+    }
+
     // MARK: IDX
 
     private func idx(type: UInt8 = 8, dimensions: [Int], values: [UInt8]) -> [UInt8] {

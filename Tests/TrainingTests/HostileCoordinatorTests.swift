@@ -1,4 +1,5 @@
 import Foundation
+import MNISTData
 import NeuralNet
 import Training
 import Wire
@@ -25,17 +26,20 @@ final class HostileCoordinatorTests: XCTestCase {
 
     /// A ROUTER in this test that has welcomed a real worker process (which proves its run
     /// secret from the environment): where each test that speaks as the coordinator starts.
-    private func welcomedWorker(environment extra: [String: String] = [:]) throws
+    private func welcomedWorker(environment extra: [String: String] = [:], arguments: [String] = [],
+                                onHello: (Hello) -> Void = { _ in }) throws
         -> (router: ZMQSocket, worker: Child, endpoint: String, send: ([[UInt8]]) throws -> Void) {
         let router = try ZMQSocket(context: try ZMQContext(), type: .router)
         try router.bind("tcp://127.0.0.1:*")
         let endpoint = router.lastEndpoint
         let worker = try Child(executable: try executable("worker"),
-                               ["--connect", endpoint, "--name", "target", "--no-shared-memory", "--coordinator-timeout", "30"],
+                               ["--connect", endpoint, "--name", "target", "--no-shared-memory", "--coordinator-timeout", "30"] + arguments,
                                environment: [RunSecret.environmentVariable: RunSecret.generate().hex].merging(extra) { $1 })
         let helloFrames = try XCTUnwrap(try router.receive(timeoutMilliseconds: 30_000), worker.errors)
         let identity = helloFrames[0].bytes
-        XCTAssertEqual(try Envelope(frames: helloFrames[1...]).type, .hello)
+        let helloEnvelope = try Envelope(frames: helloFrames[1...])
+        XCTAssertEqual(helloEnvelope.type, .hello)
+        onHello(try Hello(helloEnvelope))
         let send = { (frames: [[UInt8]]) throws -> Void in _ = try router.send([.bytes(identity)] + frames.map { .bytes($0) }) }
         try send(bytes(Welcome(workerIndex: 0, heartbeatMilliseconds: 200, spec: spec).encode()))
         return (router, worker, endpoint, send)
@@ -134,6 +138,108 @@ final class HostileCoordinatorTests: XCTestCase {
         let warnings = worker.errors.components(separatedBy: "ignored a malformed message from the coordinator at \(endpoint)").count - 1
         XCTAssertEqual(warnings, 1, worker.errors)
         XCTAssertTrue(worker.errors.contains("label 200, but the model has 10 classes"), worker.errors)
+    }
+
+    /// A worker with its own training set (`--data`) says so in its hello, and checks every
+    /// index task against it: indices past its set, more samples than it can hold, a count
+    /// the data frame does not hold are refused and counted, never trapped on; a proper
+    /// index task is computed on exactly the samples it names.
+    func testAWorkerRefusesIndexTasksOutsideItsTrainingSet() throws {
+        let folder = try makeSyntheticData(trainCount: 100, testCount: 10)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let trainingSet = try DataDirectory.load(.train, from: folder)
+        var hello: Hello?
+        let (router, worker, endpoint, send) = try welcomedWorker(arguments: ["--data", folder]) { hello = $0 }
+        XCTAssertEqual(hello?.dataDigest, trainingSet.contentSHA256)
+
+        try send(bytes(weights(step: 1)))
+        // Index 100 of a set of 100.
+        try send(bytes(IndexTask(shard: 0, featureCount: 784, indices: [0, 100]).encode(step: 1)))
+        // A count of 2^32 - 1 over a frame of 2 indices.
+        var oversized = bytes(IndexTask(shard: 1, featureCount: 784, indices: [1, 2]).encode(step: 1))
+        withUnsafeBytes(of: UInt32.max.littleEndian) { oversized[1].replaceSubrange(4..<8, with: $0) }
+        try send(oversized)
+        // More samples than the worker's workspace may hold, each index in range.
+        let tooMany = WireLimits.maximumSamples(for: spec) + 1
+        try send(bytes(IndexTask(shard: 2, featureCount: 784, indices: [UInt32](repeating: 5, count: tooMany)).encode(step: 1)))
+        // A count of 5 over 4 indices (the header's length consistent with the frames).
+        var short = bytes(IndexTask(shard: 4, featureCount: 784, indices: [1, 2, 3, 4]).encode(step: 1))
+        withUnsafeBytes(of: UInt32(5).littleEndian) { short[1].replaceSubrange(4..<8, with: $0) }
+        try send(short)
+        // Then a proper one.
+        let good: [UInt32] = [0, 99, 42]
+        try send(bytes(IndexTask(shard: 3, featureCount: 784, indices: good).encode(step: 1)))
+
+        let result = try XCTUnwrap(try nextResult(router, seconds: 60), worker.errors)
+        XCTAssertEqual(result.step, 1)
+        XCTAssertEqual(result.header.shard, 3, "a refused index task was computed")
+        XCTAssertEqual(result.header.sampleCount, 3)
+        // The loss of exactly those samples, computed here from the same files.
+        let model = Sequential(spec: spec, parameters: Array(repeating: 0.01, count: spec.parameterCount))
+        var pixels = [UInt8](repeating: 0, count: good.count * 784)
+        var labels = [UInt8](repeating: 0, count: good.count)
+        trainingSet.gather(good.map { Int($0) }[...], pixels: &pixels, labels: &labels)
+        var gradient = [Float](repeating: 0, count: spec.parameterCount)
+        let expected = model.computeGradientSum(pixels: pixels, labels: labels, rows: good.count, gradient: &gradient)
+        XCTAssertEqual(result.header.lossSum, expected.lossSum, accuracy: 1e-9 * max(1, expected.lossSum))
+        XCTAssertEqual(Int(result.header.correctCount), expected.correctCount)
+        XCTAssertNil(try nextResult(router, seconds: 1))
+
+        // Then a thousand mutated and truncated index tasks: refused or computed, never a trap.
+        var generator = SeededGenerator(seed: 17)
+        for round in 0..<1000 {
+            let indices = (0..<(1 + generator.nextIndex(below: 6))).map { _ in UInt32(generator.nextIndex(below: 120)) }
+            var message = bytes(IndexTask(shard: 5, featureCount: 784, indices: indices).encode(step: 2))
+            let frame = 1 + generator.nextIndex(below: 2)
+            let index = generator.nextIndex(below: message[frame].count)
+            switch generator.nextIndex(below: 3) {
+            case 0: message[frame][index] ^= UInt8(truncatingIfNeeded: generator.next() | 1)
+            case 1: message[frame] = Array(message[frame].prefix(index))
+            default: message[frame].insert(UInt8(truncatingIfNeeded: generator.next()), at: index)
+            }
+            withUnsafeBytes(of: UInt64(message[1].count + message[2].count).littleEndian) { message[0].replaceSubrange(16..<24, with: $0) }
+            if round == 0 { try send(bytes(weights(step: 2))) }
+            try send(message)
+            if round % 250 == 249 { usleep(20_000) }
+        }
+        try send(bytes(weights(step: 3)))
+        try send(bytes(IndexTask(shard: 6, featureCount: 784, indices: good).encode(step: 3)))
+        var last: (step: UInt64, header: ResultHeader)?
+        while let result = try nextResult(router, seconds: 60) {
+            XCTAssertTrue(result.header.lossSum.isFinite)
+            XCTAssertLessThanOrEqual(result.header.sampleCount, 6)
+            if result.step == 3 {
+                last = result
+                break
+            }
+        }
+        XCTAssertEqual(last?.header.shard, 6, worker.errors)
+        XCTAssertEqual(last.map { $0.header.lossSum }, result.header.lossSum, worker.errors)
+
+        try send(bytes(Notice(reason: "done").encode(.shutdown)))
+        XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
+        let warnings = worker.errors.components(separatedBy: "ignored a malformed message from the coordinator at \(endpoint)").count - 1
+        XCTAssertEqual(warnings, 1, worker.errors)
+        XCTAssertTrue(worker.errors.contains("sample index 100 is outside 0…99"), worker.errors)
+        let refused = worker.errors.range(of: #"(\d+) malformed messages from the coordinator were refused in all"#, options: .regularExpression)
+            .map { Int(worker.errors[$0].prefix { $0.isNumber }) ?? 0 } ?? 0
+        XCTAssertGreaterThan(refused, 4 + 300, worker.errors)
+    }
+
+    /// A worker without `--data` refuses an index task: it has nothing to gather from.
+    func testAWorkerWithoutDataRefusesIndexTasks() throws {
+        var hello: Hello?
+        let (router, worker, _, send) = try welcomedWorker { hello = $0 }
+        XCTAssertEqual(hello?.hasData, false)
+        try send(bytes(weights(step: 1)))
+        try send(bytes(IndexTask(shard: 0, featureCount: 784, indices: [0, 1]).encode(step: 1)))
+        try send(bytes(task(step: 1, shard: 1, count: 2, label: 3)))
+        let result = try XCTUnwrap(try nextResult(router, seconds: 60), worker.errors)
+        XCTAssertEqual(result.header.shard, 1)
+        try send(bytes(Notice(reason: "done").encode(.shutdown)))
+        XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors)
+        XCTAssertTrue(worker.errors.contains("this worker was started without --data"), worker.errors)
+        XCTAssertTrue(worker.errors.contains("1 malformed messages from the coordinator were refused in all"), worker.errors)
     }
 
     /// A send that fails in the worker is the worker's failure, not a malformed message

@@ -141,6 +141,76 @@ final class CheckedDecodingTests: XCTestCase {
         }
     }
 
+    /// An index task is checked against the worker's own training set: every index below its
+    /// size, the count within what the worker can hold, the data frame exactly that long.
+    func testIndexTasksAreCheckedAgainstTheWorkersDataSet() throws {
+        let task = IndexTask(shard: 2, featureCount: 784, indices: [0, 41, 99, 7])
+        func decode(_ frames: [[UInt8]], maximumSamples: Int = 100, sampleCount: Int = 100) throws -> IndexTask {
+            try IndexTask.decode(try envelope(frames), featureCount: 784, maximumSamples: maximumSamples, sampleCount: sampleCount)
+        }
+        XCTAssertEqual(try decode(bytes(task.encode(step: 3))), task)
+        XCTAssertEqual(try envelope(bytes(task.encode(step: 3))).type, .indexTask)
+        // An index past the worker's set: refused, naming the field and the allowed range.
+        XCTAssertThrowsError(try decode(bytes(task.encode(step: 3)), sampleCount: 99)) { error in
+            XCTAssertEqual(error as? ProtocolError, .outOfRange(field: "sample index", value: 99, range: 0...98))
+        }
+        var frames = bytes(task.encode(step: 3))
+        patch(&frames[2], at: 4, UInt32.max)
+        XCTAssertThrowsError(try decode(frames)) { error in
+            XCTAssertEqual(error as? ProtocolError, .outOfRange(field: "sample index", value: UInt64(UInt32.max), range: 0...99))
+        }
+        // More samples than the worker can hold, or than a message can carry; none at all.
+        XCTAssertThrowsError(try decode(bytes(task.encode(step: 3)), maximumSamples: 3)) { error in
+            XCTAssertTrue("\(error)".contains("index task sample count 4 is outside 1…3"), "\(error)")
+        }
+        for count in [UInt32.max, 0] {
+            frames = bytes(task.encode(step: 3))
+            patch(&frames[1], at: 4, count)
+            XCTAssertThrowsError(try decode(frames)) { error in
+                XCTAssertTrue("\(error)".contains("index task sample count \(count) is outside"), "\(error)")
+            }
+        }
+        // A count that the data frame does not hold, either way (header length kept consistent).
+        for count in [UInt32(3), 5] {
+            frames = bytes(task.encode(step: 3))
+            patch(&frames[1], at: 4, count)
+            XCTAssertThrowsError(try decode(frames)) { error in
+                XCTAssertTrue("\(error)".contains("data frame holds 16 bytes, expected \(count * 4)"), "\(error)")
+            }
+        }
+        frames = bytes(task.encode(step: 3))
+        frames[2].removeLast(2)
+        patch(&frames[0], at: 16, UInt64(frames[1].count + frames[2].count))
+        XCTAssertThrowsError(try decode(frames)) { error in
+            XCTAssertTrue("\(error)".contains("data frame holds 14 bytes, expected 16"), "\(error)")
+        }
+        // Another model's input width, and a worker with no data at all.
+        XCTAssertThrowsError(try IndexTask.decode(try envelope(bytes(task.encode(step: 3))), featureCount: 10,
+                                                  maximumSamples: 100, sampleCount: 100)) { error in
+            XCTAssertTrue("\(error)".contains("784 features per sample, the model takes 10"), "\(error)")
+        }
+        XCTAssertThrowsError(try decode(bytes(task.encode(step: 3)), sampleCount: 0)) { error in
+            XCTAssertTrue("\(error)".contains("holds no training set"), "\(error)")
+        }
+    }
+
+    /// The hello carries the worker's data digest after its proof; zeros: no data.
+    func testTheHelloCarriesTheDataDigest() throws {
+        let digest = (0..<32).map { UInt8($0 + 1) }
+        let hello = Hello(pid: 9, name: "w", dataDigest: digest)
+        let decoded = try Hello(try envelope(bytes(hello.encode())))
+        XCTAssertEqual(decoded.dataDigest, digest)
+        XCTAssertTrue(decoded.hasData)
+        XCTAssertFalse(try Hello(try envelope(bytes(Hello(pid: 9, name: "w").encode()))).hasData)
+        // A hello of the previous layout (no digest) is short: refused, not read past its end.
+        var frames = bytes(hello.encode())
+        frames[1].removeLast(32)
+        patch(&frames[0], at: 16, UInt64(frames[1].count))
+        XCTAssertThrowsError(try Hello(try envelope(frames))) { error in
+            XCTAssertTrue("\(error)".hasPrefix("malformed hello"), "\(error)")
+        }
+    }
+
     func testPeerTextIsEscapedForLogs() {
         XCTAssertEqual(escapedForLog("w1\nFAKE: worker lost\u{1B}[31m"), "w1\\u{a}FAKE: worker lost\\u{1b}[31m")
         XCTAssertEqual(escapedForLog("back\\slash \u{202E}rtl"), "back\\\\slash \\u{202e}rtl")

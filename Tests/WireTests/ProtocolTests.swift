@@ -208,6 +208,7 @@ final class ProtocolTests: XCTestCase {
         let templates: [[OutgoingFrame]] = [
             Hello(pid: 3, name: "w").encode(), Welcome(workerIndex: 0, heartbeatMilliseconds: 5, spec: spec).encode(),
             result.encode(step: 1, gradient: gradient), Heartbeat.encode(), Notice(reason: "r").encode(.reject),
+            IndexTask(shard: 1, featureCount: 6, indices: [0, 49, 7]).encode(step: 2),
         ]
         var refused = 0
         for round in 0..<3000 {
@@ -242,6 +243,7 @@ final class ProtocolTests: XCTestCase {
                 case .reject, .shutdown: _ = try Notice(envelope)
                 case .result: _ = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount)
                 case .task: _ = try TaskHeader.decode(envelope, featureCount: 6)
+                case .indexTask: _ = try IndexTask.decode(envelope, featureCount: 6, maximumSamples: 100, sampleCount: 50)
                 case .weights:
                     var values = [Float](repeating: 0, count: spec.parameterCount)
                     try WeightsMessage.decode(envelope, expectedCount: spec.parameterCount, into: &values)
