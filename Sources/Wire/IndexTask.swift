@@ -43,6 +43,9 @@ public struct IndexTask: Equatable, Sendable {
     /// `sampleCount`, the size of the worker's own training set.
     public static func decode(_ envelope: Envelope, featureCount expected: Int, maximumSamples: Int,
                               sampleCount datasetCount: Int) throws -> IndexTask {
+        guard maximumSamples >= 1 else {
+            throw ProtocolError.malformed(.indexTask, "not one sample of this model fits in a worker's workspace")
+        }
         let cap = max(1, min(maximumSamples, WireProtocol.maximumMessageBytes / bytesPerIndex))
         let (shard, count, features) = try envelope.readMeta { reader in
             (try reader.read(UInt32.self), try reader.readInt(UInt32.self, "index task sample count", in: 1...cap),

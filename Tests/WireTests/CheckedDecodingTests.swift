@@ -163,6 +163,9 @@ final class CheckedDecodingTests: XCTestCase {
         XCTAssertThrowsError(try decode(bytes(task.encode(step: 3)), maximumSamples: 3)) { error in
             XCTAssertTrue("\(error)".contains("index task sample count 4 is outside 1…3"), "\(error)")
         }
+        XCTAssertThrowsError(try decode(bytes(task.encode(step: 3)), maximumSamples: 0)) { error in
+            XCTAssertTrue("\(error)".contains("not one sample of this model fits"), "\(error)")
+        }
         for count in [UInt32.max, 0] {
             frames = bytes(task.encode(step: 3))
             patch(&frames[1], at: 4, count)
