@@ -3,18 +3,7 @@ import XCTest
 
 /// `coordinator --batch-size-per-worker B` (weak scaling): the global batch is B times the
 /// workers the run is started for. Real coordinator and worker processes on loopback.
-final class BatchSizePerWorkerTests: XCTestCase {
-    private static var dataFolder: String?
-    private var data: String { Self.dataFolder! }
-
-    override class func setUp() {
-        dataFolder = try? makeSyntheticData()
-    }
-
-    override class func tearDown() {
-        if let dataFolder { try? FileManager.default.removeItem(atPath: dataFolder) }
-    }
-
+final class BatchSizePerWorkerTests: SyntheticDataTestCase {
     private var common: [String] {
         ["--data", data, "--hidden", "32", "--max-steps", "20", "--epochs", "50", "--quiet", "--seed", "7"]
     }

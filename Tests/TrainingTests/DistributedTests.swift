@@ -4,18 +4,7 @@ import Training
 import XCTest
 
 /// Real coordinator and worker processes over real TCP sockets on loopback.
-final class DistributedTests: XCTestCase {
-    private static var dataFolder: String?
-    private var data: String { Self.dataFolder! }
-
-    override class func setUp() {
-        dataFolder = try? makeSyntheticData()
-    }
-
-    override class func tearDown() {
-        if let dataFolder { try? FileManager.default.removeItem(atPath: dataFolder) }
-    }
-
+final class DistributedTests: SyntheticDataTestCase {
     private var common: [String] {
         ["--data", data, "--hidden", "32", "--batch-size", "60", "--max-steps", "100", "--epochs", "50",
          "--quiet", "--seed", "7"]

@@ -3,15 +3,7 @@ import XCTest
 
 /// Failures with real processes and sockets: each run must end with the weights of a run
 /// without faults (same seed and shards), bit for bit.
-final class FaultToleranceTests: XCTestCase {
-    private static var dataFolder: String?
-    private var data: String { Self.dataFolder! }
-
-    override class func setUp() { dataFolder = try? makeSyntheticData() }
-    override class func tearDown() {
-        if let dataFolder { try? FileManager.default.removeItem(atPath: dataFolder) }
-    }
-
+final class FaultToleranceTests: SyntheticDataTestCase {
     /// Long enough (3,000 steps) to be interrupted in the middle.
     private func settings(shards: Int) -> [String] {
         ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "200", "--max-steps", "3000",

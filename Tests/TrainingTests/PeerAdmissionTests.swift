@@ -7,15 +7,7 @@ import XCTest
 /// Who may join a run, and what a peer that joined can do to it: the run secret, peers that
 /// claim libzmq's next routing ids, and one peer that tries everything at once while real
 /// workers train. Real processes over real sockets.
-final class PeerAdmissionTests: XCTestCase {
-    private static var dataFolder: String?
-    private var data: String { Self.dataFolder! }
-
-    override class func setUp() { dataFolder = try? makeSyntheticData() }
-    override class func tearDown() {
-        if let dataFolder { try? FileManager.default.removeItem(atPath: dataFolder) }
-    }
-
+final class PeerAdmissionTests: SyntheticDataTestCase {
     private func settings(steps: Int, seed: Int = 5) -> [String] {
         ["--data", data, "--hidden", "32", "--batch-size", "60", "--epochs", "200", "--max-steps", "\(steps)",
          "--shards", "2", "--seed", "\(seed)", "--quiet", "--worker-timeout", "1"]

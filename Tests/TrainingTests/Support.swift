@@ -249,3 +249,21 @@ func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
         }
     }
 }
+
+/// A test case whose tests share one synthetic data set (`makeSyntheticData()`), made
+/// before the class's first test and removed after its last; `data` is its folder.
+class SyntheticDataTestCase: XCTestCase {
+    private static var dataFolder: String?
+    var data: String { SyntheticDataTestCase.dataFolder! }
+
+    override class func setUp() {
+        super.setUp()
+        dataFolder = try? makeSyntheticData()
+    }
+
+    override class func tearDown() {
+        if let dataFolder { try? FileManager.default.removeItem(atPath: dataFolder) }
+        dataFolder = nil
+        super.tearDown()
+    }
+}

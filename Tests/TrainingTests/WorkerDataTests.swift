@@ -6,18 +6,7 @@ import XCTest
 /// `worker --data DIR`: real coordinator and worker processes over real sockets on loopback.
 /// A worker whose training set is the coordinator's gets sample indices instead of samples;
 /// one with other data, or none, gets the samples; the weights end bit for bit the same.
-final class WorkerDataTests: XCTestCase {
-    private static var dataFolder: String?
-    private var data: String { Self.dataFolder! }
-
-    override class func setUp() {
-        dataFolder = try? makeSyntheticData()
-    }
-
-    override class func tearDown() {
-        if let dataFolder { try? FileManager.default.removeItem(atPath: dataFolder) }
-    }
-
+final class WorkerDataTests: SyntheticDataTestCase {
     private var common: [String] {
         ["--data", data, "--hidden", "32", "--batch-size", "60", "--max-steps", "40", "--epochs", "50", "--quiet", "--seed", "7"]
     }
