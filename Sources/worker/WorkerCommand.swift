@@ -148,35 +148,8 @@ struct WorkerCommand: ParsableCommand {
         options.sharedMemory = sharedMemory
         options.busyWaitSeconds = Double(busyWaitUs) / 1e6
         options.pinnedCPU = pinError == nil ? cpu.map(Int.init) : nil
-        if let secretFile {
-            options.runSecretPath = secretFile
-            if secretFile == "-" { options.runSecret = try RunSecret.read(from: "-") }  // stdin cannot wait
-        } else if let hex = ProcessInfo.processInfo.environment[RunSecret.environmentVariable] {
-            options.runSecret = try RunSecret(hex: hex)
-        } else {
-            options.runSecretPath = RunSecret.defaultPath(forEndpoint: connect)
-        }
-        if let serverKey = curveServerKey {
-            options.curveServerKey = try CurveKeys.load(serverKey)
-            if let path = curveSecretKey {
-                options.curveSecretKey = try CurveKeys.loadSecret(fromFile: path)
-            } else if let secret = ProcessInfo.processInfo.environment[WorkerSpawner.secretKeyVariable] {
-                options.curveSecretKey = secret
-            } else {
-                throw ValidationError("--curve-server-key needs this worker's --curve-secret-key")
-            }
-        }
-        if let data {
-            do {
-                var train = try DataDirectory.load(.train, from: data)
-                if let trainLimit { train = train.prefix(trainLimit) }
-                options.trainingSet = train
-                logger.info("loaded \(train.count) training samples from \(data)")
-            } catch {
-                FileHandle.standardError.write(Data("\(workerName): error: --data: \(error)\n".utf8))
-                throw ExitCode(WorkerFailure.exitStatus)
-            }
-        }
+        try addCredentials(to: &options)
+        try addTrainingSet(to: &options, logger: logger)
         let exit: WorkerExit
         do {
             let node = try WorkerNode(options: options, logger: logger)
@@ -198,5 +171,43 @@ struct WorkerCommand: ParsableCommand {
             FileHandle.standardError.write(Data("\(workerName): \(exit) (coordinator \(connect))\n".utf8))
         }
         if exit.exitStatus != 0 { throw ExitCode(exit.exitStatus) }
+    }
+
+    /// The run secret (a file, standard input, or the environment of a spawned worker) and
+    /// the CURVE keys.
+    private func addCredentials(to options: inout WorkerOptions) throws {
+        if let secretFile {
+            options.runSecretPath = secretFile
+            if secretFile == "-" { options.runSecret = try RunSecret.read(from: "-") }  // stdin cannot wait
+        } else if let hex = ProcessInfo.processInfo.environment[RunSecret.environmentVariable] {
+            options.runSecret = try RunSecret(hex: hex)
+        } else {
+            options.runSecretPath = RunSecret.defaultPath(forEndpoint: connect)
+        }
+        if let serverKey = curveServerKey {
+            options.curveServerKey = try CurveKeys.load(serverKey)
+            if let path = curveSecretKey {
+                options.curveSecretKey = try CurveKeys.loadSecret(fromFile: path)
+            } else if let secret = ProcessInfo.processInfo.environment[WorkerSpawner.secretKeyVariable] {
+                options.curveSecretKey = secret
+            } else {
+                throw ValidationError("--curve-server-key needs this worker's --curve-secret-key")
+            }
+        }
+    }
+
+    /// `--data`: this worker's own copy of the training set; a folder it cannot load ends it
+    /// with one line, as any failure of its own does.
+    private func addTrainingSet(to options: inout WorkerOptions, logger: Logger) throws {
+        guard let data else { return }
+        do {
+            var train = try DataDirectory.load(.train, from: data)
+            if let trainLimit { train = train.prefix(trainLimit) }
+            options.trainingSet = train
+            logger.info("loaded \(train.count) training samples from \(data)")
+        } catch {
+            FileHandle.standardError.write(Data("\(options.name): error: --data: \(error)\n".utf8))
+            throw ExitCode(WorkerFailure.exitStatus)
+        }
     }
 }
