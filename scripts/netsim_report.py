@@ -85,8 +85,11 @@ def main():
                 run = json.load(open(f"{out}/{rate}-{precision}-{n}.json"))
                 predicted = model(n, rate, precision)
                 per_host, busiest = link_bytes(out, f"{rate}-{precision}-{n}", run["steps"], parameters, precision)
-                # Down the coordinator's link: n copies of the weights and the batch's pixels (a byte each).
-                busiest["expected_busier_way"] = n * parameters * value_bytes(precision) + run["batch_size"] * 784
+                # Down the coordinator's link: n copies of the weights and the pixels (a byte each) of
+                # the shards of workers that do not hold the data (`--worker-data`: indices only).
+                stats = run.get("worker_stats") or []
+                pixel_share = sum(w.get("data") == "pixels" for w in stats) / len(stats) if stats else 1
+                busiest["expected_busier_way"] = n * parameters * value_bytes(precision) + run["batch_size"] * 784 * pixel_share
                 runs.append(dict(system="zmq-trainer", link=rate, precision=precision, workers=n, batch_size=run["batch_size"],
                                  samples_per_second=run["samples_per_second"], predicted=predicted,
                                  measured_over_predicted=run["samples_per_second"] / predicted,
@@ -134,7 +137,7 @@ def main():
 
     print("\nbytes per step on the busiest link (the host whose link carried most, both ways added), in units of"
           " P·v (v: bytes per value on the wire), beside the reference 2·P·v; 'expected' is the busier way's design"
-          " figure: the coordinator's n·P·v + pixels down, DDP's ring 2(n-1)/n·P·v")
+          " figure: the coordinator's n·P·v + pixels down (for workers without the data), DDP's ring 2(n-1)/n·P·v")
     print(f"{'link':<8}{'system':<13}{'wire':<6}{'workers':>8}{'busiest':>9}{'MB/step':>9}{'both ways':>11}"
           f"{'busier way':>12}{'expected':>10}")
     for run in runs:
