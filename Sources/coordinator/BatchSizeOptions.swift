@@ -5,8 +5,9 @@ import Training
 /// (weak scaling).
 extension TrainCommand {
     /// The workers this run is started for: `--spawn-workers` or `--workers`, one with
-    /// `--local`. Fixed at start: a batch that followed the live workers would make a run's
-    /// weights depend on when workers joined or were lost.
+    /// `--local`; the default shard count and the per-worker batch's multiplier. Fixed at
+    /// start: a batch that followed the live workers would make a run's weights depend on
+    /// when workers joined or were lost.
     var startingWorkerCount: Int { local ? 1 : (spawnWorkers ?? workers ?? 1) }
 
     /// Samples per optimizer step. `validateBatchSize()` has refused a product that overflows.

@@ -17,7 +17,7 @@ struct DistributedRun {
         guard spec.parameterCount <= WireLimits.maximumParameters else {
             throw ModelTooLargeError(reason: "a model of \(spec.parameterCount) parameters is more than a distributed run can send (at most \(WireLimits.maximumParameters)); use --local or a smaller --hidden or --model")
         }
-        let workerCount = command.spawnWorkers ?? command.workers ?? 1
+        let workerCount = command.startingWorkerCount
         var (options, spawnedWorkerSecrets) = try makeOptions(workerCount: workerCount)
         // Workers started with `--data` prove they hold these very samples with it.
         options.trainingSetDigest = train.contentSHA256

@@ -114,7 +114,7 @@ extension TrainCommand {
         config.l2 = l2
         config.dropout = dropout
         config.seed = seed
-        config.shardCount = shards ?? (local ? 1 : (spawnWorkers ?? workers ?? 1))
+        config.shardCount = shards ?? startingWorkerCount
         config.maximumSteps = maxSteps
         config.trainingLimit = trainLimit
         return config
