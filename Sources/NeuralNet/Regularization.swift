@@ -7,11 +7,25 @@ public enum L2Regularization {
     public static func addGradient(coefficient: Float, spec: ModelSpec, parameters: [Float],
                                    sampleCount: Int, to gradientSum: UnsafeMutablePointer<Float>) {
         guard coefficient != 0 else { return }
-        let scale = coefficient * Float(sampleCount)
         parameters.withUnsafeBufferPointer { p in
-            for (layer, offset) in zip(spec.layers, spec.parameterOffsets) {
-                for i in offset..<(offset + layer.weightCount) { gradientSum[i] += scale * p[i] }
-            }
+            addGradient(coefficient: coefficient, spec: spec, range: 0..<p.count, parameters: p.baseAddress!,
+                        sampleCount: sampleCount, to: gradientSum)
+        }
+    }
+
+    /// The same for the parameters `range` of the flat vector alone (a parameter server's
+    /// range): `parameters` and `gradientSum` hold that range, index 0 being `range.lowerBound`.
+    /// Element by element the same arithmetic, so a range's result equals the whole vector's.
+    public static func addGradient(coefficient: Float, spec: ModelSpec, range: Range<Int>, parameters: UnsafePointer<Float>,
+                                   sampleCount: Int, to gradientSum: UnsafeMutablePointer<Float>) {
+        guard coefficient != 0 else { return }
+        let scale = coefficient * Float(sampleCount)
+        let base = range.lowerBound
+        for (layer, offset) in zip(spec.layers, spec.parameterOffsets) {
+            let lower = max(offset, base)
+            let upper = min(offset + layer.weightCount, range.upperBound)
+            guard lower < upper else { continue }
+            for i in (lower - base)..<(upper - base) { gradientSum[i] += scale * parameters[i] }
         }
     }
 

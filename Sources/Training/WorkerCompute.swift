@@ -11,7 +11,7 @@ extension WorkerNode {
         let start = MonotonicClock.now
         resultSentAt = nil
         let count = model.spec.parameterCount
-        let sharedSlot = takeSharedSlot(forStep: task.step)
+        let sharedSlot = serverLinks.isEmpty ? takeSharedSlot(forStep: task.step) : nil
         let gradient = sharedSlot == nil ? gradientPool.take() : nil
         let output = sharedSlot.map { gradientSegment!.slot($0) } ?? gradient!.pointer
         let statistics = computeGradientSum(task, model: model, into: output)
@@ -22,7 +22,12 @@ extension WorkerNode {
                                                                   Double(WireLimits.computeMicroseconds.upperBound))),
                                   sharedSlot: sharedSlot)
         let what = "the result of step \(task.step) shard \(task.header.shard)"
-        if let gradient {
+        if !serverLinks.isEmpty, let gradient {
+            let report = ShardReport(shard: Int(result.shard), worker: workerIndex, sampleCount: Int(result.sampleCount),
+                                     lossSum: result.lossSum, correctCount: Int(result.correctCount),
+                                     computeMicroseconds: Int(result.computeMicroseconds))
+            try sendGradientRanges(step: task.step, report: report, gradient: gradient)
+        } else if let gradient {
             try send(result.encode(step: task.step, gradient: gradient), what: what)
         } else {
             try send(result.encodeShared(step: task.step), what: what)

@@ -15,7 +15,7 @@ import Wire
 public final class WorkerNode {
     public let options: WorkerOptions
     let logger: Logger
-    private let context: ZMQContext
+    let context: ZMQContext
     let socket: ZMQSocket
     var model: Sequential?
     var weightsStep: UInt64?
@@ -62,6 +62,14 @@ public final class WorkerNode {
     var labelBuffer = SharedBuffer(byteCount: 0)
     /// The digest of `options.trainingSet` that hellos carry (nil: no training set).
     let dataDigest: [UInt8]?
+    /// This worker's server of a parameter range (`worker --serve`), nil when it does not serve.
+    public let parameterServer: ParameterServer?
+    /// Links to the parameter servers of the coordinator's last map (none: weights and
+    /// results go through the coordinator).
+    var serverLinks: [ServerLink] = []
+    var serviceGeneration: UInt32?
+    /// This worker's index in the run (from the welcome), for the servers' receipts.
+    var workerIndex = 0
 
     public init(options: WorkerOptions, logger: Logger) throws {
         self.options = options
@@ -81,6 +89,13 @@ public final class WorkerNode {
         // Room in the kernel for a whole weights or gradient message (hundreds of KB).
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.connect(options.endpoint)
+        if let serveEndpoint = options.serveEndpoint {
+            parameterServer = try ParameterServer(context: context, bindEndpoint: serveEndpoint,
+                                                  curve: options.curveServerKey != nil, logger: logger)
+        } else {
+            parameterServer = nil
+        }
+        if let parameterServer { logger.notice("serving a parameter range at \(parameterServer.endpoint)") }
     }
 
     /// Serves the coordinator until it ends the run (or is gone); throws `WorkerFailure`
@@ -90,10 +105,7 @@ public final class WorkerNode {
         while true {
             if let parent = options.parentPID, getppid() != parent { return .parentExited }
             pollForNextMessage()
-            let ready = try WorkerFailure.during("waiting for the coordinator's messages") {
-                try socket.waitForInput(timeoutMilliseconds: Int(heartbeatSeconds * 1000),
-                                        alsoWatching: fromCoordinator.map { [$0.descriptor] } ?? [])
-            }
+            let ready = try waitForMessages(timeoutMilliseconds: Int(heartbeatSeconds * 1000))
             if !ready.descriptors.isEmpty, let exit = try readPipe() { return exit }
             if ready.socket, let exit = try readSocket() { return exit }
             let now = MonotonicClock.now

@@ -33,6 +33,9 @@ public struct WorkerOptions: Sendable {
     /// The training set this worker loaded itself (`worker --data DIR`): a coordinator that
     /// trains on the same bytes sends only sample indices. Nil: the samples come in the tasks.
     public var trainingSet: Dataset?
+    /// Serve a range of the parameters at this endpoint when the coordinator asks
+    /// (`--parameter-servers`); `tcp://HOST:0` picks a free port. Nil: do not serve.
+    public var serveEndpoint: String?
 
     public init() {}
 }

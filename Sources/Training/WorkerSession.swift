@@ -109,11 +109,23 @@ extension WorkerNode {
         if precision != .fp32 { gradientScratch = Array(repeating: 0, count: welcome.spec.parameterCount) }
         gradientPool = SharedBufferPool(byteCount: welcome.spec.parameterCount * precision.bytesPerValue)
         lastHeard = MonotonicClock.now
+        workerIndex = Int(welcome.workerIndex)
+        serverLinks = []
+        serviceGeneration = nil
+        if let parameterServer {
+            // A new session: whatever it served belongs to the last one (the coordinator
+            // seeds it again if it serves in this one).
+            parameterServer.spec = welcome.spec
+            parameterServer.precision = welcome.precision
+            parameterServer.runSecret = try? loadRunSecret()
+            try send(ServeOffer(endpoint: parameterServer.endpoint, curvePublicKey: parameterServer.curvePublicKey).encode(),
+                     what: "the offer to serve")
+        }
         logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
         try attachSharedMemory(welcome)
     }
 
-    private func loadRunSecret() throws -> RunSecret {
+    func loadRunSecret() throws -> RunSecret {
         if let secret = options.runSecret { return secret }
         guard let path = options.runSecretPath else {
             throw RunSecretError.io(path: "(none)", reason: "no secret given; start the worker with --secret-file PATH (the file `coordinator --secret-file PATH` writes)")

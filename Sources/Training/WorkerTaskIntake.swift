@@ -58,7 +58,10 @@ extension WorkerNode {
                 if let exit = try connect(rejoining: true) { return exit }
             case .heartbeat, .welcome, .challenge:
                 break
-            case .hello, .result, .attach:
+            case .serverMap, .serveAssignment, .stepPlan, .snapshotRequest:
+                try handleParameterService(envelope)
+            case .hello, .result, .attach, .serveOffer, .weightsRange, .gradientRange, .receipt, .applied,
+                 .snapshotAnswer, .rangeRefused:
                 throw ProtocolError.unexpected(envelope.type)
             }
         } catch let failure as WorkerFailure {
@@ -91,9 +94,14 @@ extension WorkerNode {
         // it has open then: nobody needs its name any more.
         sharedActive = slot != nil && gradientSegment != nil
         if sharedActive { gradientSegment?.unlinkName() }
-        weightsStep = envelope.step
-        let ready = waitingTasks.filter { $0.step == envelope.step }
-        waitingTasks.removeAll { $0.step <= envelope.step }
+        try weightsArrived(step: envelope.step)
+    }
+
+    /// The weights of `step` are in: the tasks that came ahead of them run, older ones never will.
+    func weightsArrived(step: UInt64) throws {
+        weightsStep = step
+        let ready = waitingTasks.filter { $0.step == step }
+        waitingTasks.removeAll { $0.step <= step }
         for task in ready { try run(task) }
     }
 

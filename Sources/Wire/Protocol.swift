@@ -35,6 +35,7 @@ import NeuralNet
 /// |               |     | pinned CPU UInt16 (0xFFFF: not pinned)                          |                          |
 /// | 10 challenge  | c→w | the coordinator's run nonce [16]                                | –                        |
 /// | 11 index task | c→w | shard UInt32 · sample count UInt32 · feature count UInt32       | sample indices, UInt32   |
+/// | 12–22         |     | the parameter service: see `ParameterServiceMessages.swift`     |                          |
 ///
 /// Data where it is used: a worker started with `--data DIR` sends the digest of the
 /// training set it loaded in its hello. When it equals the coordinator's, the coordinator
@@ -71,7 +72,7 @@ import NeuralNet
 /// (see `PipeChannel`).
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
-    public static let version: UInt16 = 6
+    public static let version: UInt16 = 7
     public static let headerSize = 24
     /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
     /// `ZMQ_MAXMSGSIZE` and again by the decoder.
@@ -83,6 +84,9 @@ public enum WireProtocol {
 
 public enum MessageType: UInt16, Sendable, CaseIterable {
     case hello = 1, welcome, reject, weights, task, result, heartbeat, shutdown, attach, challenge, indexTask
+    // The parameter service (`ParameterServiceMessages.swift`).
+    case serveOffer, serverMap, serveAssignment, stepPlan, weightsRange, gradientRange, receipt, applied
+    case snapshotRequest, snapshotAnswer, rangeRefused
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

@@ -138,6 +138,9 @@ public final class ZMQSocket {
 
     deinit { zmq_close(handle) }
 
+    /// For `waitForInput(on:)` only.
+    fileprivate var pollHandle: UnsafeMutableRawPointer { handle }
+
     public func bind(_ endpoint: String) throws {
         try check("bind \(endpoint)") { zmq_bind(handle, endpoint) }
     }
@@ -276,6 +279,22 @@ public final class ZMQSocket {
         let ready = try check("poll") { zmq_poll(&item, 1, timeoutMilliseconds) }
         return ready > 0
     }
+}
+
+/// Waits on several sockets and descriptors at once: a worker that also serves a range of
+/// the parameters listens to its coordinator, its server socket and its links to the other
+/// servers in one poll. Returns which sockets have a message and which descriptors are
+/// readable or closed.
+public func waitForInput(on sockets: [ZMQSocket], alsoWatching descriptors: [Int32] = [],
+                         timeoutMilliseconds: Int) throws -> (sockets: [Bool], descriptors: [Int32]) {
+    var items = sockets.map { zmq_pollitem_t(socket: $0.pollHandle, fd: -1, events: Int16(ZMQ_POLLIN), revents: 0) }
+    for descriptor in descriptors { items.append(zmq_pollitem_t(socket: nil, fd: descriptor, events: Int16(ZMQ_POLLIN), revents: 0)) }
+    guard try check("poll", { zmq_poll(&items, Int32(items.count), timeoutMilliseconds) }) > 0 else {
+        return (Array(repeating: false, count: sockets.count), [])
+    }
+    let events = Int16(ZMQ_POLLIN) | Int16(POLLHUP) | Int16(ZMQ_POLLERR)
+    return (items.prefix(sockets.count).map { $0.revents & Int16(ZMQ_POLLIN) != 0 },
+            items.dropFirst(sockets.count).filter { $0.revents & events != 0 }.map(\.fd))
 }
 
 /// The libzmq version this process runs with, e.g. "4.3.4".

@@ -250,6 +250,14 @@ final class ProtocolTests: XCTestCase {
                 case .attach: _ = try AttachMessage(envelope)
                 case .challenge: _ = try Challenge(envelope)
                 case .heartbeat: break
+                case .serveOffer: _ = try ServeOffer(envelope)
+                case .serverMap: _ = try ServerMap(envelope, parameterCount: spec.parameterCount)
+                case .serveAssignment: _ = try ServeAssignment(envelope, parameterCount: spec.parameterCount)
+                case .stepPlan: _ = try StepPlan(envelope, shardCount: 3)
+                case .weightsRange, .gradientRange: _ = try RangeValuesHeader(envelope, parameterCount: spec.parameterCount)
+                case .receipt, .rangeRefused: _ = try ShardVerdictMessage(envelope)
+                case .applied, .snapshotRequest: _ = try GenerationMessage.decode(envelope)
+                case .snapshotAnswer: _ = try SnapshotAnswer(envelope, parameterCount: spec.parameterCount)
                 }
             } catch is ProtocolError {
                 refused += 1

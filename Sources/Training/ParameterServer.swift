@@ -1,0 +1,236 @@
+import Foundation
+import Logging
+import NeuralNet
+import Wire
+
+/// The server part of a serving worker (`worker --serve ENDPOINT`): a ROUTER that owns one
+/// range of the parameters and its optimizer state. Workers say hello to it proving the run
+/// secret, send it their range of each shard's gradient, and get back the range of each
+/// step's new weights; it tells the coordinator (through its worker's own link, `outbox`)
+/// what it accepted and when a step is applied.
+///
+/// Single-threaded: the worker's loop polls `socket` and calls `drain()`. Every message is
+/// checked; what fails is refused and counted (`rejectedMessages`), the first per peer logged.
+public final class ParameterServer {
+    let socket: ZMQSocket
+    /// Where workers connect (the port filled in).
+    public let endpoint: String
+    /// This server's CURVE public key ("" when the run is plain text): fresh at every start.
+    public let curvePublicKey: String
+    private let logger: Logger
+    private let nonce: [UInt8] = (0..<Challenge.nonceBytes).map { _ in UInt8.random(in: 0...255) }
+    /// Set once this worker joined the run (it proved the secret itself then).
+    var runSecret: RunSecret?
+    var spec: ModelSpec?
+    var precision = WirePrecision.fp32
+    private var admitted: Set<[UInt8]> = []
+    private var loggedPeers: Set<[UInt8]> = []
+    /// Messages for the coordinator, sent by the worker after each `drain`/`handle`.
+    public private(set) var outbox: [[OutgoingFrame]] = []
+    public private(set) var rejectedMessages = 0
+    public private(set) var staleMessages = 0
+    public private(set) var stepsApplied = 0
+
+    // The range being served, from the last assignment.
+    private var generation: UInt32?
+    private var update: RangeUpdate?
+    /// The step whose gradients are being collected (its weights are out).
+    private var step: UInt64 = 0
+    private var plan: StepPlan?
+    /// Each accepted shard's gradient range (`update.range.count` floats), and buffers kept
+    /// for the next ones: only what admitted peers sent is ever allocated.
+    private var gradients: [Int: UnsafeMutablePointer<Float>] = [:]
+    private var spareBuffers: [UnsafeMutablePointer<Float>] = []
+    private var bufferCount = 0
+    private var weightsPool = SharedBufferPool(byteCount: 0)
+
+    /// Binds `bindEndpoint` (port 0 picks one); with `curve`, as a CURVE server with a
+    /// fresh key pair.
+    public init(context: ZMQContext, bindEndpoint: String, curve: Bool, logger: Logger) throws {
+        self.logger = logger
+        UnpredictableRoutingIDs.seed()
+        socket = try ZMQSocket(context: context, type: .router)
+        try socket.setRouterMandatory(true)
+        if curve {
+            let pair = try CurveKeys.generate()
+            try socket.makeCurveServer(secretKey: pair.secretKey, zapDomain: CoordinatorServer.zapDomain)
+            curvePublicKey = pair.publicKey
+        } else {
+            try socket.setZAPDomain(CoordinatorServer.zapDomain)
+            curvePublicKey = ""
+        }
+        try socket.setMaximumMessageSize(bytes: WireProtocol.maximumMessageBytes)
+        try socket.setSendHighWaterMark(256)
+        try socket.setReceiveHighWaterMark(1024)
+        try socket.setKernelBufferSizes(bytes: 4 << 20)
+        let port = bindEndpoint.hasSuffix(":0") ? String(bindEndpoint.dropLast()) + "*" : bindEndpoint
+        try socket.bind(port)
+        endpoint = connectableEndpoint(socket.lastEndpoint)
+    }
+
+    deinit {
+        gradients.values.forEach { $0.deallocate() }
+        spareBuffers.forEach { $0.deallocate() }
+    }
+
+    public func takeOutbox() -> [[OutgoingFrame]] {
+        defer { outbox.removeAll() }
+        return outbox
+    }
+
+    /// Handles every message waiting on the socket.
+    public func drain() {
+        while let frames = try? socket.receive(timeoutMilliseconds: 0) {
+            guard frames.count >= 2 else { continue }
+            let identity = frames[0].bytes
+            do {
+                try handle(Envelope(frames: frames[1...]), from: identity)
+            } catch {
+                reject(identity, "\(error)")
+            }
+        }
+    }
+
+    private func handle(_ envelope: Envelope, from identity: [UInt8]) throws {
+        if envelope.type == .hello { return try hello(Hello(envelope), from: identity) }
+        guard admitted.contains(identity) else { return reject(identity, "\(envelope.type) from a peer that has not proven the run secret") }
+        switch envelope.type {
+        case .gradientRange: try gradientRange(envelope, from: identity)
+        case .heartbeat: break
+        default: throw ProtocolError.unexpected(envelope.type)
+        }
+    }
+
+    private func hello(_ hello: Hello, from identity: [UInt8]) throws {
+        guard let runSecret, runSecret.verifies(hello.proof, nonce: nonce, pid: hello.pid, name: hello.name) else {
+            if hello.proof.contains(where: { $0 != 0 }) {
+                reject(identity, "refused \(escapedForLog(hello.name)) (pid \(hello.pid)): its hello does not prove this run's secret")
+            }
+            send(Challenge(nonce: nonce).encode(), to: identity)
+            return
+        }
+        if admitted.insert(identity).inserted { logger.info("parameter server: admitted \(escapedForLog(hello.name)) (pid \(hello.pid))") }
+        // One that joins late gets the current weights at once.
+        if let update, let generation { sendWeights(update, generation: generation, to: [identity]) }
+    }
+
+    /// A message from the coordinator (through this worker's link).
+    func handleFromCoordinator(_ envelope: Envelope) throws {
+        guard let spec else { throw ProtocolError.unexpected(envelope.type) }
+        switch envelope.type {
+        case .serveAssignment:
+            assign(try ServeAssignment(envelope, parameterCount: spec.parameterCount), spec: spec)
+        case .stepPlan:
+            guard let update else { throw ProtocolError.unexpected(envelope.type) }
+            let plan = try StepPlan(envelope, shardCount: update.shardCount)
+            guard plan.generation == generation, plan.step == step else {
+                staleMessages += 1
+                return
+            }
+            self.plan = plan
+            for shard in gradients.keys where !plan.nonEmpty[shard] { release(shard) }
+            completeIfReady()
+        case .snapshotRequest:
+            let requested = try GenerationMessage.decode(envelope)
+            guard let update, let generation, requested == generation else {
+                staleMessages += 1
+                return
+            }
+            outbox.append(SnapshotAnswer(generation: generation, step: step, state: update.state).encode())
+        default:
+            throw ProtocolError.unexpected(envelope.type)
+        }
+    }
+
+    private func assign(_ assignment: ServeAssignment, spec: ModelSpec) {
+        generation = assignment.generation
+        step = assignment.step
+        precision = assignment.precision
+        update = RangeUpdate(state: assignment.state, settings: assignment.optimizer, spec: spec, shardCount: assignment.shardCount)
+        plan = nil
+        for shard in Array(gradients.keys) { release(shard) }
+        if bufferCount != assignment.state.range.count {
+            spareBuffers.forEach { $0.deallocate() }
+            spareBuffers = []
+            bufferCount = assignment.state.range.count
+        }
+        weightsPool = SharedBufferPool(byteCount: assignment.state.range.count * precision.bytesPerValue)
+        logger.notice("parameter server: serving parameters \(assignment.state.range) from step \(step) (generation \(assignment.generation))")
+        if let update { sendWeights(update, generation: assignment.generation, to: Array(admitted)) }
+    }
+
+    /// Checks a gradient range through and through; keeps the first finite one per shard.
+    private func gradientRange(_ envelope: Envelope, from identity: [UInt8]) throws {
+        guard let update, let generation, let spec else { return staleMessages += 1 }
+        let header = try RangeValuesHeader(envelope, parameterCount: spec.parameterCount)
+        guard let report = header.report else { throw ProtocolError.unexpected(envelope.type) }
+        guard header.generation == generation, envelope.step <= step else {
+            if header.generation > generation || envelope.step > step {
+                return reject(identity, "gradient for step \(envelope.step) (generation \(header.generation)); this server is at step \(step) (generation \(generation))")
+            }
+            return staleMessages += 1
+        }
+        guard envelope.step == step else { return staleMessages += 1 }
+        guard header.range == update.range else { return reject(identity, "gradient range \(header.range), this server owns \(update.range)") }
+        guard header.precision == precision else { return reject(identity, "gradient in \(header.precision), this run uses \(precision)") }
+        guard report.shard < update.shardCount else { return reject(identity, "shard \(report.shard), but a step has \(update.shardCount)") }
+        if let plan, !plan.nonEmpty[report.shard] { return reject(identity, "shard \(report.shard) has no samples in step \(step)") }
+        guard gradients[report.shard] == nil else { return staleMessages += 1 }  // a re-run: the first one counts
+        let buffer = spareBuffers.popLast() ?? .allocate(capacity: bufferCount)
+        let finite: Bool
+        do { finite = try header.decodeValues(envelope, into: buffer) } catch {
+            spareBuffers.append(buffer)
+            throw error
+        }
+        guard finite, report.lossSum.isFinite else {
+            spareBuffers.append(buffer)
+            reject(identity, "NaN or infinite gradient for shard \(report.shard) of step \(step)")
+            outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "NaN or infinite gradient range").encode())
+            return
+        }
+        gradients[report.shard] = buffer
+        outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
+        completeIfReady()
+    }
+
+    /// With the plan and every shard that has samples in: the update, the next weights out,
+    /// and `applied` to the coordinator.
+    private func completeIfReady() {
+        guard let plan, let update, let generation else { return }
+        for (shard, full) in plan.nonEmpty.enumerated() where full && gradients[shard] == nil { return }
+        update.apply(sampleCount: plan.sampleCount, gradient: { self.gradients[$0].map { UnsafePointer($0) } })
+        for shard in Array(gradients.keys) { release(shard) }
+        self.plan = nil
+        outbox.append(GenerationMessage.encode(.applied, step: step, generation: generation))
+        step += 1
+        stepsApplied += 1
+        sendWeights(update, generation: generation, to: Array(admitted))
+    }
+
+    private func release(_ shard: Int) {
+        if let buffer = gradients.removeValue(forKey: shard) { spareBuffers.append(buffer) }
+    }
+
+    /// The weights range of the current step, in the wire precision, to `peers`; a peer that
+    /// is gone is forgotten.
+    private func sendWeights(_ update: RangeUpdate, generation: UInt32, to peers: [[UInt8]]) {
+        let buffer = weightsPool.take()
+        update.parameters.withUnsafeBufferPointer { precision.encode($0.baseAddress!, count: $0.count, into: buffer.pointer) }
+        let frames = RangeValuesHeader(generation: generation, range: update.range, precision: precision)
+            .encode(step: step, values: buffer, offset: 0)
+        for peer in peers where !send(frames, to: peer) { admitted.remove(peer) }
+    }
+
+    @discardableResult
+    private func send(_ frames: [OutgoingFrame], to identity: [UInt8]) -> Bool {
+        (try? socket.send([.bytes(identity)] + frames, dontWait: true)) ?? false
+    }
+
+    private func reject(_ identity: [UInt8], _ reason: String) {
+        rejectedMessages += 1
+        let text = escapedForLog(reason, maximumLength: 400)
+        if loggedPeers.insert(identity).inserted {
+            logger.warning("parameter server: rejected a message from \(describe(identity: identity)): \(text) (further rejects from this peer are counted, not logged)")
+        }
+    }
+}

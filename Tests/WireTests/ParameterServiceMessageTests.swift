@@ -1,0 +1,141 @@
+import NeuralNet
+import Wire
+import XCTest
+
+/// The parameter service's messages: each round-trips, and each refuses what does not fit
+/// (ranges outside the model, wrong sizes, truncation, random bytes) with an error, no trap.
+final class ParameterServiceMessageTests: XCTestCase {
+    private func envelope(_ frames: [[UInt8]]) throws -> Envelope {
+        try Envelope(frames: frames.map { bytes in bytes.withUnsafeBytes { ZMQMessage(copying: $0) } }[...])
+    }
+
+    private func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
+        frames.map { frame in
+            switch frame {
+            case let .bytes(b): b
+            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
+            }
+        }
+    }
+
+    private func patch<T: FixedWidthInteger>(_ frame: inout [UInt8], at offset: Int, _ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { frame.replaceSubrange(offset..<(offset + $0.count), with: $0) }
+    }
+
+    private let settings = RangeOptimizerSettings(kind: .adam, learningRate: 0.01, decay: 1e-3, momentum: 0.9,
+                                                  beta1: 0.9, beta2: 0.999, epsilon: 1e-8, l2: 1e-4)
+
+    func testAssignmentAndSnapshotRoundTrip() throws {
+        let state = RangeState(range: ParameterRange(lower: 16, count: 3), iteration: 7, parameters: [1, -2, 3],
+                               optimizerState: [[0.1, 0.2, 0.3], [4, 5, 6]])
+        let assignment = ServeAssignment(generation: 2, step: 9, state: state, shardCount: 5, precision: .fp16, optimizer: settings)
+        XCTAssertEqual(try ServeAssignment(envelope(bytes(assignment.encode())), parameterCount: 19), assignment)
+        // A range past the model's end, and a bulk of the wrong size, are refused.
+        XCTAssertThrowsError(try ServeAssignment(envelope(bytes(assignment.encode())), parameterCount: 18))
+        var frames = bytes(assignment.encode())
+        frames[2].removeLast(4)
+        patch(&frames[0], at: 16, UInt64(frames[1].count + frames[2].count))
+        XCTAssertThrowsError(try ServeAssignment(envelope(frames), parameterCount: 19))
+        // A NaN value is refused.
+        var nan = bytes(assignment.encode())
+        patch(&nan[2], at: 4, Float.nan.bitPattern)
+        XCTAssertThrowsError(try ServeAssignment(envelope(nan), parameterCount: 19))
+        let answer = SnapshotAnswer(generation: 2, step: 11, state: state)
+        XCTAssertEqual(try SnapshotAnswer(envelope(bytes(answer.encode())), parameterCount: 19), answer)
+    }
+
+    func testServerMapMustCoverTheModelInOrder() throws {
+        let map = ServerMap(generation: 1, entries: [
+            .init(endpoint: "tcp://10.0.0.1:7000", range: ParameterRange(lower: 0, count: 32)),
+            .init(endpoint: "tcp://10.0.0.2:7000", range: ParameterRange(lower: 32, count: 8), curvePublicKey: String(repeating: "a", count: 40)),
+        ])
+        XCTAssertEqual(try ServerMap(envelope(bytes(map.encode())), parameterCount: 40), map)
+        XCTAssertThrowsError(try ServerMap(envelope(bytes(map.encode())), parameterCount: 41))  // a gap at the end
+        var gap = map
+        gap.entries[1] = .init(endpoint: "tcp://10.0.0.2:7000", range: ParameterRange(lower: 33, count: 7))
+        XCTAssertThrowsError(try ServerMap(envelope(bytes(gap.encode())), parameterCount: 40))
+        var hostile = map
+        hostile.entries[0].endpoint = "ipc:///tmp/x\n"
+        XCTAssertThrowsError(try ServerMap(envelope(bytes(hostile.encode())), parameterCount: 40))
+    }
+
+    func testStepPlanAndVerdictsRoundTrip() throws {
+        let plan = StepPlan(generation: 3, step: 4, sampleCount: 60, nonEmpty: [true, false, true, true, false, false, false, false, true])
+        XCTAssertEqual(try StepPlan(envelope(bytes(plan.encode())), shardCount: 9), plan)
+        XCTAssertThrowsError(try StepPlan(envelope(bytes(plan.encode())), shardCount: 8))
+        let report = ShardReport(shard: 2, worker: 5, sampleCount: 20, lossSum: 3.5, correctCount: 17, computeMicroseconds: 900)
+        for refusal in ["", "NaN or infinite gradient range"] {
+            let message = ShardVerdictMessage(generation: 3, step: 4, report: report, refusal: refusal)
+            XCTAssertEqual(try ShardVerdictMessage(envelope(bytes(message.encode()))), message)
+        }
+        var impossible = bytes(ShardVerdictMessage(generation: 3, step: 4, report: report).encode())
+        patch(&impossible[1], at: 4 + 12 + 8, UInt32(21))  // more correct than samples
+        XCTAssertThrowsError(try ShardVerdictMessage(envelope(impossible)))
+        XCTAssertEqual(try GenerationMessage.decode(envelope(bytes(GenerationMessage.encode(.applied, step: 4, generation: 3)))), 3)
+    }
+
+    func testGradientRangesAreCheckedAgainstTheModel() throws {
+        let values = SharedBuffer(byteCount: 64 * 2)
+        let floats = (0..<64).map { Float($0) / 8 }
+        floats.withUnsafeBufferPointer { WirePrecision.fp16.encode($0.baseAddress!, count: 64, into: values.pointer) }
+        let report = ShardReport(shard: 1, worker: 0, sampleCount: 10, lossSum: 1, correctCount: 3, computeMicroseconds: 5)
+        let header = RangeValuesHeader(generation: 1, report: report, range: ParameterRange(lower: 32, count: 16), precision: .fp16)
+        let frames = bytes(header.encode(step: 2, values: values, offset: 64))
+        let decoded = try RangeValuesHeader(envelope(frames), parameterCount: 64)
+        XCTAssertEqual(decoded, header)
+        var out = [Float](repeating: 0, count: 16)
+        XCTAssertTrue(try out.withUnsafeMutableBufferPointer { try decoded.decodeValues(envelope(frames), into: $0.baseAddress!) })
+        XCTAssertEqual(out, Array(floats[32..<48]))
+        // Out of the model, empty, oversized, an unknown precision: refused.
+        for (offset, value) in [(36, UInt32(64)), (40, UInt32(0)), (40, UInt32(33)), (40, UInt32.max)] {
+            var bad = frames
+            patch(&bad[1], at: offset, value)
+            XCTAssertThrowsError(try RangeValuesHeader(envelope(bad), parameterCount: 64), "offset \(offset) value \(value)")
+        }
+        var precision = frames
+        precision[1][44] = 9
+        XCTAssertThrowsError(try RangeValuesHeader(envelope(precision), parameterCount: 64))
+        var short = frames
+        short[2].removeLast(2)
+        patch(&short[0], at: 16, UInt64(short[1].count + short[2].count))
+        XCTAssertThrowsError(try RangeValuesHeader(envelope(short), parameterCount: 64))
+    }
+
+    /// Truncations and random bytes in every message's meta: errors, never a trap.
+    func testTruncatedAndRandomMetaIsRefused() throws {
+        let state = RangeState(range: ParameterRange(lower: 0, count: 2), iteration: 0, parameters: [1, 2], optimizerState: [[0, 0]])
+        let samples: [[OutgoingFrame]] = [
+            ServeAssignment(generation: 0, step: 0, state: state, shardCount: 2, precision: .fp32,
+                            optimizer: RangeOptimizerSettings(kind: .sgd, learningRate: 0.1, decay: 0, momentum: 0.9,
+                                                              beta1: 0.9, beta2: 0.999, epsilon: 1e-8, l2: 0)).encode(),
+            ServerMap(generation: 0, entries: [.init(endpoint: "tcp://a:1", range: ParameterRange(lower: 0, count: 2))]).encode(),
+            StepPlan(generation: 0, step: 0, sampleCount: 4, nonEmpty: [true, true]).encode(),
+            ServeOffer(endpoint: "tcp://a:1").encode(),
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for frames in samples {
+            let original = bytes(frames)
+            for cut in 0..<original[1].count {
+                var truncated = original
+                truncated[1] = Array(original[1].prefix(cut))
+                patch(&truncated[0], at: 16, UInt64(truncated.dropFirst().reduce(0) { $0 + $1.count }))
+                XCTAssertThrowsError(try decodeAny(envelope(truncated)))
+            }
+            for _ in 0..<200 {
+                var random = original
+                random[1] = random[1].map { _ in UInt8.random(in: 0...255, using: &generator) }
+                _ = try? decodeAny(envelope(random))
+            }
+        }
+    }
+
+    private func decodeAny(_ envelope: Envelope) throws {
+        switch envelope.type {
+        case .serveAssignment: _ = try ServeAssignment(envelope, parameterCount: 2)
+        case .serverMap: _ = try ServerMap(envelope, parameterCount: 2)
+        case .stepPlan: _ = try StepPlan(envelope, shardCount: 2)
+        case .serveOffer: _ = try ServeOffer(envelope)
+        default: XCTFail("\(envelope.type)")
+        }
+    }
+}
