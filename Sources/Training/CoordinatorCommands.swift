@@ -47,6 +47,7 @@ extension CoordinatorServer {
         case let .declareLost(id, reason):
             counters.lostWorkers += 1
             logger.warning("worker \(name(of: id)) is lost: \(reason)")
+            noteLost(id)
         case let .welcomeBack(id):
             logger.notice("worker \(name(of: id)) is back")
         case let .waitForWorkers(live, needed, waited):

@@ -67,6 +67,8 @@ extension CoordinatorServer {
             handleAttach(envelope, from: identity)
         case .heartbeat:
             if peers[identity] == nil { askToRegister(identity, "heartbeat") }
+        case .serveOffer, .receipt, .rangeRefused, .applied, .snapshotAnswer:
+            handleParameterService(envelope, from: identity)
         default:
             reject(from: identity, reason: "\(ProtocolError.unexpected(envelope.type))")
         }
@@ -114,6 +116,7 @@ extension CoordinatorServer {
         sendRaw(welcome.encode(), to: identity)
         // After the welcome: joining may hand it shards at once (a step waiting for workers).
         apply(.workerJoined(peer.index))
+        sendServerMap(to: peer)
         if known == nil { logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live") }
     }
 
@@ -236,6 +239,21 @@ extension CoordinatorServer {
         peer.stepComputeSeconds += compute
         peer.lastStepCounted = currentStep
         apply(.resultAccepted(peer.index, shard: shard))
+    }
+
+    private func handleParameterService(_ envelope: Envelope, from identity: [UInt8]) {
+        guard let peer = peers[identity] else { return askToRegister(identity, "\(envelope.type)") }
+        do {
+            if envelope.type == .serveOffer {
+                let offer = try ServeOffer(envelope)
+                if peer.serveOffer == nil { logger.info("worker \(peer.name) offers to serve parameters at \(offer.endpoint)") }
+                peer.serveOffer = offer
+            } else {
+                try handleServerMessage(envelope, from: peer)
+            }
+        } catch {
+            reject(from: identity, reason: "\(error)")
+        }
     }
 
     /// A worker of an earlier run of this coordinator (it restarted, say from a checkpoint)

@@ -35,6 +35,9 @@ public struct CoordinatorOptions: Sendable {
     /// carries the same digest gets sample indices instead of samples (nil: every worker
     /// gets samples).
     public var trainingSetDigest: [UInt8]?
+    /// Serving workers that own the parameters and the optimizer, one range each (0: the
+    /// coordinator updates everything itself).
+    public var parameterServers = 0
 
     public init() {}
 

@@ -59,6 +59,8 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Who sent each shard's accepted result, by shard.
     var resultSenders: [[UInt8]?] = []
     weak var currentModel: Sequential?
+    /// The parameter service, when this run has one (`--parameter-servers`).
+    let service: ParameterServiceState?
 
     public init(options: CoordinatorOptions, spec: ModelSpec, logger: Logger) throws {
         self.options = options
@@ -67,6 +69,7 @@ public final class CoordinatorServer: ShardGradientSource {
         self.weightsPool = SharedBufferPool(byteCount: spec.parameterCount * options.precision.bytesPerValue)
         self.logger = logger
         self.scheduler = StepScheduler(settings: options.scheduling)
+        self.service = options.parameterServers > 0 ? ParameterServiceState(serverCount: options.parameterServers) : nil
         var feed: SharedStepFeed?
         if options.sharedMemory {
             do {
@@ -109,6 +112,10 @@ public final class CoordinatorServer: ShardGradientSource {
         results.reset()
         if resultSenders.count != results.shardCount { resultSenders = Array(repeating: nil, count: results.shardCount) }
         for peer in peers.values { peer.stepComputeSeconds = 0 }
+        if let service {
+            defer { currentBatch = nil; currentResults = nil }
+            return try computeShardsRemotely(step: step, batch: batch, next: next, results: results, service: service)
+        }
 
         stepWeights = StepWeights(step: step, count: spec.parameterCount, precision: options.precision, pool: weightsPool) {
             [weak model, precision = options.precision] destination in

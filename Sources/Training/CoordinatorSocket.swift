@@ -35,8 +35,11 @@ extension CoordinatorServer {
             // not 0xFF took that path and aborted the coordinator at exit. Workers speak ZMTP 3.
             try socket.setZAPDomain(zapDomain)
         }
-        // A result is the largest thing a worker sends; nothing bigger is accepted.
-        try socket.setMaximumMessageSize(bytes: spec.parameterCount * options.precision.bytesPerValue + 4096)
+        // A result is the largest thing a worker sends, or with a parameter service a
+        // server's snapshot answer (its range, and up to two optimizer buffers, in fp32);
+        // nothing bigger is accepted.
+        let valueBytes = options.parameterServers > 0 ? 3 * 4 : options.precision.bytesPerValue
+        try socket.setMaximumMessageSize(bytes: spec.parameterCount * valueBytes + 4096)
         try socket.setSendHighWaterMark(64)
         try socket.setReceiveHighWaterMark(256)
         // Room in the kernel for a whole weights or gradient message (hundreds of KB).

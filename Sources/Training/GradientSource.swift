@@ -19,10 +19,33 @@ public protocol ShardGradientSource: AnyObject {
     /// Where the trainer may build the batch of `step` so that the source need not copy it
     /// (the coordinator's shared batch slot); nil: anywhere.
     func batchBuffer(forStep step: Int) -> SharedBuffer?
+
+    /// Whether the source applies each step's update itself (a parameter service): the
+    /// trainer then skips its own sum, L2 and optimizer step, counts the iteration only, and
+    /// brings the state home (`bringHome`) before it evaluates, checkpoints or finishes.
+    var appliesUpdates: Bool { get }
+    /// For a source that applies updates: the state to continue from, at the start and
+    /// after a rollback.
+    func seed(from checkpoint: Checkpoint) throws
+    /// For a source that applies updates: the parameters and optimizer state as of `step`,
+    /// into `model` and `optimizer`. May throw `ParameterServiceRollback`.
+    func bringHome(step: Int, into model: Sequential, optimizer: inout Optimizer) throws
 }
 
 extension ShardGradientSource {
     public func batchBuffer(forStep step: Int) -> SharedBuffer? { nil }
+    public var appliesUpdates: Bool { false }
+    public func seed(from checkpoint: Checkpoint) throws {}
+    public func bringHome(step: Int, into model: Sequential, optimizer: inout Optimizer) throws {}
+}
+
+/// Thrown by a source that applies updates when it lost state it cannot rebuild alone (a
+/// parameter server): the trainer goes back to its last snapshot, seeds the source from it
+/// and replays the steps since, which gives the same bits.
+public struct ParameterServiceRollback: Error, CustomStringConvertible {
+    public let reason: String
+    public init(reason: String) { self.reason = reason }
+    public var description: String { reason }
 }
 
 /// Seconds spent per phase of the steps so far, summed over the steps.

@@ -43,6 +43,8 @@ public struct RunSummary: Codable, Sendable {
     public var rerunShards: Int
     public var workerStats: [WorkerSummary]
     public var history: [EpochReport]
+    /// With `--parameter-servers`: who served what, receipts, rollbacks (absent otherwise).
+    public var parameterService: ParameterServiceSummary?
 
     public init(mode: String, trainer: Trainer, workers: Int, network: NetworkCounters = NetworkCounters(),
                 workerStats: [WorkerSummary] = []) {

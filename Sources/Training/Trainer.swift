@@ -70,6 +70,13 @@ public final class Trainer {
     private var nextBatch: BatchView?
     private var nextBatchWanted = false
 
+    /// With a source that applies updates: steps between the snapshots the trainer brings
+    /// home and keeps in memory, to roll back to when the source loses state.
+    public var snapshotEvery = 50
+    private var lastSnapshot: Checkpoint?
+    /// Times the run went back to a snapshot.
+    public private(set) var rollbacks = 0
+
     /// Called with a snapshot every `checkpointEvery` steps and at the end of every epoch.
     public var onCheckpoint: ((Checkpoint) throws -> Void)?
     public var checkpointEvery: Int?
@@ -116,6 +123,30 @@ public final class Trainer {
     /// An error thrown by `onStep` or `onEpoch` (a report that cannot be written) stops the
     /// run; the last checkpoint written stays the last good one.
     public func run(onStep: (StepReport) throws -> Void = { _ in }, onEpoch: (EpochReport) throws -> Void = { _ in }) throws {
+        guard source.appliesUpdates else { return try runEpochs(onStep: onStep, onEpoch: onEpoch) }
+        lastSnapshot = checkpoint()
+        try source.seed(from: lastSnapshot!)
+        while true {
+            do {
+                return try runEpochs(onStep: onStep, onEpoch: onEpoch)
+            } catch let rollback as ParameterServiceRollback {
+                guard let lastSnapshot else { throw rollback }
+                rollbacks += 1
+                try restore(lastSnapshot)
+                try source.seed(from: lastSnapshot)
+            }
+        }
+    }
+
+    /// A source that applies updates hands back the parameters and optimizer state, which
+    /// become the snapshot to roll back to.
+    private func bringHome(keepingSnapshot: Bool = true) throws {
+        guard source.appliesUpdates else { return }
+        try source.bringHome(step: step, into: model, optimizer: &optimizer)
+        if keepingSnapshot { lastSnapshot = checkpoint() }
+    }
+
+    private func runEpochs(onStep: (StepReport) throws -> Void, onEpoch: (EpochReport) throws -> Void) throws {
         while epoch < config.epochs && step < totalSteps {
             if stepInEpoch == 0 {
                 epochStartGenerator = dataGenerator
@@ -124,11 +155,14 @@ public final class Trainer {
                 epochSeconds = 0
             }
             try runSteps(onStep: onStep)
+            // Home for the evaluation; the snapshot once the epoch's end is counted.
+            try bringHome(keepingSnapshot: false)
             let complete = stepInEpoch == stepsPerEpoch
             // A run stopped by --max-steps inside an epoch reports the part it did, but stays
             // inside the epoch, so a checkpoint taken now continues it exactly.
             let report = complete ? finishEpoch() : partialEpochReport()
             history.append(report)
+            if source.appliesUpdates { lastSnapshot = checkpoint() }
             // The checkpoint first: a report that cannot be written then costs no progress.
             try onCheckpoint?(checkpoint())
             try onEpoch(report)
@@ -160,9 +194,9 @@ public final class Trainer {
             epochStatistics += statistics
             stepInEpoch += 1
             epochSeconds = MonotonicClock.now - start
-            if let every = checkpointEvery, every > 0, step % every == 0, stepInEpoch < stepsPerEpoch {
-                try onCheckpoint?(checkpoint())
-            }
+            let checkpointDue = checkpointEvery.map { $0 > 0 && step % $0 == 0 && stepInEpoch < stepsPerEpoch } ?? false
+            if source.appliesUpdates && (checkpointDue || step % max(1, snapshotEvery) == 0) { try bringHome() }
+            if checkpointDue { try onCheckpoint?(checkpoint()) }
             try onStep(StepReport(epoch: epoch + 1, stepInEpoch: stepInEpoch, stepsPerEpoch: stepsPerEpoch,
                               step: step, batchStatistics: statistics,
                               learningRate: optimizer.currentLearningRate,
@@ -247,6 +281,12 @@ public final class Trainer {
             throw TrainingError.nonFiniteLoss(step: step, epoch: epoch + 1, learningRate: optimizer.currentLearningRate)
         }
         lap(&mark)
+        if source.appliesUpdates {
+            // Updated where the parameters live; the count keeps the learning rate in step.
+            optimizer.iteration += 1
+            step += 1
+            return statistics
+        }
         let gradientSum = results.reduce()
         L2Regularization.addGradient(coefficient: config.l2, spec: model.spec, parameters: model.parameters,
                                      sampleCount: batch.sampleCount, to: gradientSum)

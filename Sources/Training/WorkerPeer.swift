@@ -14,6 +14,8 @@ final class WorkerPeer {
     /// It holds the coordinator's training set (its hello's digest matched): its socket
     /// link sends sample indices instead of samples.
     var holdsTrainingSet = false
+    /// Where it serves a parameter range, if it offered to (`worker --serve`).
+    var serveOffer: ServeOffer?
 
     var shardsDone = 0
     var stepsDone = 0

@@ -29,13 +29,13 @@ public final class WorkerSpawner {
     /// while another idles.
     /// Each worker gets `runSecret` in `RunSecret.environmentVariable`.
     public func spawn(count: Int, endpoint: String, extraArguments: [String] = [], secretKeys: [String] = [],
-                      runSecret: RunSecret? = nil, pinning: Bool = false) throws {
+                      runSecret: RunSecret? = nil, servingCount: Int = 0, pinning: Bool = false) throws {
         let executable = Self.workerExecutable()
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw SpawnError(reason: "no worker executable at \(executable.path); build it with `swift build`")
         }
         let plan = LaunchPlan(executable: executable, endpoint: endpoint, extraArguments: extraArguments,
-                              secretKeys: secretKeys, runSecret: runSecret, pinning: pinning)
+                              secretKeys: secretKeys, runSecret: runSecret, servingCount: servingCount, pinning: pinning)
         for index in 0..<count {
             processes.append(try plan.launch(index))
             plans.append(plan)
@@ -79,6 +79,8 @@ private struct LaunchPlan {
     let extraArguments: [String]
     let secretKeys: [String]
     let runSecret: RunSecret?
+    /// The first this many serve a parameter range (`worker --serve`, on a free loopback port).
+    let servingCount: Int
     let pinning: Bool
 
     func launch(_ index: Int) throws -> Process {
@@ -87,6 +89,7 @@ private struct LaunchPlan {
         process.arguments = ["--connect", endpoint, "--name", "worker-\(index)",
                              "--parent-pid", String(getpid())] + extraArguments
             + (pinning ? ["--cpu", String(CPUAffinity.allowedCPU(index))] : [])
+            + (index < servingCount ? ["--serve", "tcp://127.0.0.1:0"] : [])
         var environment = ProcessInfo.processInfo.environment
         // Workers compute on one thread each: no OpenBLAS thread pool (it would be made
         // when the library loads, before the worker could pin itself).

@@ -37,16 +37,25 @@ struct DistributedRun {
             if let secret = options.curveSecretKey { arguments += ["--curve-server-key", try CurveKeys.publicKey(forSecret: secret)] }
             try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
                               secretKeys: spawnedWorkerSecrets, runSecret: secret,
+                              servingCount: min(count, command.parameterServers),
                               pinning: command.pinWorkers && count <= CPUAffinity.allowedCount)
             server.respawnExitedWorkers = { spawner.respawnExited() }
         }
         do {
             try server.waitForWorkers(count: workerCount, timeoutSeconds: options.startupTimeoutSeconds)
+            if options.parameterServers > 0 {
+                try server.waitForParameterServers(count: options.parameterServers, timeoutSeconds: options.startupTimeoutSeconds)
+            }
             let trainer = try command.makeTrainer(config: config, train: train, test: test, source: server, resumed: resumed)
             try command.run(trainer, reporter: reporter)
             server.shutdownWorkers(reason: "training finished")
-            let summary = RunSummary(mode: "distributed", trainer: trainer, workers: workerCount,
+            var summary = RunSummary(mode: "distributed", trainer: trainer, workers: workerCount,
                                      network: server.counters, workerStats: server.workerSummaries)
+            summary.parameterService = server.parameterServiceSummary
+            if let service = summary.parameterService {
+                let servers = service.servers.map { "\($0.name) (\($0.parameters) parameters)" }.joined(separator: ", ")
+                logger.notice("parameter service: \(servers); \(service.receipts) receipts, \(service.rollbacks) rollbacks, generation \(service.generation)")
+            }
             try command.finish(trainer: trainer, summary: summary, reporter: reporter)
         } catch {
             server.shutdownWorkers(reason: "the coordinator stopped: \(error)")
@@ -71,7 +80,10 @@ struct DistributedRun {
         options.startupTimeoutSeconds = command.startupTimeout
         options.precision = command.precision
         options.dropout = config.dropoutMasks
-        options.sharedMemory = command.sharedMemory
+        options.parameterServers = command.parameterServers
+        // With a parameter service, weights and gradients travel between workers and servers;
+        // the coordinator's shared-memory path for them would carry nothing.
+        options.sharedMemory = command.sharedMemory && command.parameterServers == 0
         options.batchSlotSamples = config.batchSize
         options.busyWaitSeconds = Double(command.busyWaitUs) / 1e6
         var spawnedWorkerSecrets: [String] = []

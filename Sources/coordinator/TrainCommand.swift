@@ -75,6 +75,12 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Start this many local worker processes (implies --workers).")
     var spawnWorkers: Int?
 
+    @Option(help: "Many hosts: R workers started with `worker --serve ENDPOINT` each own one range of the parameters and its optimizer state; workers send each server its range of every gradient and get that range of the new weights from it, and the coordinator only schedules. With --spawn-workers N, the first R spawned workers serve. 0: the coordinator updates everything (default).")
+    var parameterServers = 0
+
+    @Option(help: "With --parameter-servers: steps between the snapshots of the parameters the coordinator keeps in memory; a lost server's range is rebuilt from the last one and the steps since are replayed.")
+    var snapshotEvery = 50
+
     @Option(help: "ZeroMQ endpoint to bind.")
     var bind = "tcp://127.0.0.1:5555"
 

@@ -96,6 +96,7 @@ extension TrainCommand {
             OutputFile.standardError.writeIgnoringErrors(
                 "warning: \(resume!) does not record its --wire-precision (an older format); continuing with \(precision) as given\n")
         }
+        trainer.snapshotEvery = snapshotEvery
         if let path = checkpoint ?? resume {
             trainer.checkpointEvery = checkpointEvery
             trainer.onCheckpoint = { try $0.save(to: path) }

@@ -80,6 +80,14 @@ extension TrainCommand {
         if let count = workers ?? spawnWorkers, count < 1 {
             throw ValidationError("the number of workers must be at least 1")
         }
+        guard (0...ParameterServiceLimits.maximumServers).contains(parameterServers) else {
+            throw ValidationError("--parameter-servers must be 0 to \(ParameterServiceLimits.maximumServers) (got \(parameterServers))")
+        }
+        if parameterServers > 0 && local { throw ValidationError("--parameter-servers needs workers, not --local") }
+        if parameterServers > startingWorkerCount {
+            throw ValidationError("--parameter-servers \(parameterServers) is more than the \(startingWorkerCount) workers the run starts with")
+        }
+        guard snapshotEvery >= 1 else { throw ValidationError("--snapshot-every must be at least 1") }
     }
 
     func parseHidden() throws -> [Int] {

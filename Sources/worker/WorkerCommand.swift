@@ -86,6 +86,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "With --data: use only the first N training samples (as `coordinator --train-limit`).")
     var trainLimit: Int?
 
+    @Option(help: ArgumentHelp("Offer to serve a range of the parameters at this endpoint (tcp://HOST:PORT; port 0 picks a free one) for a coordinator run with --parameter-servers; other workers connect to it, so HOST must be an address they reach.", valueName: "endpoint"))
+    var serve: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
 
@@ -101,6 +104,9 @@ struct WorkerCommand: ParsableCommand {
         if let trainLimit, trainLimit <= 0 { throw ValidationError("--train-limit must be positive (got \(trainLimit))") }
         if trainLimit != nil && data == nil { throw ValidationError("--train-limit needs --data") }
         guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
+        if let serve, !serve.hasPrefix("tcp://") || !serve.contains(":") {
+            throw ValidationError("--serve takes tcp://HOST:PORT (got '\(serve)')")
+        }
     }
 
     /// The model named by --hidden or --model (nil: any).
@@ -148,6 +154,7 @@ struct WorkerCommand: ParsableCommand {
         options.sharedMemory = sharedMemory
         options.busyWaitSeconds = Double(busyWaitUs) / 1e6
         options.pinnedCPU = pinError == nil ? cpu.map(Int.init) : nil
+        options.serveEndpoint = serve
         try addCredentials(to: &options)
         try addTrainingSet(to: &options, logger: logger)
         let exit: WorkerExit

@@ -1,0 +1,258 @@
+import Foundation
+import NeuralNet
+import Wire
+
+/// The coordinator's view of the parameter service (`--parameter-servers R`): who serves
+/// which range in which generation, and what the servers said about the step in progress.
+final class ParameterServiceState {
+    let serverCount: Int
+    var ranges: [ParameterRange] = []
+    /// The worker serving each range, by range.
+    var servers: [WorkerID] = []
+    var generation: UInt32 = 0
+    /// Per shard of the current step: each server's receipt, by range index.
+    var receipts: [[Int: ShardReport]] = []
+    /// Ranges whose server applied the current step.
+    var applied: Set<Int> = []
+    var snapshots: [Int: SnapshotAnswer] = [:]
+    /// Receipts for the next step, which come while this one waits for its last `applied`
+    /// (a server that applied a step sends the next weights at once): kept for that step.
+    var early: [(server: Int, message: ShardVerdictMessage)] = []
+    /// Set when a serving worker is lost: the step loop rolls back.
+    var lostServer: String?
+    var receiptCount = 0
+    var rollbacks = 0
+
+    init(serverCount: Int) { self.serverCount = serverCount }
+
+    func serverIndex(of worker: WorkerID) -> Int? { servers.firstIndex(of: worker) }
+}
+
+/// For the run summary.
+public struct ParameterServiceSummary: Codable, Sendable, Equatable {
+    public struct Server: Codable, Sendable, Equatable {
+        public var name: String
+        public var parameters: Int
+    }
+
+    public var servers: [Server]
+    public var generation: Int
+    public var receipts: Int
+    public var rollbacks: Int
+}
+
+extension CoordinatorServer {
+    public var appliesUpdates: Bool { service != nil }
+
+    public var parameterServiceSummary: ParameterServiceSummary? {
+        guard let service else { return nil }
+        return ParameterServiceSummary(servers: zip(service.servers, service.ranges).map { .init(name: name(of: $0), parameters: $1.count) },
+                                       generation: Int(service.generation), receipts: service.receiptCount,
+                                       rollbacks: service.rollbacks)
+    }
+
+    /// Live workers that offered to serve, by index.
+    private var servingCandidates: [WorkerPeer] {
+        peersByIndex.keys.sorted().compactMap { peersByIndex[$0] }.filter { isAlive($0) && $0.serveOffer != nil }
+    }
+
+    /// Serves hellos until `count` serving workers are live.
+    public func waitForParameterServers(count: Int, timeoutSeconds: Double) throws {
+        let start = MonotonicClock.now
+        while servingCandidates.count < count {
+            if MonotonicClock.now - start > timeoutSeconds {
+                throw CoordinatorError.gaveUp(reason: "only \(servingCandidates.count) of \(count) parameter servers (workers started with --serve) joined within \(Int(timeoutSeconds)) s")
+            }
+            try pump(timeoutMilliseconds: 100)
+            apply(.tick)
+        }
+    }
+
+    /// Seeds every server with its range of `checkpoint` in a new generation (live servers
+    /// keep their range, a lost one's goes to a spare serving worker) and tells every worker
+    /// the new map.
+    public func seed(from checkpoint: Checkpoint) throws {
+        guard let service else { return }
+        if service.ranges.isEmpty {
+            guard let ranges = ParameterRanges.split(parameterCount: spec.parameterCount, into: service.serverCount) else {
+                throw CoordinatorError.gaveUp(reason: "--parameter-servers \(service.serverCount) is more than \(spec.parameterCount) parameters can be cut into (blocks of \(ParameterRanges.alignment))")
+            }
+            service.ranges = ranges
+        }
+        var spares = servingCandidates.map(\.index).filter { !service.servers.contains($0) }
+        service.servers = try (0..<service.serverCount).map { range in
+            if range < service.servers.count, scheduler.isAlive(service.servers[range]) { return service.servers[range] }
+            guard !spares.isEmpty else {
+                throw CoordinatorError.gaveUp(reason: "the parameter server of range \(service.ranges[range]) was lost and no spare serving worker is live; start more workers with --serve")
+            }
+            return spares.removeFirst()
+        }
+        service.generation += 1
+        service.lostServer = nil
+        for (index, range) in service.ranges.enumerated() {
+            let state = RangeState(range: range, iteration: checkpoint.iteration,
+                                   parameters: Array(checkpoint.parameters[range.lower..<range.upper]),
+                                   optimizerState: checkpoint.optimizerState.map { Array($0[range.lower..<range.upper]) })
+            let assignment = ServeAssignment(generation: service.generation, step: UInt64(checkpoint.step), state: state,
+                                             shardCount: checkpoint.config.shardCount, precision: options.precision,
+                                             optimizer: checkpoint.config.rangeOptimizerSettings)
+            if let peer = peersByIndex[service.servers[index]] { send(assignment.encode(), to: peer) }
+        }
+        for peer in peers.values where isAlive(peer) { sendServerMap(to: peer) }
+        let who = zip(service.servers, service.ranges).map { "\(name(of: $0)) \($1.count)" }.joined(separator: ", ")
+        logger.notice("parameter service generation \(service.generation) from step \(checkpoint.step): \(who) parameters")
+    }
+
+    /// The current map, to a worker (after its welcome, or a new generation).
+    func sendServerMap(to peer: WorkerPeer) {
+        guard let service, !service.servers.isEmpty else { return }
+        let entries = zip(service.servers, service.ranges).compactMap { server, range in
+            peersByIndex[server]?.serveOffer.map { ServerMap.Entry(endpoint: $0.endpoint, range: range, curvePublicKey: $0.curvePublicKey) }
+        }
+        guard entries.count == service.servers.count else { return }
+        send(ServerMap(generation: service.generation, entries: entries).encode(), to: peer)
+    }
+
+    /// A worker that is lost was maybe a server: then the run must roll back.
+    func noteLost(_ id: WorkerID) {
+        guard let service, let index = service.serverIndex(of: id), service.lostServer == nil else { return }
+        service.lostServer = "parameter server \(name(of: id)) (parameters \(service.ranges[index])) was lost"
+    }
+
+    // MARK: One step
+
+    func computeShardsRemotely(step: Int, batch: BatchView, next: () -> BatchView?, results: ShardResults,
+                               service: ParameterServiceState) throws {
+        let mark = MonotonicClock.now
+        var pending: [Int] = []
+        for shard in 0..<results.shardCount {
+            if batch.sampleCount(ofShard: shard) == 0 { results.complete(shard, statistics: BatchStatistics()) } else { pending.append(shard) }
+        }
+        service.receipts = Array(repeating: [:], count: results.shardCount)
+        service.applied = []
+        let plan = StepPlan(generation: service.generation, step: UInt64(step), sampleCount: batch.sampleCount,
+                            nonEmpty: (0..<results.shardCount).map { batch.sampleCount(ofShard: $0) > 0 })
+        for server in service.servers { if let peer = peersByIndex[server] { send(plan.encode(), to: peer) } }
+        apply(.stepStarted(step: step, shards: pending))
+        let early = service.early
+        service.early = []
+        for (server, message) in early where message.generation == service.generation { take(message, fromServer: server, service: service) }
+        if let next = next() { prefetch(next, step: step + 1) }
+        timing.sendSeconds += MonotonicClock.now - mark
+        while !results.isComplete || service.applied.count < service.serverCount {
+            if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }
+            if let lost = service.lostServer {
+                service.rollbacks += 1
+                logger.warning("\(lost): rolling back to the last snapshot and replaying the steps since")
+                throw ParameterServiceRollback(reason: lost)
+            }
+            try pump(timeoutMilliseconds: 50)
+            apply(.tick)
+        }
+        timing.computeSeconds += peers.values.map(\.stepComputeSeconds).max() ?? 0
+        for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
+    }
+
+    /// Receipts, refusals, `applied` and snapshot answers from a server's worker.
+    func handleServerMessage(_ envelope: Envelope, from peer: WorkerPeer) throws {
+        guard let service else { throw ProtocolError.unexpected(envelope.type) }
+        let generation: UInt32
+        switch envelope.type {
+        case .receipt, .rangeRefused:
+            let message = try ShardVerdictMessage(envelope)
+            generation = message.generation
+            guard let server = current(generation, peer, service) else { return }
+            take(message, fromServer: server, service: service)
+        case .applied:
+            generation = try GenerationMessage.decode(envelope)
+            guard let server = current(generation, peer, service), Int(envelope.step) == currentStep else { return counters.staleResults += 1 }
+            service.applied.insert(server)
+        case .snapshotAnswer:
+            let answer = try SnapshotAnswer(envelope, parameterCount: spec.parameterCount)
+            guard let server = current(answer.generation, peer, service) else { return }
+            service.snapshots[server] = answer
+        default:
+            throw ProtocolError.unexpected(envelope.type)
+        }
+    }
+
+    /// The range index `peer` serves in `generation`, or nil (counted) for a message of
+    /// another generation or from a worker that does not serve.
+    private func current(_ generation: UInt32, _ peer: WorkerPeer, _ service: ParameterServiceState) -> Int? {
+        guard let index = service.serverIndex(of: peer.index), generation == service.generation else {
+            if generation > service.generation || service.serverIndex(of: peer.index) == nil {
+                reject(from: peer.identity, reason: "a parameter server's message from \(peer.name), which does not serve generation \(generation)")
+            } else {
+                counters.staleResults += 1
+            }
+            return nil
+        }
+        return index
+    }
+
+    private func take(_ message: ShardVerdictMessage, fromServer server: Int, service: ParameterServiceState) {
+        let report = message.report
+        if Int(message.step) == currentStep + 1 && service.early.count < 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount) {
+            return service.early.append((server, message))
+        }
+        guard Int(message.step) == currentStep, let results = currentResults, let batch = currentBatch,
+              report.shard < results.shardCount else { return counters.staleResults += 1 }
+        if !message.refusal.isEmpty {
+            // The coordinator cannot recompute here: the shard goes to another worker.
+            apply(.linkFailed(report.worker, reason: "parameter server \(name(of: service.servers[server])) refused its gradient of shard \(report.shard): \(escapedForLog(message.refusal))"))
+            return
+        }
+        guard report.sampleCount == batch.sampleCount(ofShard: report.shard) else {
+            return reject(from: peersByIndex[service.servers[server]]?.identity ?? [], reason: "receipt for shard \(report.shard) counts \(report.sampleCount) samples; the shard has \(batch.sampleCount(ofShard: report.shard))")
+        }
+        guard service.receipts[report.shard][server] == nil else { return counters.staleResults += 1 }
+        service.receipts[report.shard][server] = report
+        service.receiptCount += 1
+        guard service.receipts[report.shard].count == service.serverCount, !results.isComplete(report.shard) else { return }
+        results.complete(report.shard, statistics: BatchStatistics(sampleCount: report.sampleCount, lossSum: report.lossSum,
+                                                                   correctCount: report.correctCount))
+        // The scheduler hears of the shard from a worker it gave the shard to (with re-runs,
+        // servers may have kept different, bit-identical copies).
+        let senders = Set(service.receipts[report.shard].values.map(\.worker)).sorted()
+        guard let sender = senders.first(where: {
+            scheduler.verdict(from: $0, step: currentStep, shard: report.shard, shardCount: results.shardCount) == .accept
+        }), let peer = peersByIndex[sender] else { return }
+        peer.shardsDone += 1
+        let compute = Double(report.computeMicroseconds) / 1e6
+        peer.computeSeconds += compute
+        peer.stepComputeSeconds += compute
+        peer.lastStepCounted = currentStep
+        apply(.resultAccepted(sender, shard: report.shard))
+    }
+
+    /// Asks every server for its range and optimizer state and puts them into `model` and
+    /// `optimizer`.
+    public func bringHome(step: Int, into model: Sequential, optimizer: inout Optimizer) throws {
+        guard let service else { return }
+        service.snapshots = [:]
+        let request = GenerationMessage.encode(.snapshotRequest, step: UInt64(step), generation: service.generation)
+        for server in service.servers { if let peer = peersByIndex[server] { send(request, to: peer) } }
+        let start = MonotonicClock.now
+        while service.snapshots.count < service.serverCount {
+            if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }
+            if let lost = service.lostServer ?? (MonotonicClock.now - start > options.scheduling.workerTimeoutSeconds * 3 ? "the parameter servers did not answer a snapshot request" : nil) {
+                service.rollbacks += 1
+                logger.warning("\(lost): rolling back to the last snapshot and replaying the steps since")
+                throw ParameterServiceRollback(reason: lost)
+            }
+            try pump(timeoutMilliseconds: 50)
+            apply(.tick)
+        }
+        var state = optimizer.state
+        for (index, range) in service.ranges.enumerated() {
+            let answer = service.snapshots[index]!
+            guard answer.step == UInt64(step), answer.state.range == range, answer.state.iteration == optimizer.iteration,
+                  answer.state.optimizerState.count == state.count else {
+                throw CoordinatorError.gaveUp(reason: "parameter server \(name(of: service.servers[index])) answered the snapshot with range \(answer.state.range) at step \(answer.step), iteration \(answer.state.iteration); expected \(range) at step \(step), iteration \(optimizer.iteration)")
+            }
+            model.parameters.replaceSubrange(range.lower..<range.upper, with: answer.state.parameters)
+            for buffer in state.indices { state[buffer].replaceSubrange(range.lower..<range.upper, with: answer.state.optimizerState[buffer]) }
+        }
+        optimizer.state = state
+    }
+}
