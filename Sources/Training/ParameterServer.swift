@@ -164,16 +164,16 @@ public final class ParameterServer {
         guard let update, let generation, let spec else { return staleMessages += 1 }
         let header = try RangeValuesHeader(envelope, parameterCount: spec.parameterCount)
         guard let report = header.report else { throw ProtocolError.unexpected(envelope.type) }
-        guard header.generation == generation, envelope.step <= step else {
-            if header.generation > generation || envelope.step > step {
+        // What is wrong in any step first, then whether it is this step's.
+        guard header.range == update.range else { return reject(identity, "gradient range \(header.range), this server owns \(update.range)") }
+        guard header.precision == precision else { return reject(identity, "gradient in \(header.precision), this run uses \(precision)") }
+        guard report.shard < update.shardCount else { return reject(identity, "shard \(report.shard), but a step has \(update.shardCount)") }
+        guard header.generation == generation, envelope.step == step else {
+            if header.generation > generation || (header.generation == generation && envelope.step > step) {
                 return reject(identity, "gradient for step \(envelope.step) (generation \(header.generation)); this server is at step \(step) (generation \(generation))")
             }
             return staleMessages += 1
         }
-        guard envelope.step == step else { return staleMessages += 1 }
-        guard header.range == update.range else { return reject(identity, "gradient range \(header.range), this server owns \(update.range)") }
-        guard header.precision == precision else { return reject(identity, "gradient in \(header.precision), this run uses \(precision)") }
-        guard report.shard < update.shardCount else { return reject(identity, "shard \(report.shard), but a step has \(update.shardCount)") }
         if let plan, !plan.nonEmpty[report.shard] { return reject(identity, "shard \(report.shard) has no samples in step \(step)") }
         guard gradients[report.shard] == nil else { return staleMessages += 1 }  // a re-run: the first one counts
         let buffer = spareBuffers.popLast() ?? .allocate(capacity: bufferCount)

@@ -164,6 +164,9 @@ struct WorkerCommand: ParsableCommand {
             if node.rejectedMessages > 0 {
                 logger.notice("\(node.rejectedMessages) malformed messages from the coordinator were refused in all")
             }
+            if let server = node.parameterServer {
+                logger.notice("parameter server: applied \(server.stepsApplied) steps; refused \(server.rejectedMessages) messages, \(server.staleMessages) stale")
+            }
             if options.trainingSet != nil {
                 logger.info("\(node.tasksGathered) of \(node.tasksDone) tasks gathered from this worker's own training set")
             }

@@ -1,0 +1,166 @@
+import Foundation
+import NeuralNet
+import Training
+import Wire
+import XCTest
+
+/// `coordinator --parameter-servers R` with real processes over real sockets: servers own
+/// ranges of the parameters and the optimizer, and the result is `--local`'s, bit for bit.
+final class ParameterServiceTests: SyntheticDataTestCase {
+    private var common: [String] {
+        ["--data", data, "--hidden", "32", "--batch-size", "60", "--max-steps", "40", "--epochs", "50",
+         "--quiet", "--seed", "7", "--shards", "3"]
+    }
+
+    /// For runs whose log lines a test waits for (`--quiet` keeps only warnings).
+    private var logged: [String] { common.filter { $0 != "--quiet" } }
+
+    private func spawned(_ workers: Int, servers: Int, _ extra: [String] = []) throws -> RunResult {
+        try runCoordinator(common + extra + ["--spawn-workers", "\(workers)", "--parameter-servers", "\(servers)",
+                                             "--bind", "tcp://127.0.0.1:*", "--snapshot-every", "7"])
+    }
+
+    /// One and two servers, plain, fp16 on the wire, and Adam with L2: `--local`'s hash.
+    func testServedRunsReproduceTheLocalRunBitForBit() throws {
+        for extra in [[], ["--wire-precision", "fp16"], ["--optimizer", "adam", "--learning-rate", "0.002", "--l2", "1e-4"]] {
+            let local = try runCoordinator(common + extra + ["--local"])
+            XCTAssertEqual(local.status, 0, local.errors)
+            for (workers, servers) in [(2, 1), (3, 2)] where extra.isEmpty || servers == 2 {
+                let run = try spawned(workers, servers: servers, extra)
+                XCTAssertEqual(run.status, 0, run.errors)
+                XCTAssertEqual(run.sha, local.sha, "\(workers) workers, \(servers) servers, \(extra):\n\(run.errors)")
+                let service = run.summary["parameter_service"] as? [String: Any] ?? [:]
+                let served = (service["servers"] as? [[String: Any]] ?? []).compactMap { $0["parameters"] as? Int }
+                XCTAssertEqual(served.count, servers)
+                XCTAssertEqual(served.reduce(0, +), run.summary["parameters"] as? Int)
+                // Every non-empty shard of every step, once per server.
+                XCTAssertEqual(service["receipts"] as? Int, 40 * 3 * servers)
+                XCTAssertEqual(service["rollbacks"] as? Int, 0)
+            }
+        }
+        // Without servers nothing changes, and the summary has no section for them.
+        let plain = try runCoordinator(common + ["--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*"])
+        XCTAssertNil(plain.summary["parameter_service"])
+    }
+
+    /// CURVE on every link, the servers' too (each with a fresh key pair): the same hash.
+    func testCurveRunWithTwoServers() throws {
+        let folder = scratchFolder + "ps-keys-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let keygen = try Child("coordinator", ["keygen", "--name", "coordinator", "--output", folder])
+        XCTAssertEqual(keygen.wait(seconds: 30), 0, keygen.errors)
+        let keys = try Child("coordinator", ["keygen", "--name", "nobody", "--output", folder + "/authorised"])
+        XCTAssertEqual(keys.wait(seconds: 30), 0, keys.errors)
+        let local = try runCoordinator(common + ["--local"])
+        let run = try spawned(3, servers: 2, ["--curve-secret-key", folder + "/coordinator.key",
+                                              "--authorized-keys", folder + "/authorised", "--log-level", "info"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        XCTAssertEqual(run.sha, local.sha, run.errors)
+        XCTAssertGreaterThanOrEqual(run.errors.components(separatedBy: "parameter server: admitted").count - 1, 6, run.errors)
+    }
+
+    /// A serving worker killed with SIGKILL mid-run: a spare serving worker takes its range
+    /// from the last snapshot, the steps since are replayed, and the hash is `--local`'s.
+    func testALostServerIsRebuiltFromTheSnapshotAndTheHashStays() throws {
+        let steps = ["--max-steps", "400"]
+        let local = try runCoordinator(common + steps + ["--local"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let port = freePort()
+        let summary = scratchFolder + "ps-kill-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let coordinator = try Child("coordinator", logged + steps + [
+            "--workers", "3", "--parameter-servers", "2", "--bind", "tcp://127.0.0.1:\(port)", "--snapshot-every", "10",
+            "--worker-timeout", "2", "--summary", summary])
+        let workers = try (0..<3).map { index in
+            try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "s\(index)", "--serve", "tcp://127.0.0.1:0"])
+        }
+        XCTAssertTrue(coordinator.waitFor("parameter service generation 1", seconds: 60), coordinator.errors)
+        let line = try XCTUnwrap(coordinator.errors.components(separatedBy: "\n").first { $0.contains("generation 1 from step") })
+        let server = try XCTUnwrap((0..<3).first { line.contains(": s\($0) ") || line.contains(", s\($0) ") })
+        // Mid-run: two epochs (and snapshots) done, more than twenty to go.
+        XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output)
+        kill(workers[server].pid, SIGKILL)
+        XCTAssertEqual(coordinator.wait(seconds: 240), 0, coordinator.errors)
+        let result = readSummary(summary)
+        XCTAssertEqual(result["weights_sha256"] as? String, local.sha, coordinator.errors)
+        let service = result["parameter_service"] as? [String: Any] ?? [:]
+        XCTAssertGreaterThanOrEqual(service["rollbacks"] as? Int ?? 0, 1, coordinator.errors)
+        XCTAssertGreaterThanOrEqual(service["generation"] as? Int ?? 0, 2)
+        XCTAssertFalse((service["servers"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "s\(server)" })
+        XCTAssertTrue(coordinator.errors.contains("rolling back to the last snapshot"), coordinator.errors)
+        for (index, worker) in workers.enumerated() where index != server { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }
+    }
+
+    /// A peer without the proof is refused; malformed, out-of-range and mutated gradient
+    /// ranges from a peer with it are refused and counted; the run is not disturbed.
+    func testHostilePeersAreRefusedAndCounted() throws {
+        let local = try runCoordinator(common + ["--max-steps", "400", "--local"])
+        let port = freePort()
+        let secretPath = scratchFolder + "ps-secret-\(getpid())"
+        let summary = scratchFolder + "ps-hostile-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let coordinator = try Child("coordinator", logged + ["--max-steps", "400",
+            "--workers", "2", "--parameter-servers", "1", "--bind", "tcp://127.0.0.1:\(port)", "--secret-file", secretPath,
+            "--summary", summary])
+        let serving = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "server", "--serve", "tcp://127.0.0.1:0",
+                                           "--secret-file", secretPath])
+        let plain = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "plain", "--secret-file", secretPath])
+        XCTAssertTrue(serving.waitFor("serving a parameter range at ", seconds: 60), serving.errors)
+        let endpoint = try XCTUnwrap(serving.errors.components(separatedBy: "serving a parameter range at ").last?
+            .prefix { !$0.isWhitespace }).description
+        XCTAssertTrue(coordinator.waitFor("parameter service generation 1", seconds: 60), coordinator.errors)
+
+        let context = try ZMQContext()
+        // Without the proof: a gradient range, then a hello with a made-up proof.
+        let stranger = try ZMQSocket(context: context, type: .dealer)
+        try stranger.connect(endpoint)
+        let values = SharedBuffer(byteCount: 1 << 20)
+        let report = ShardReport(shard: 0, worker: 99, sampleCount: 20, lossSum: 1, correctCount: 1, computeMicroseconds: 1)
+        try stranger.send(Hello(pid: 1, name: "stranger", proof: Array(repeating: 7, count: 32)).encode())
+        try stranger.send(RangeValuesHeader(generation: 1, report: report, range: ParameterRange(lower: 0, count: 10), precision: .fp32)
+            .encode(step: 0, values: values, offset: 0))
+        XCTAssertNotNil(try stranger.receive(timeoutMilliseconds: 5000))  // a challenge, nothing else
+
+        // With the proof: admitted, it learns the range and step from the weights it gets.
+        let peer = try ZMQSocket(context: context, type: .dealer)
+        try peer.connect(endpoint)
+        try peer.send(Hello(pid: 2, name: "hostile").encode())
+        let challenge = try Challenge(Envelope(frames: try XCTUnwrap(peer.receive(timeoutMilliseconds: 5000))[...]))
+        let secret = try RunSecret.read(from: secretPath)
+        try peer.send(Hello(pid: 2, name: "hostile", proof: secret.proof(nonce: challenge.nonce, pid: 2, name: "hostile")).encode())
+        let weights = try Envelope(frames: try XCTUnwrap(peer.receive(timeoutMilliseconds: 5000))[...])
+        let header = try RangeValuesHeader(weights, parameterCount: 784 * 32 + 32 + 32 * 10 + 10)
+        let range = header.range
+        let bad: [(ParameterRange, WirePrecision, Int)] = [
+            (ParameterRange(lower: 16, count: range.count - 16), .fp32, 0),  // not its range
+            (ParameterRange(lower: 0, count: range.count - 1), .fp32, 0),
+            (range, .fp16, 0),  // not the run's precision
+            (range, .fp32, 3),  // shard beyond the step's
+            (range, .fp32, 60000),
+        ]
+        for (badRange, precision, shard) in bad {
+            var mutated = report
+            mutated.shard = shard
+            try peer.send(RangeValuesHeader(generation: header.generation, report: mutated, range: badRange, precision: precision)
+                .encode(step: weights.step, values: values, offset: 0))
+        }
+        // Truncated, padded and random frames.
+        var frames = bytes(RangeValuesHeader(generation: header.generation, report: report, range: range, precision: .fp32)
+            .encode(step: weights.step, values: values, offset: 0))
+        frames[2].removeLast(8)
+        try peer.send(frames.map { .bytes($0) })
+        frames[2] += Array(repeating: 0, count: 16)
+        try peer.send(frames.map { .bytes($0) })
+        try peer.send([.bytes(Array(repeating: 0xAB, count: 24)), .bytes([1, 2, 3])])
+        try peer.send([.bytes([0x5A])])
+
+        XCTAssertEqual(coordinator.wait(seconds: 240), 0, coordinator.errors)
+        XCTAssertEqual(readSummary(summary)["weights_sha256"] as? String, local.sha)
+        XCTAssertEqual(serving.wait(seconds: 30), 0, serving.errors)
+        XCTAssertEqual(plain.wait(seconds: 30), 0, plain.errors)
+        XCTAssertTrue(serving.errors.contains("does not prove this run's secret"), serving.errors)
+        let refused = serving.errors.components(separatedBy: "parameter server: applied ").last?
+            .components(separatedBy: "refused ").dropFirst().first?.prefix { $0.isNumber }
+        XCTAssertGreaterThanOrEqual(Int(refused ?? "") ?? 0, 2 + bad.count + 4, serving.errors)
+    }
+}
