@@ -149,7 +149,9 @@ extension CoordinatorServer {
             try pump(timeoutMilliseconds: 50)
             apply(.tick)
         }
-        timing.computeSeconds += peers.values.map(\.stepComputeSeconds).max() ?? 0
+        let slowest = peers.values.map(\.stepComputeSeconds).max() ?? 0
+        timing.computeSeconds += slowest
+        timing.networkWaitSeconds += max(0, MonotonicClock.now - mark - slowest)
         for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
     }
 
@@ -198,7 +200,11 @@ extension CoordinatorServer {
         guard Int(message.step) == currentStep, let results = currentResults, let batch = currentBatch,
               report.shard < results.shardCount else { return counters.staleResults += 1 }
         if !message.refusal.isEmpty {
-            // The coordinator cannot recompute here: the shard goes to another worker.
+            // The coordinator cannot recompute here: the shard goes to another worker. Only a
+            // worker that holds the shard can be blamed (the report names the sender).
+            guard scheduler.verdict(from: report.worker, step: currentStep, shard: report.shard,
+                                    shardCount: results.shardCount) == .accept else { return counters.staleResults += 1 }
+            counters.rejectedMessages += 1
             apply(.linkFailed(report.worker, reason: "parameter server \(name(of: service.servers[server])) refused its gradient of shard \(report.shard): \(escapedForLog(message.refusal))"))
             return
         }

@@ -182,7 +182,10 @@ public final class ParameterServer {
             spareBuffers.append(buffer)
             throw error
         }
-        guard finite, report.lossSum.isFinite else {
+        // A finite loss with a non-finite gradient is a broken worker: refused, and the
+        // coordinator gives the shard to another. A non-finite loss is a run that diverged:
+        // taken as it is, so that the coordinator stops the run with the usual error.
+        guard finite || !report.lossSum.isFinite else {
             spareBuffers.append(buffer)
             reject(identity, "NaN or infinite gradient for shard \(report.shard) of step \(step)")
             outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "NaN or infinite gradient range").encode())
