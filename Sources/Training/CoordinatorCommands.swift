@@ -50,6 +50,7 @@ extension CoordinatorServer {
             noteLost(id)
         case let .welcomeBack(id):
             logger.notice("worker \(name(of: id)) is back")
+            if let peer = peersByIndex[id] { sendServerMap(to: peer) }
         case let .waitForWorkers(live, needed, waited):
             reportWait(live: live, needed: needed, waitedSeconds: waited)
         case .respawnWorkers:

@@ -160,6 +160,11 @@ extension CoordinatorServer {
             askToRegister(identity, "result")
             return
         }
+        // With parameter servers a result goes to them; one sent here (a worker without the
+        // map) is refused, and the shard's deadline gives it to another.
+        guard service == nil else {
+            return reject(from: identity, reason: "a result sent to the coordinator, but this run's gradients go to its parameter servers")
+        }
         let start = MonotonicClock.now
         defer { timing.receiveSeconds += MonotonicClock.now - start }
         let header: ResultHeader

@@ -98,7 +98,7 @@ extension CoordinatorServer {
                                              optimizer: checkpoint.config.rangeOptimizerSettings)
             if let peer = peersByIndex[service.servers[index]] { send(assignment.encode(), to: peer) }
         }
-        for peer in peers.values where isAlive(peer) { sendServerMap(to: peer) }
+        for peer in peers.values { sendServerMap(to: peer) }  // sent to those the scheduler reaches
         let who = zip(service.servers, service.ranges).map { "\(name(of: $0)) \($1.count)" }.joined(separator: ", ")
         logger.notice("parameter service generation \(service.generation) from step \(checkpoint.step): \(who) parameters")
     }
