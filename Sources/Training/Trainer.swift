@@ -1,31 +1,6 @@
 import MNISTData
 import NeuralNet
 
-/// Progress of a run, reported after every step and every epoch.
-public struct StepReport: Sendable {
-    public var epoch: Int
-    public var stepInEpoch: Int
-    public var stepsPerEpoch: Int
-    public var step: Int
-    public var batchStatistics: BatchStatistics
-    public var learningRate: Float
-    public var epochElapsedSeconds: Double
-    public var epochSamples: Int
-}
-
-public struct EpochReport: Sendable, Codable, Equatable {
-    public var epoch: Int
-    public var steps: Int
-    public var trainLoss: Double
-    public var trainAccuracy: Double
-    public var testLoss: Double?
-    public var testAccuracy: Double?
-    public var learningRate: Float
-    public var samplesPerSecond: Double
-    public var trainSeconds: Double
-    public var liveWorkers: Int
-}
-
 /// Why a run stopped early.
 public enum TrainingError: Error, CustomStringConvertible {
     case nonFiniteLoss(step: Int, epoch: Int, learningRate: Float)
@@ -318,23 +293,5 @@ public final class Trainer {
         combined.optimizerSeconds = timing.optimizerSeconds
         combined.batchSeconds = timing.batchSeconds
         return combined
-    }
-}
-
-public enum Evaluation {
-    public static func statistics(of model: Sequential, on dataset: Dataset, chunk: Int = 1000) -> BatchStatistics {
-        var total = BatchStatistics()
-        dataset.pixels.withUnsafeBufferPointer { pixels in
-            dataset.labels.withUnsafeBufferPointer { labels in
-                var start = 0
-                while start < dataset.count {
-                    let rows = min(chunk, dataset.count - start)
-                    total += model.evaluate(pixels: pixels.baseAddress! + start * dataset.featureCount,
-                                            labels: labels.baseAddress! + start, rows: rows)
-                    start += rows
-                }
-            }
-        }
-        return total
     }
 }
