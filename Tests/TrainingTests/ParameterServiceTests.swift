@@ -163,4 +163,71 @@ final class ParameterServiceTests: SyntheticDataTestCase {
             .components(separatedBy: "refused ").dropFirst().first?.prefix { $0.isNumber }
         XCTAssertGreaterThanOrEqual(Int(refused ?? "") ?? 0, 2 + bad.count + 4, serving.errors)
     }
+
+    /// A worker whose gradient ranges hold NaN with a finite loss (a broken worker, from a
+    /// raw socket that does everything else right): the server refuses them and tells the
+    /// coordinator, which gives the shard to another worker; the hash stays `--local`'s.
+    func testANaNGradientRangeSendsTheShardElsewhere() throws {
+        let steps = ["--max-steps", "60"]
+        let local = try runCoordinator(common + steps + ["--local"])
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let summary = scratchFolder + "ps-nan-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let coordinator = try Child("coordinator", logged + steps + ["--workers", "2", "--parameter-servers", "1",
+                                                                     "--bind", endpoint, "--summary", summary])
+        let context = try ZMQContext()
+        let socket = try ZMQSocket(context: context, type: .dealer)
+        try socket.connect(endpoint)
+        let welcome = try XCTUnwrap(try joinAsWorker(socket, endpoint: endpoint, name: "nan-worker"), coordinator.errors)
+        let serving = try Child("worker", ["--connect", endpoint, "--name", "server", "--serve", "tcp://127.0.0.1:0"])
+        let count = welcome.spec.parameterCount
+        let nan = SharedBuffer(byteCount: count * 4)
+        nan.pointer.bindMemory(to: Float.self, capacity: count).update(repeating: .nan, count: count)
+        var link: ZMQSocket?
+        var map: ServerMap?
+        var weightsStep: UInt64?
+        var tasks: [(step: UInt64, header: TaskHeader)] = []
+        var sent = 0
+        var stopped = false
+        while !stopped && coordinator.process.isRunning {
+            let ready = try waitForInput(on: [socket] + (link.map { [$0] } ?? []), timeoutMilliseconds: 100)
+            while ready.sockets[0], let frames = try socket.receive(timeoutMilliseconds: 0) {
+                let envelope = try Envelope(frames: frames[...])
+                switch envelope.type {
+                case .serverMap:
+                    map = try ServerMap(envelope, parameterCount: count)
+                    link = try ZMQSocket(context: context, type: .dealer)
+                    try link!.connect(map!.entries[0].endpoint)
+                    try link!.send(Hello(pid: 9, name: "nan-worker").encode())
+                case .task: tasks.append((envelope.step, try TaskHeader.decode(envelope, featureCount: welcome.spec.inputSize).0))
+                case .shutdown: stopped = true
+                default: break
+                }
+            }
+            while let link, ready.sockets.count > 1, ready.sockets[1], let frames = try link.receive(timeoutMilliseconds: 0) {
+                let envelope = try Envelope(frames: frames[...])
+                if envelope.type == .challenge {
+                    let secret = try RunSecret.read(from: try XCTUnwrap(RunSecret.defaultPath(forEndpoint: endpoint)))
+                    try link.send(Hello(pid: 9, name: "nan-worker",
+                                        proof: secret.proof(nonce: try Challenge(envelope).nonce, pid: 9, name: "nan-worker")).encode())
+                } else if envelope.type == .weightsRange {
+                    weightsStep = envelope.step
+                }
+            }
+            for task in tasks where task.step == weightsStep {
+                let report = ShardReport(shard: Int(task.header.shard), worker: Int(welcome.workerIndex),
+                                         sampleCount: Int(task.header.sampleCount), lossSum: 1, correctCount: 0, computeMicroseconds: 1)
+                try link?.send(RangeValuesHeader(generation: map!.generation, report: report, range: map!.entries[0].range,
+                                                 precision: .fp32).encode(step: task.step, values: nan, offset: 0))
+                sent += 1
+            }
+            if let weightsStep { tasks.removeAll { $0.step <= weightsStep } }
+        }
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        XCTAssertEqual(serving.wait(seconds: 30), 0, serving.errors)
+        XCTAssertGreaterThan(sent, 0, coordinator.errors)
+        XCTAssertEqual(readSummary(summary)["weights_sha256"] as? String, local.sha, coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains("refused its gradient of shard"), coordinator.errors)
+        XCTAssertTrue(serving.errors.contains("NaN or infinite gradient"), serving.errors)
+    }
 }
