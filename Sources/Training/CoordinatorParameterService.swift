@@ -194,6 +194,11 @@ extension CoordinatorServer {
 
     private func take(_ message: ShardVerdictMessage, fromServer server: Int, service: ParameterServiceState) {
         let report = message.report
+        if message.refusal.isEmpty, peersByIndex[report.worker] != nil {
+            // A receipt is the coordinator's only news that a worker answered a task (late or
+            // re-run ones included): that meets its deadline, as a result would.
+            apply(.workerHeard(report.worker, answeredTask: true))
+        }
         if Int(message.step) == currentStep + 1 && service.early.count < 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount) {
             return service.early.append((server, message))
         }

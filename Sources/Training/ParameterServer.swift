@@ -172,10 +172,11 @@ public final class ParameterServer {
             if header.generation > generation || (header.generation == generation && envelope.step > step) {
                 return reject(identity, "gradient for step \(envelope.step) (generation \(header.generation)); this server is at step \(step) (generation \(generation))")
             }
-            return staleMessages += 1
+            return acknowledgeStale(report, step: envelope.step, generation: header.generation)
         }
         if let plan, !plan.nonEmpty[report.shard] { return reject(identity, "shard \(report.shard) has no samples in step \(step)") }
-        guard gradients[report.shard] == nil else { return staleMessages += 1 }  // a re-run: the first one counts
+        // A re-run: the first one counts.
+        guard gradients[report.shard] == nil else { return acknowledgeStale(report, step: step, generation: generation) }
         let buffer = spareBuffers.popLast() ?? .allocate(capacity: bufferCount)
         let finite: Bool
         do { finite = try header.decodeValues(envelope, into: buffer) } catch {
@@ -194,6 +195,13 @@ public final class ParameterServer {
         gradients[report.shard] = buffer
         outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
         completeIfReady()
+    }
+
+    /// A late or duplicate gradient is not used, but the coordinator hears that its worker
+    /// answered (its deadline for that task is met), as from a stale result.
+    private func acknowledgeStale(_ report: ShardReport, step: UInt64, generation: UInt32) {
+        staleMessages += 1
+        outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
     }
 
     /// With the plan and every shard that has samples in: the update, the next weights out,
