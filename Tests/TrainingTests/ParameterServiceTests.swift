@@ -230,4 +230,18 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         XCTAssertTrue(coordinator.errors.contains("refused its gradient of shard"), coordinator.errors)
         XCTAssertTrue(serving.errors.contains("NaN or infinite gradient"), serving.errors)
     }
+
+    /// Checkpoints bring the servers' state home: a served run stopped at step 23 and resumed
+    /// (servers seeded from the checkpoint) ends where an uninterrupted `--local` run does.
+    func testAServedRunCheckpointsAndResumes() throws {
+        let local = try runCoordinator(common + ["--local"])
+        let checkpoint = scratchFolder + "ps-checkpoint-\(getpid()).bin"
+        defer { try? FileManager.default.removeItem(atPath: checkpoint) }
+        let first = try spawned(3, servers: 2, ["--max-steps", "23", "--checkpoint", checkpoint, "--checkpoint-every", "5"])
+        XCTAssertEqual(first.status, 0, first.errors)
+        XCTAssertEqual(first.summary["steps"] as? Int, 23)
+        let resumed = try spawned(3, servers: 2, ["--resume", checkpoint])
+        XCTAssertEqual(resumed.status, 0, resumed.errors)
+        XCTAssertEqual(resumed.sha, local.sha, resumed.errors)
+    }
 }
