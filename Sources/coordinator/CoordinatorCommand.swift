@@ -16,6 +16,8 @@ struct CoordinatorCommand: ParsableCommand {
           coordinator --spawn-workers 2        train with 2 local worker processes
           coordinator --workers 4 --bind tcp://127.0.0.1:5555
                                                wait for 4 workers started elsewhere
+          coordinator --spawn-workers 3 --parameter-servers 2
+                                               2 workers own the parameters, by range
           coordinator evaluate --model model.bin
                                                accuracy and confusion matrix
           coordinator predict --model model.bin digit.png
