@@ -93,7 +93,12 @@ public final class ParameterServer {
 
     private func handle(_ envelope: Envelope, from identity: [UInt8]) throws {
         if envelope.type == .hello { return try hello(Hello(envelope), from: identity) }
-        guard admitted.contains(identity) else { return reject(identity, "\(envelope.type) from a peer that has not proven the run secret") }
+        guard admitted.contains(identity) else {
+            // A worker whose connection was re-made has a new routing id: it says hello again.
+            reject(identity, "\(envelope.type) from a peer that has not proven the run secret")
+            send(Notice(reason: WireProtocol.unknownWorkerReason).encode(.reject), to: identity)
+            return
+        }
         switch envelope.type {
         case .gradientRange: try gradientRange(envelope, from: identity)
         case .heartbeat: break
@@ -232,9 +237,16 @@ public final class ParameterServer {
         for peer in peers where !send(frames, to: peer) { admitted.remove(peer) }
     }
 
+    /// False when the peer is gone (its connection closed); a peer whose queue is full (it
+    /// is not reading) just misses this message: it gets the next step's weights.
     @discardableResult
     private func send(_ frames: [OutgoingFrame], to identity: [UInt8]) -> Bool {
-        (try? socket.send([.bytes(identity)] + frames, dontWait: true)) ?? false
+        do {
+            _ = try socket.send([.bytes(identity)] + frames, dontWait: true)
+            return true
+        } catch {
+            return false
+        }
     }
 
     private func reject(_ identity: [UInt8], _ reason: String) {

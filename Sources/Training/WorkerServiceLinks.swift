@@ -96,6 +96,10 @@ extension WorkerNode {
                 switch envelope.type {
                 case .challenge: try answer(Challenge(envelope), on: link)
                 case .weightsRange: try receiveRange(envelope, from: link)
+                case .reject:
+                    // The server does not know this link (its connection was re-made): hello again.
+                    guard try Notice(envelope).reason == WireProtocol.unknownWorkerReason else { throw ProtocolError.unexpected(.reject) }
+                    _ = try WorkerFailure.during("saying hello to a parameter server") { try link.socket.send(link.hello.encode(), dontWait: true) }
                 default: throw ProtocolError.unexpected(envelope.type)
                 }
             } catch let failure as WorkerFailure {
