@@ -20,6 +20,13 @@ final class ParameterServiceState {
     var early: [(server: Int, message: ShardVerdictMessage)] = []
     /// Set when a serving worker is lost: the step loop rolls back.
     var lostServer: String?
+    /// Workers lost while serving: never picked to serve again in this run.
+    var lostServers: Set<WorkerID> = []
+    /// Shards of the current step with samples, those the scheduler has heard of (from
+    /// their first receipt), and since when it has heard of them all.
+    var pending: [Int] = []
+    var accepted: Set<Int> = []
+    var allAcceptedAt: Double?
     var receiptCount = 0
     var rollbacks = 0
 
@@ -51,9 +58,20 @@ extension CoordinatorServer {
                                        rollbacks: service.rollbacks)
     }
 
-    /// Live workers that offered to serve, by index.
+    /// Workers that offered to serve, by index: live, or suspect but still heard from (a
+    /// stalled server makes every worker miss its deadline), and never one lost while serving.
     private var servingCandidates: [WorkerPeer] {
-        peersByIndex.keys.sorted().compactMap { peersByIndex[$0] }.filter { isAlive($0) && $0.serveOffer != nil }
+        peersByIndex.keys.sorted().compactMap { peersByIndex[$0] }.filter { peer in
+            guard peer.serveOffer != nil, !(service?.lostServers.contains(peer.index) ?? false),
+                  let state = scheduler.workers[peer.index] else { return false }
+            return state.isAlive || MonotonicClock.now - state.lastHeard < 3 * options.scheduling.heartbeatSeconds
+        }
+    }
+
+    /// To a live worker as any message; to one the scheduler does not reach now (a suspect),
+    /// by every path, since a server or the map must reach it all the same.
+    private func sendEvenIfSuspect(_ frames: [OutgoingFrame], to peer: WorkerPeer) {
+        if scheduler.isReachable(peer.index) { send(frames, to: peer) } else { peer.link.sendByEveryPath(frames) }
     }
 
     /// Serves hellos until `count` serving workers are live.
@@ -80,8 +98,9 @@ extension CoordinatorServer {
             service.ranges = ranges
         }
         var spares = servingCandidates.map(\.index).filter { !service.servers.contains($0) }
+        let candidates = Set(servingCandidates.map(\.index))
         service.servers = try (0..<service.serverCount).map { range in
-            if range < service.servers.count, scheduler.isAlive(service.servers[range]) { return service.servers[range] }
+            if range < service.servers.count, candidates.contains(service.servers[range]) { return service.servers[range] }
             guard !spares.isEmpty else {
                 throw CoordinatorError.gaveUp(reason: "the parameter server of range \(service.ranges[range]) was lost and no spare serving worker is live; start more workers with --serve")
             }
@@ -96,9 +115,9 @@ extension CoordinatorServer {
             let assignment = ServeAssignment(generation: service.generation, step: UInt64(checkpoint.step), state: state,
                                              shardCount: checkpoint.config.shardCount, precision: options.precision,
                                              optimizer: checkpoint.config.rangeOptimizerSettings)
-            if let peer = peersByIndex[service.servers[index]] { send(assignment.encode(), to: peer) }
+            if let peer = peersByIndex[service.servers[index]] { sendEvenIfSuspect(assignment.encode(), to: peer) }
         }
-        for peer in peers.values { sendServerMap(to: peer) }  // sent to those the scheduler reaches
+        for peer in peers.values { sendServerMap(to: peer) }
         let who = zip(service.servers, service.ranges).map { "\(name(of: $0)) \($1.count)" }.joined(separator: ", ")
         logger.notice("parameter service generation \(service.generation) from step \(checkpoint.step): \(who) parameters")
     }
@@ -110,49 +129,14 @@ extension CoordinatorServer {
             peersByIndex[server]?.serveOffer.map { ServerMap.Entry(endpoint: $0.endpoint, range: range, curvePublicKey: $0.curvePublicKey) }
         }
         guard entries.count == service.servers.count else { return }
-        send(ServerMap(generation: service.generation, entries: entries).encode(), to: peer)
+        sendEvenIfSuspect(ServerMap(generation: service.generation, entries: entries).encode(), to: peer)
     }
 
     /// A worker that is lost was maybe a server: then the run must roll back.
     func noteLost(_ id: WorkerID) {
         guard let service, let index = service.serverIndex(of: id), service.lostServer == nil else { return }
+        service.lostServers.insert(id)
         service.lostServer = "parameter server \(name(of: id)) (parameters \(service.ranges[index])) was lost"
-    }
-
-    // MARK: One step
-
-    func computeShardsRemotely(step: Int, batch: BatchView, next: () -> BatchView?, results: ShardResults,
-                               service: ParameterServiceState) throws {
-        let mark = MonotonicClock.now
-        var pending: [Int] = []
-        for shard in 0..<results.shardCount {
-            if batch.sampleCount(ofShard: shard) == 0 { results.complete(shard, statistics: BatchStatistics()) } else { pending.append(shard) }
-        }
-        service.receipts = Array(repeating: [:], count: results.shardCount)
-        service.applied = []
-        let plan = StepPlan(generation: service.generation, step: UInt64(step), sampleCount: batch.sampleCount,
-                            nonEmpty: (0..<results.shardCount).map { batch.sampleCount(ofShard: $0) > 0 })
-        for server in service.servers { if let peer = peersByIndex[server] { send(plan.encode(), to: peer) } }
-        apply(.stepStarted(step: step, shards: pending))
-        let early = service.early
-        service.early = []
-        for (server, message) in early where message.generation == service.generation { take(message, fromServer: server, service: service) }
-        if let next = next() { prefetch(next, step: step + 1) }
-        timing.sendSeconds += MonotonicClock.now - mark
-        while !results.isComplete || service.applied.count < service.serverCount {
-            if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }
-            if let lost = service.lostServer {
-                service.rollbacks += 1
-                logger.warning("\(lost): rolling back to the last snapshot and replaying the steps since")
-                throw ParameterServiceRollback(reason: lost)
-            }
-            try pump(timeoutMilliseconds: 50)
-            apply(.tick)
-        }
-        let slowest = peers.values.map(\.stepComputeSeconds).max() ?? 0
-        timing.computeSeconds += slowest
-        timing.networkWaitSeconds += max(0, MonotonicClock.now - mark - slowest)
-        for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
     }
 
     /// Receipts, refusals, `applied` and snapshot answers from a server's worker.
@@ -190,50 +174,6 @@ extension CoordinatorServer {
             return nil
         }
         return index
-    }
-
-    private func take(_ message: ShardVerdictMessage, fromServer server: Int, service: ParameterServiceState) {
-        let report = message.report
-        if message.refusal.isEmpty, peersByIndex[report.worker] != nil {
-            // A receipt is the coordinator's only news that a worker answered a task (late or
-            // re-run ones included): that meets its deadline, as a result would.
-            apply(.workerHeard(report.worker, answeredTask: true))
-        }
-        if Int(message.step) == currentStep + 1 && service.early.count < 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount) {
-            return service.early.append((server, message))
-        }
-        guard Int(message.step) == currentStep, let results = currentResults, let batch = currentBatch,
-              report.shard < results.shardCount else { return counters.staleResults += 1 }
-        if !message.refusal.isEmpty {
-            // The coordinator cannot recompute here: the shard goes to another worker. Only a
-            // worker that holds the shard can be blamed (the report names the sender).
-            guard scheduler.verdict(from: report.worker, step: currentStep, shard: report.shard,
-                                    shardCount: results.shardCount) == .accept else { return counters.staleResults += 1 }
-            counters.rejectedMessages += 1
-            apply(.linkFailed(report.worker, reason: "parameter server \(name(of: service.servers[server])) refused its gradient of shard \(report.shard): \(escapedForLog(message.refusal))"))
-            return
-        }
-        guard report.sampleCount == batch.sampleCount(ofShard: report.shard) else {
-            return reject(from: peersByIndex[service.servers[server]]?.identity ?? [], reason: "receipt for shard \(report.shard) counts \(report.sampleCount) samples; the shard has \(batch.sampleCount(ofShard: report.shard))")
-        }
-        guard service.receipts[report.shard][server] == nil else { return counters.staleResults += 1 }
-        service.receipts[report.shard][server] = report
-        service.receiptCount += 1
-        guard service.receipts[report.shard].count == service.serverCount, !results.isComplete(report.shard) else { return }
-        results.complete(report.shard, statistics: BatchStatistics(sampleCount: report.sampleCount, lossSum: report.lossSum,
-                                                                   correctCount: report.correctCount))
-        // The scheduler hears of the shard from a worker it gave the shard to (with re-runs,
-        // servers may have kept different, bit-identical copies).
-        let senders = Set(service.receipts[report.shard].values.map(\.worker)).sorted()
-        guard let sender = senders.first(where: {
-            scheduler.verdict(from: $0, step: currentStep, shard: report.shard, shardCount: results.shardCount) == .accept
-        }), let peer = peersByIndex[sender] else { return }
-        peer.shardsDone += 1
-        let compute = Double(report.computeMicroseconds) / 1e6
-        peer.computeSeconds += compute
-        peer.stepComputeSeconds += compute
-        peer.lastStepCounted = currentStep
-        apply(.resultAccepted(sender, shard: report.shard))
     }
 
     /// Asks every server for its range and optimizer state and puts them into `model` and
