@@ -62,6 +62,21 @@ final class ParameterServiceTests: SyntheticDataTestCase {
     /// A serving worker killed with SIGKILL mid-run: a spare serving worker takes its range
     /// from the last snapshot, the steps since are replayed, and the hash is `--local`'s.
     func testALostServerIsRebuiltFromTheSnapshotAndTheHashStays() throws {
+        try loseAServer { kill($0, SIGKILL) }
+    }
+
+    /// A serving worker stopped (SIGSTOP) for longer than the worker timeout holds every
+    /// worker up: the server is blamed, not the workers, and the run goes on as above; the
+    /// stopped one, continued, is back as a worker.
+    func testAStalledServerIsReplacedAndTheHashStays() throws {
+        try loseAServer { pid in
+            kill(pid, SIGSTOP)
+            usleep(4_000_000)
+            kill(pid, SIGCONT)
+        }
+    }
+
+    private func loseAServer(_ disturb: (Int32) -> Void) throws {
         let steps = ["--max-steps", "400"]
         let local = try runCoordinator(common + steps + ["--local"])
         XCTAssertEqual(local.status, 0, local.errors)
@@ -79,7 +94,7 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         let server = try XCTUnwrap((0..<3).first { line.contains(": s\($0) ") || line.contains(", s\($0) ") })
         // Mid-run: two epochs (and snapshots) done, more than twenty to go.
         XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output)
-        kill(workers[server].pid, SIGKILL)
+        disturb(workers[server].pid)
         XCTAssertEqual(coordinator.wait(seconds: 240), 0, coordinator.errors)
         let result = readSummary(summary)
         XCTAssertEqual(result["weights_sha256"] as? String, local.sha, coordinator.errors)
