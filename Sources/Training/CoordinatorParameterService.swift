@@ -70,7 +70,7 @@ extension CoordinatorServer {
 
     /// To a live worker as any message; to one the scheduler does not reach now (a suspect),
     /// by every path, since a server or the map must reach it all the same.
-    private func sendEvenIfSuspect(_ frames: [OutgoingFrame], to peer: WorkerPeer) {
+    func sendEvenIfSuspect(_ frames: [OutgoingFrame], to peer: WorkerPeer) {
         if scheduler.isReachable(peer.index) { send(frames, to: peer) } else { peer.link.sendByEveryPath(frames) }
     }
 
@@ -182,7 +182,7 @@ extension CoordinatorServer {
         guard let service else { return }
         service.snapshots = [:]
         let request = GenerationMessage.encode(.snapshotRequest, step: UInt64(step), generation: service.generation)
-        for server in service.servers { if let peer = peersByIndex[server] { send(request, to: peer) } }
+        for server in service.servers { if let peer = peersByIndex[server] { sendEvenIfSuspect(request, to: peer) } }
         let start = MonotonicClock.now
         while service.snapshots.count < service.serverCount {
             if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }

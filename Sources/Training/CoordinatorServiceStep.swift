@@ -21,7 +21,7 @@ extension CoordinatorServer {
         service.allAcceptedAt = nil
         let plan = StepPlan(generation: service.generation, step: UInt64(step), sampleCount: batch.sampleCount,
                             nonEmpty: (0..<results.shardCount).map { batch.sampleCount(ofShard: $0) > 0 })
-        for server in service.servers { if let peer = peersByIndex[server] { send(plan.encode(), to: peer) } }
+        for server in service.servers { if let peer = peersByIndex[server] { sendEvenIfSuspect(plan.encode(), to: peer) } }
         apply(.stepStarted(step: step, shards: pending))
         let early = service.early
         service.early = []
