@@ -51,6 +51,9 @@ public final class Trainer {
     private var lastSnapshot: Checkpoint?
     /// Times the run went back to a snapshot.
     public private(set) var rollbacks = 0
+    /// The last step and epoch reported: steps replayed after a rollback are not reported twice.
+    private var reportedStep = 0
+    private var reportedEpoch = 0
 
     /// Called with a snapshot every `checkpointEvery` steps and at the end of every epoch.
     public var onCheckpoint: ((Checkpoint) throws -> Void)?
@@ -140,7 +143,8 @@ public final class Trainer {
             if source.appliesUpdates { lastSnapshot = checkpoint() }
             // The checkpoint first: a report that cannot be written then costs no progress.
             try onCheckpoint?(checkpoint())
-            try onEpoch(report)
+            if report.epoch > reportedEpoch || !complete { try onEpoch(report) }
+            reportedEpoch = max(reportedEpoch, complete ? report.epoch : 0)
             if !complete { break }
         }
     }
@@ -172,6 +176,8 @@ public final class Trainer {
             let checkpointDue = checkpointEvery.map { $0 > 0 && step % $0 == 0 && stepInEpoch < stepsPerEpoch } ?? false
             if source.appliesUpdates && (checkpointDue || step % max(1, snapshotEvery) == 0) { try bringHome() }
             if checkpointDue { try onCheckpoint?(checkpoint()) }
+            guard step > reportedStep else { continue }
+            reportedStep = step
             try onStep(StepReport(epoch: epoch + 1, stepInEpoch: stepInEpoch, stepsPerEpoch: stepsPerEpoch,
                               step: step, batchStatistics: statistics,
                               learningRate: optimizer.currentLearningRate,
