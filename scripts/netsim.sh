@@ -14,10 +14,18 @@
 # on the link: headers, the handshake, and the project's batches of pixels.
 #
 #   scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
-#                     [--batch-size 512 | --batch-size-per-worker B] [--steps 150]
-#                     [--model SPEC] [--no-ddp] [--python PATH] [--burst BYTES] [--json PATH]
-#                     [--worker-data]
+#                     [--modes "coordinator service"] [--batch-size 512 | --batch-size-per-worker B]
+#                     [--steps 150] [--model SPEC] [--no-ddp] [--python PATH] [--burst BYTES]
+#                     [--json PATH] [--worker-data]
 #
+# --modes: how the project moves weights and gradients, each run for every N and precision:
+#   coordinator  the coordinator's link carries them (no --parameter-servers): N·P·v each way;
+#   service      the parameter service: every worker host also serves one range
+#                (`worker --serve`, `coordinator --parameter-servers N`), so each host's link
+#                carries 2(N-1)/N·P·v each way and the coordinator's only the schedule;
+#   coordinator-curve, service-curve: the same with CURVE on every link (keys made per run by
+#                `coordinator keygen`), to measure what encryption costs beside plain text.
+#   Default: coordinator.
 # --worker-data: every simulated host's worker loads the training set itself (`worker --data
 #   data`, the folder the coordinator reads), so the coordinator sends it sample indices
 #   instead of pixels (each run's summary says so in worker_stats[].data).
@@ -43,7 +51,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" batch=512 per_worker="" steps=150
+rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" modes=coordinator batch=512 per_worker="" steps=150
 model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst="" worker_data=()
 json=.build/netsim/netsim.json
 while [ $# -gt 0 ]; do
@@ -51,6 +59,7 @@ while [ $# -gt 0 ]; do
         --rates) rates=$2; shift 2 ;;
         --workers) counts=$2; shift 2 ;;
         --precisions) precisions=$2; shift 2 ;;
+        --modes) modes=$2; shift 2 ;;
         --batch-size) batch=$2; batch_given=1; shift 2 ;;
         --batch-size-per-worker) per_worker=$2; shift 2 ;;
         --steps) steps=$2; shift 2 ;;
@@ -71,6 +80,11 @@ positive --batch-size "$batch"
 [ -z "$burst" ] || positive --burst "$burst"
 [ -z "$per_worker" ] || [ "$batch_given" = 0 ] || { echo "netsim.sh: --batch-size and --batch-size-per-worker both set the batch: give one" >&2; exit 2; }
 for n in $counts; do positive --workers "$n"; done
+for mode in $modes; do
+    case "$mode" in coordinator|service|coordinator-curve|service-curve) ;;
+        *) echo "netsim.sh: --modes takes coordinator, service, coordinator-curve, service-curve (got '$mode')" >&2; exit 2 ;;
+    esac
+done
 [ "$(id -u)" = 0 ] || { echo "netsim.sh: needs root for network namespaces and tc: run it as root (or with sudo)" >&2; exit 1; }
 command -v tc >/dev/null || { echo "netsim.sh: needs tc (iproute2)" >&2; exit 1; }
 # sudo's secure PATH hides a toolchain installed for the user: look where installers put it.
@@ -152,18 +166,37 @@ batch_options() {  # workers: the coordinator's batch options
 model_options=()
 [ -z "$model" ] || model_options=(--model "$model")
 
-run() {  # rate, precision, workers
-    local rate=$1 precision=$2 n=$3 name="$1-$2-$3"
+keys=$out/keys
+make_keys() {  # the CURVE key pairs of the -curve modes: the coordinator's and one for the workers
+    [ -f "$keys/workers/worker.pub" ] && return
+    rm -rf "$keys"; mkdir -p "$keys/workers"
+    "$bin/coordinator" keygen --name coordinator --output "$keys" >/dev/null
+    "$bin/coordinator" keygen --name worker --output "$keys/workers" >/dev/null
+}
+
+run() {  # rate, mode, precision, workers
+    local rate=$1 mode=$2 precision=$3 n=$4 name="$1-$2-$3-$4"
     # Enough epochs for --steps even when the batch grows with N (an epoch is 60,000 samples).
     local epochs=$(( steps * $(global_batch "$n") / 60000 + 1 ))
+    local security=(--insecure) worker_security=() service=() port=5555
+    if [[ $mode == *-curve ]]; then
+        make_keys
+        security=(--curve-secret-key "$keys/coordinator.key" --authorized-keys "$keys/workers")
+        worker_security=(--curve-server-key "$keys/coordinator.pub" --curve-secret-key "$keys/workers/worker.key")
+    fi
+    [[ $mode != service* ]] || service=(--parameter-servers "$n")
     counters "$out/$name.before.counters"
-    ip netns exec ${tag}c "$bin/coordinator" --quiet --workers "$n" --bind tcp://10.203.0.1:5555 --insecure \
+    ip netns exec ${tag}c "$bin/coordinator" --quiet --workers "$n" --bind tcp://10.203.0.1:$port "${security[@]}" \
+        "${service[@]}" \
         --no-shared-memory --wire-precision "$precision" $(batch_options) --epochs "$epochs" --max-steps "$steps" \
         "${model_options[@]}" --summary "$out/$name.json" &
     local coordinator=$!
     local pids=()
     for i in $(seq 1 "$n"); do
-        ip netns exec ${tag}w$i "$bin/worker" --connect tcp://10.203.0.1:5555 --name "w$i" --log-level warning "${worker_data[@]}" &
+        local serve=()
+        [[ $mode != service* ]] || serve=(--serve tcp://10.203.0.$((10 + i)):5600)
+        ip netns exec ${tag}w$i "$bin/worker" --connect tcp://10.203.0.1:$port --name "w$i" --log-level warning \
+            "${worker_security[@]}" "${serve[@]}" "${worker_data[@]}" &
         pids+=($!)
     done
     wait $coordinator
@@ -198,11 +231,13 @@ ddp_run() {  # rate, workers: DDP on worker hosts 1..N, rank 0 on the first
 for rate in $rates; do
     limit "$rate"
     for n in $counts; do
-        for precision in $precisions; do run "$rate" "$precision" "$n"; done
+        for mode in $modes; do
+            for precision in $precisions; do run "$rate" "$mode" "$precision" "$n"; done
+        done
         [ "$ddp" = 0 ] || ddp_run "$rate" "$n"
     done
 done
 
-python3 scripts/netsim_report.py --out "$out" --json "$json" --rates "$rates" --precisions "$precisions" \
+python3 scripts/netsim_report.py --out "$out" --json "$json" --rates "$rates" --precisions "$precisions" --modes "$modes" \
     --workers "$counts" --batch-size "$batch" --batch-size-per-worker "${per_worker:-0}" --ddp "$ddp" \
     --burst "${burst:-0}"

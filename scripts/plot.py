@@ -119,19 +119,20 @@ def netsim(args):
         result = json.load(source)
     runs = result["runs"]
     links = list(dict.fromkeys(r["link"] for r in runs))
-    series = list(dict.fromkeys((r["system"], r["precision"]) for r in runs))
+    series = list(dict.fromkeys((r["system"], r.get("mode", ""), r["precision"]) for r in runs))
     figure, axes = plt.subplots(len(links), 2, figsize=(11, 4 * len(links)), dpi=80, squeeze=False)
     if result["scaling"] == "weak":
         batch = f"{result['batch_size_per_worker']} samples per worker (weak scaling)"
     else:
         batch = f"batch {result['batch_size']}"
     for (speed_axis, bytes_axis), link in zip(axes, links):
-        for system, precision in series:
-            chosen = sorted((r for r in runs if (r["link"], r["system"], r["precision"]) == (link, system, precision)),
+        for system, mode, precision in series:
+            chosen = sorted((r for r in runs
+                             if (r["link"], r["system"], r.get("mode", ""), r["precision"]) == (link, system, mode, precision)),
                             key=lambda r: r["workers"])
             if not chosen:
                 continue
-            label = f"{'PyTorch DDP' if system == 'pytorch-ddp' else 'zmq-trainer'} {precision}"
+            label = f"PyTorch DDP {precision}" if system == "pytorch-ddp" else f"zmq-trainer {mode} {precision}"
             style = "s--" if system == "pytorch-ddp" else "o-"
             workers = [r["workers"] for r in chosen]
             (line,) = speed_axis.plot(workers, [r["samples_per_second"] for r in chosen], style, label=label)
