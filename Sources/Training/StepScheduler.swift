@@ -53,7 +53,7 @@ public struct StepScheduler: Sendable {
     public mutating func handle(_ event: SchedulerEvent, now: Double) -> [SchedulerCommand] {
         var commands: [SchedulerCommand] = []
         switch event {
-        case let .workerJoined(id): join(id, now: now, into: &commands)
+        case let .workerJoined(id, slots): join(id, slots: slots, now: now, into: &commands)
         case let .workerHeard(id, answered): heard(id, answeredTask: answered, now: now, into: &commands)
         case let .stepStarted(step, shards): startStep(step, shards: shards, now: now, into: &commands)
         case let .nextStepReady(step, shards): prefetch(step, shards: shards, now: now, into: &commands)
@@ -81,14 +81,30 @@ public struct StepScheduler: Sendable {
         return .accept
     }
 
+    /// `verdict` for a host's block of shards: accepted only if every shard is; stale if
+    /// any is answered already or was given to another (its per-shard re-run won the race).
+    public func verdict(from id: WorkerID, step: Int, shards: Range<Int>, shardCount: Int) -> ResultVerdict {
+        var stale = false
+        for shard in shards {
+            switch verdict(from: id, step: step, shard: shard, shardCount: shardCount) {
+            case .accept: continue
+            case .stale: stale = true
+            case let .reject(reason): return .reject(reason: reason)
+            }
+        }
+        return stale ? .stale : .accept
+    }
+
     // MARK: Membership
 
-    private mutating func join(_ id: WorkerID, now: Double, into commands: inout [SchedulerCommand]) {
+    private mutating func join(_ id: WorkerID, slots: Int, now: Double, into commands: inout [SchedulerCommand]) {
         guard var worker = workers[id] else {
             workers[id] = WorkerState(id: id, now: now)
+            workers[id]!.slots = max(1, slots)
             endWaitIfEnough(now: now, into: &commands)
             return
         }
+        worker.slots = max(1, slots)
         // A hello starts a new session: whatever tasks and weights it had are gone, and its
         // shards go out again (to it, or to whoever has fewest).
         worker.lastHeard = now
@@ -172,9 +188,27 @@ public struct StepScheduler: Sendable {
         stepAssigned = true
         let live = assignableWorkers
         guard !live.isEmpty else { return }
-        for (position, shard) in openShards.sorted().enumerated() {
-            assign(shard, to: live[position % live.count], reason: .assigned, now: now, into: &commands)
+        for (shard, id) in byPosition(openShards.sorted(), over: live) {
+            assign(shard, to: id, reason: .assigned, now: now, into: &commands)
         }
+    }
+
+    /// Shards by position over `live` (by index), round after round: each worker takes as
+    /// many consecutive shards as it has slots. With one slot each, plain round robin; with
+    /// K slots and shard counts such as N·K, each host's shards are an aligned block, which
+    /// it sums itself (`ShardTree`) and answers with one result.
+    private func byPosition(_ shards: [Int], over live: [WorkerID]) -> [(shard: Int, id: WorkerID)] {
+        var mapping: [(shard: Int, id: WorkerID)] = []
+        var position = 0
+        var turn = 0
+        while position < shards.count {
+            let id = live[turn % live.count]
+            turn += 1
+            let taken = min(workers[id]?.slots ?? 1, shards.count - position)
+            for shard in shards[position..<position + taken] { mapping.append((shard, id)) }
+            position += taken
+        }
+        return mapping
     }
 
     /// Sends the next step's tasks with the mapping that step will use if nobody joins or
@@ -183,8 +217,7 @@ public struct StepScheduler: Sendable {
         let live = assignableWorkers
         guard !live.isEmpty, step > currentStep else { return }
         for id in live { workers[id]!.prefetchedStep = step; workers[id]!.prefetched = [] }
-        for (position, shard) in shards.sorted().enumerated() {
-            let id = live[position % live.count]
+        for (shard, id) in byPosition(shards.sorted(), over: live) {
             workers[id]!.prefetched.insert(shard)
             workers[id]!.lastSent = now
             commands.append(.sendTask(id, step: step, shard: shard, reason: .prefetched))
