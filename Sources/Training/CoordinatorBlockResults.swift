@@ -33,12 +33,12 @@ extension CoordinatorServer {
             for shard in shards {
                 guard let statistics = recompute(shard, of: batch, into: results, rejecting: peer.identity) else { continue }
                 results.complete(shard, statistics: statistics)
-                finishResult(shard, from: peer, header: header)
+                finishResult(shard, from: peer, header: header, countsResult: shard == shards.lowerBound)
             }
             return
         }
         results.completeBlock(shards, statistics: BatchStatistics(sampleCount: samples, lossSum: header.lossSum,
                                                                   correctCount: Int(header.correctCount)))
-        for shard in shards { finishResult(shard, from: peer, header: header) }
+        for shard in shards { finishResult(shard, from: peer, header: header, countsResult: shard == shards.lowerBound) }
     }
 }

@@ -173,13 +173,15 @@ extension CoordinatorServer {
         let header: ResultHeader
         let gradient: ZMQMessage?
         do {
-            (header, gradient) = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount, shardCount: stepShardCount)
+            // A host's own coordinator numbers its block's shards as the run does.
+            (header, gradient) = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount,
+                                                         shardCount: (currentBatch?.firstShard ?? 0) + stepShardCount)
         } catch {
             reject(from: identity, reason: "\(error)")
             return
         }
         if header.blockCount > 1 { return handleBlockResult(header, gradient: gradient, step: envelope.step, from: peer) }
-        let shard = Int(header.shard)
+        let shard = Int(header.shard) - (currentBatch?.firstShard ?? 0)
         guard isWanted(shard, step: envelope.step, from: peer), let results = currentResults, let batch = currentBatch else { return }
         take(header, gradient: gradient, shard: shard, from: peer, results: results, batch: batch)
     }
@@ -240,10 +242,11 @@ extension CoordinatorServer {
                                                 rows: batch.sampleCount(ofShard: shard), gradient: results.gradient(shard))
     }
 
-    func finishResult(_ shard: Int, from peer: WorkerPeer, header: ResultHeader) {
+    /// `countsResult`: false for a block's shards after its first (one result, many shards).
+    func finishResult(_ shard: Int, from peer: WorkerPeer, header: ResultHeader, countsResult: Bool = true) {
         resultSenders[shard] = peer.identity
         peer.shardsDone += 1
-        if shard == header.shard {
+        if countsResult {
             peer.resultsDone += 1
             counters.gradientsReceived += 1
         }
