@@ -16,8 +16,10 @@ public final class SharedStepFeed {
     private var batchSlotSources: [WeakBatchBuffer] = [WeakBatchBuffer(), WeakBatchBuffer()]
     /// The batch slots as buffers a trainer builds batches in (no copy for these workers).
     private var batchSlotBuffers: [SharedBuffer] = []
-    /// The step whose weights are in the weights slot of its parity.
-    private var weightsSlotStep = -1
+    /// The weights last written (weak: once a step is over they are gone): written again
+    /// for other weights of the same step too, as a host's agent has after its coordinator
+    /// restarted, or another one took over at its endpoint.
+    private weak var weightsInSlot: StepWeights?
 
     /// Segments for weights of `weightBytes` and batches of `batchSlotBytes` (0: no batch
     /// segment; the samples then travel in the tasks even on this host).
@@ -39,9 +41,9 @@ public final class SharedStepFeed {
     /// The slot holding `step`'s weights, written on first use.
     func weightsSlot(for stepWeights: StepWeights) -> Int {
         let slot = stepWeights.step % 2
-        if weightsSlotStep != stepWeights.step {
+        if weightsInSlot !== stepWeights {
             stepWeights.encode(into: weights.slot(slot))
-            weightsSlotStep = stepWeights.step
+            weightsInSlot = stepWeights
         }
         return slot
     }

@@ -5,9 +5,9 @@ import XCTest
 /// one link upstream with K compute processes behind it, give `--local`'s hash, one
 /// gradient per host per step, and survive a killed process or a killed host.
 final class HostProcessesTests: SyntheticDataTestCase {
-    private func common(steps: Int) -> [String] {
-        ["--data", data, "--hidden", "32", "--batch-size", "64", "--max-steps", "\(steps)", "--epochs", "50",
-         "--seed", "7", "--shards", "4"]
+    private func common(steps: Int, seed: Int = 7) -> [String] {
+        ["--data", data, "--hidden", "32", "--batch-size", "64", "--max-steps", "\(steps)", "--epochs", "500",
+         "--seed", "\(seed)", "--shards", "4"]
     }
 
     /// A coordinator for `workers` hand-started workers on a free port, and its summary's path.
@@ -90,5 +90,28 @@ final class HostProcessesTests: SyntheticDataTestCase {
         // The plain worker computed host-b's shards once it was gone.
         let plainStats = (summary["worker_stats"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "plain" }
         XCTAssertGreaterThan(plainStats?["shards_done"] as? Int ?? 0, 0)
+    }
+
+    /// A coordinator SIGKILLed mid-run and another started at the same endpoint with other
+    /// weights (another seed): the hosts join it with the same processes, and no process
+    /// computes with weights of the first run for a step number both runs have.
+    func testHostsJoinANewCoordinatorAndComputeWithItsWeights() throws {
+        let local = try runCoordinator(common(steps: 40, seed: 11) + ["--local", "--quiet"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let (first, port, _) = try coordinator(common(steps: 5000), workers: 2)
+        let hosts = try ["host-a", "host-b"].map { try host($0, port: port, ["--coordinator-timeout", "1"]) }
+        XCTAssertTrue(first.waitFor("epoch  1/", seconds: 120), first.output + first.errors)
+        kill(first.pid, SIGKILL)
+        _ = first.wait(seconds: 10)
+        let summaryPath = scratchFolder + "hosts-second-\(UUID().uuidString.prefix(8)).json"
+        let second = try Child("coordinator", common(steps: 40, seed: 11) + ["--quiet", "--workers", "2",
+                                                                   "--bind", "tcp://127.0.0.1:\(port)", "--summary", summaryPath])
+        XCTAssertEqual(second.wait(), 0, second.errors)
+        for host in hosts { XCTAssertEqual(host.wait(seconds: 30), 0, host.errors) }
+        XCTAssertEqual(readSummary(summaryPath)["weights_sha256"] as? String, local.sha, second.errors)
+        for host in hosts {
+            XCTAssertEqual(host.errors.components(separatedBy: "compute processes on this host behind one link").count, 2,
+                           "the same processes serve the second session:\n\(host.errors)")
+        }
     }
 }
