@@ -67,10 +67,9 @@ final class HostCompute {
     }
 
     /// Computes `tasks` (of one step, consecutive shards, an aligned block when more than
-    /// one) on the local processes at `model`'s weights; the group's statistics and its sum
-    /// in `ShardTree` order, into `output` (fp32).
-    func compute(_ tasks: [ValidatedTask], step: UInt64, model: Sequential,
-                 into output: UnsafeMutablePointer<Float>) throws -> BatchStatistics {
+    /// one) on the local processes at `model`'s weights: the group's results, complete, whose
+    /// `reduce()` is the group's sum in `ShardTree` order. Valid until the next call.
+    func compute(_ tasks: [ValidatedTask], step: UInt64, model: Sequential) throws -> ShardResults {
         let batch = Self.batch(of: tasks, featureCount: spec.inputSize)
         if resultsBySize[tasks.count] == nil {
             resultsBySize[tasks.count] = ShardResults(shardCount: tasks.count, parameterCount: spec.parameterCount)
@@ -79,8 +78,7 @@ final class HostCompute {
         try WorkerFailure.during("computing shards \(batch.firstShard)..<\(batch.firstShard + tasks.count) on this host's processes") {
             try server.computeShards(step: Int(step), model: model, batch: batch, next: { nil }, results: results)
         }
-        output.update(from: results.reduce(), count: spec.parameterCount)
-        return results.batchStatistics
+        return results
     }
 
     /// Whether `tasks` can be laid out as one batch of their shards: consecutive shards whose

@@ -41,8 +41,7 @@ extension WorkerNode {
         guard let model, let step = weightsStep else { return }
         hostTasks.removeAll { $0.step != step }
         guard !hostTasks.isEmpty else { return }
-        // Block sums travel to the coordinator; a parameter service takes shards one by one.
-        let largest = serverLinks.isEmpty ? host.processes : 1
+        let largest = host.processes
         let late = MonotonicClock.now - lastHostTaskAt > Self.blockGraceSeconds
         for group in Self.groups(of: hostTasks, largest: largest) where group.count == largest || late {
             let shards = Set(group.map(\.header.shard))
@@ -71,32 +70,45 @@ extension WorkerNode {
         return groups
     }
 
-    /// One group on the host's processes, answered upstream: a block's sum in fp32, one
-    /// shard's gradient in the run's precision (as any worker's).
+    /// One group on the host's processes, answered upstream: to the coordinator a block's
+    /// sum in fp32, one shard's gradient in the run's precision (as any worker's); to a
+    /// parameter service each shard's gradient ranges, as any worker sends them.
     private func computeOnHost(_ group: [ValidatedTask], step: UInt64, model: Sequential, host: HostCompute) throws {
         let start = MonotonicClock.now
-        let count = model.spec.parameterCount
-        if hostSum.count != count { hostSum = Array(repeating: 0, count: count) }
-        let statistics = try hostSum.withUnsafeMutableBufferPointer {
-            try host.compute(group, step: step, model: model, into: $0.baseAddress!)
+        let results = try host.compute(group, step: step, model: model)
+        let microseconds = UInt64(min((MonotonicClock.now - start) * 1e6, Double(WireLimits.computeMicroseconds.upperBound)))
+        tasksDone += group.count
+        if !serverLinks.isEmpty {
+            return try sendShardRanges(of: results, first: Int(group[0].header.shard), step: step,
+                                       microseconds: Int(microseconds) / group.count)
         }
+        let count = model.spec.parameterCount
         let resultPrecision = group.count > 1 ? WirePrecision.fp32 : precision
         let gradient = SharedBuffer(byteCount: count * resultPrecision.bytesPerValue)
-        hostSum.withUnsafeBufferPointer { resultPrecision.encode($0.baseAddress!, count: count, into: gradient.pointer) }
+        resultPrecision.encode(results.reduce(), count: count, into: gradient.pointer)
+        let statistics = results.batchStatistics
         var result = ResultHeader(shard: group[0].header.shard, sampleCount: UInt32(statistics.sampleCount),
                                   lossSum: statistics.lossSum, correctCount: UInt32(statistics.correctCount),
-                                  parameterCount: UInt32(count), precision: resultPrecision,
-                                  computeMicroseconds: UInt64(min((MonotonicClock.now - start) * 1e6,
-                                                                  Double(WireLimits.computeMicroseconds.upperBound))))
+                                  parameterCount: UInt32(count), precision: resultPrecision, computeMicroseconds: microseconds)
         result.blockCount = UInt32(group.count)
-        if !serverLinks.isEmpty {
-            let report = ShardReport(shard: Int(result.shard), worker: workerIndex, sampleCount: Int(result.sampleCount),
-                                     lossSum: result.lossSum, correctCount: Int(result.correctCount),
-                                     computeMicroseconds: Int(result.computeMicroseconds))
+        try send(result.encode(step: step, gradient: gradient), what: "the result of step \(step) shards \(result.shards)")
+    }
+
+    /// With a parameter service: each shard's gradient, in the run's precision, as ranges to
+    /// the servers (they add the shards along the tree themselves; a host does not pre-sum
+    /// its block for them yet).
+    private func sendShardRanges(of results: ShardResults, first: Int, step: UInt64, microseconds: Int) throws {
+        let count = results.parameterCount
+        for index in 0..<results.shardCount {
+            // The sum was checked finite, so every shard is; the copy is this process's own.
+            _ = results.copyInPlaceGradient(index)
+            guard let statistics = results.statistics[index] else { continue }
+            let gradient = SharedBuffer(byteCount: count * precision.bytesPerValue)
+            precision.encode(results.gradient(index), count: count, into: gradient.pointer)
+            let report = ShardReport(shard: first + index, worker: workerIndex, sampleCount: statistics.sampleCount,
+                                     lossSum: statistics.lossSum, correctCount: statistics.correctCount,
+                                     computeMicroseconds: microseconds)
             try sendGradientRanges(step: step, report: report, gradient: gradient)
-        } else {
-            try send(result.encode(step: step, gradient: gradient), what: "the result of step \(step) shards \(result.shards)")
         }
-        tasksDone += group.count
     }
 }

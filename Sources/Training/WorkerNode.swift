@@ -76,8 +76,6 @@ public final class WorkerNode {
     var hostTasks: [ValidatedTask] = []
     /// When the last of `hostTasks` arrived: the rest of a block comes right behind it.
     var lastHostTaskAt = 0.0
-    /// A group's sum, before it is encoded for the wire.
-    var hostSum: [Float] = []
 
     public init(options: WorkerOptions, logger: Logger) throws {
         self.options = options
