@@ -6,7 +6,8 @@
 /// order. It does no I/O and reads no clock, so every failure path is a unit test.
 ///
 /// Rules, as the server kept them before this type existed: shards go by position over the
-/// live workers sorted by index (the next step's tasks go ahead with the same mapping); a
+/// live workers sorted by index, a host with K slots taking K in a row (`SchedulerSlots`;
+/// the next step's tasks go ahead with the same mapping); a
 /// lost worker's shards go to the live worker with the fewest; a worker that lets a deadline
 /// pass is suspect, and on probation (`SchedulerProbation`) until it answers in time; a step
 /// waits below `minimumWorkers`.
@@ -79,20 +80,6 @@ public struct StepScheduler: Sendable {
             return .reject(reason: "result for shard \(shard) of step \(step), which it was not given")
         }
         return .accept
-    }
-
-    /// `verdict` for a host's block of shards: accepted only if every shard is; stale if
-    /// any is answered already or was given to another (its per-shard re-run won the race).
-    public func verdict(from id: WorkerID, step: Int, shards: Range<Int>, shardCount: Int) -> ResultVerdict {
-        var stale = false
-        for shard in shards {
-            switch verdict(from: id, step: step, shard: shard, shardCount: shardCount) {
-            case .accept: continue
-            case .stale: stale = true
-            case let .reject(reason): return .reject(reason: reason)
-            }
-        }
-        return stale ? .stale : .accept
     }
 
     // MARK: Membership
@@ -191,24 +178,6 @@ public struct StepScheduler: Sendable {
         for (shard, id) in byPosition(openShards.sorted(), over: live) {
             assign(shard, to: id, reason: .assigned, now: now, into: &commands)
         }
-    }
-
-    /// Shards by position over `live` (by index), round after round: each worker takes as
-    /// many consecutive shards as it has slots. With one slot each, plain round robin; with
-    /// K slots and shard counts such as N·K, each host's shards are an aligned block, which
-    /// it sums itself (`ShardTree`) and answers with one result.
-    private func byPosition(_ shards: [Int], over live: [WorkerID]) -> [(shard: Int, id: WorkerID)] {
-        var mapping: [(shard: Int, id: WorkerID)] = []
-        var position = 0
-        var turn = 0
-        while position < shards.count {
-            let id = live[turn % live.count]
-            turn += 1
-            let taken = min(workers[id]?.slots ?? 1, shards.count - position)
-            for shard in shards[position..<position + taken] { mapping.append((shard, id)) }
-            position += taken
-        }
-        return mapping
     }
 
     /// Sends the next step's tasks with the mapping that step will use if nobody joins or
