@@ -12,6 +12,10 @@ public struct BatchView {
     /// The training set's indices of the batch's samples, in order (nil: not known, so the
     /// samples themselves must travel).
     public var sampleIndices: ArraySlice<Int>?
+    /// The run's number of this batch's shard 0: 0, except for a host's block of shards
+    /// (`worker --processes K`), whose tasks carry the run's shard numbers (dropout masks
+    /// are keyed on them).
+    public var firstShard = 0
 
     /// Byte offset of shard `shard`'s labels; its pixels follow them.
     public func offset(ofShard shard: Int) -> Int {

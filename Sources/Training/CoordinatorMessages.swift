@@ -106,6 +106,7 @@ extension CoordinatorServer {
             peersByIndex[peer.index] = peer
         }
         peer.holdsTrainingSet = holdsTrainingSet(hello, name: peer.name, logged: known == nil)
+        peer.slots = Int(hello.slots)
         // A worker (re)starting its session attaches again if it shares this host; its
         // socket link sends indices or samples as its training set says.
         peer.relink(socketLink(for: identity))
@@ -115,9 +116,11 @@ extension CoordinatorServer {
                               sharedWeights: feed?.weightsInfo, sharedBatches: feed?.batchesInfo)
         sendRaw(welcome.encode(), to: identity)
         // After the welcome: joining may hand it shards at once (a step waiting for workers).
-        apply(.workerJoined(peer.index))
+        apply(.workerJoined(peer.index, slots: peer.slots))
         sendServerMap(to: peer)
-        if known == nil { logger.notice("worker \(peer.name) (pid \(hello.pid)) joined; \(liveWorkerCount) live") }
+        if known == nil {
+            logger.notice("worker \(peer.name) (pid \(hello.pid)\(peer.slots > 1 ? ", \(peer.slots) processes" : "")) joined; \(liveWorkerCount) live")
+        }
     }
 
     /// Whether a worker's training set is this run's, byte for byte (`Dataset.contentSHA256`):
@@ -170,12 +173,15 @@ extension CoordinatorServer {
         let header: ResultHeader
         let gradient: ZMQMessage?
         do {
-            (header, gradient) = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount)
+            // A host's own coordinator numbers its block's shards as the run does.
+            (header, gradient) = try ResultHeader.decode(envelope, parameterCount: spec.parameterCount,
+                                                         shardCount: (currentBatch?.firstShard ?? 0) + stepShardCount)
         } catch {
             reject(from: identity, reason: "\(error)")
             return
         }
-        let shard = Int(header.shard)
+        if header.blockCount > 1 { return handleBlockResult(header, gradient: gradient, step: envelope.step, from: peer) }
+        let shard = Int(header.shard) - (currentBatch?.firstShard ?? 0)
         guard isWanted(shard, step: envelope.step, from: peer), let results = currentResults, let batch = currentBatch else { return }
         take(header, gradient: gradient, shard: shard, from: peer, results: results, batch: batch)
     }
@@ -236,10 +242,15 @@ extension CoordinatorServer {
                                                 rows: batch.sampleCount(ofShard: shard), gradient: results.gradient(shard))
     }
 
-    private func finishResult(_ shard: Int, from peer: WorkerPeer, header: ResultHeader) {
+    /// `countsResult`: false for a block's shards after its first (one result, many shards).
+    func finishResult(_ shard: Int, from peer: WorkerPeer, header: ResultHeader, countsResult: Bool = true) {
         resultSenders[shard] = peer.identity
         peer.shardsDone += 1
-        let compute = Double(header.computeMicroseconds) / 1e6
+        if countsResult {
+            peer.resultsDone += 1
+            counters.gradientsReceived += 1
+        }
+        let compute = Double(header.computeMicroseconds) / 1e6 / Double(header.blockCount)
         peer.computeSeconds += compute
         peer.stepComputeSeconds += compute
         peer.lastStepCounted = currentStep

@@ -35,10 +35,10 @@ extension CoordinatorServer {
             // not 0xFF took that path and aborted the coordinator at exit. Workers speak ZMTP 3.
             try socket.setZAPDomain(zapDomain)
         }
-        // A result is the largest thing a worker sends, or with a parameter service a
-        // server's snapshot answer (its range, and up to two optimizer buffers, in fp32);
-        // nothing bigger is accepted.
-        let valueBytes = options.parameterServers > 0 ? 3 * 4 : options.precision.bytesPerValue
+        // A result is the largest thing a worker sends (a host's block sum in fp32 whatever
+        // the wire precision), or with a parameter service a server's snapshot answer (its
+        // range, and up to two optimizer buffers, in fp32); nothing bigger is accepted.
+        let valueBytes = options.parameterServers > 0 ? 3 * 4 : 4
         try socket.setMaximumMessageSize(bytes: spec.parameterCount * valueBytes + 4096)
         try socket.setSendHighWaterMark(64)
         try socket.setReceiveHighWaterMark(256)

@@ -41,6 +41,9 @@ public struct RunSummary: Codable, Sendable {
     public var lostWorkers: Int
     /// Late shards sent to an idle worker as well (the first result won).
     public var rerunShards: Int
+    /// Gradient results the coordinator accepted (a host's block counts once); nil in
+    /// summaries written before it was counted.
+    public var gradientsReceived: Int?
     public var workerStats: [WorkerSummary]
     public var history: [EpochReport]
     /// With `--parameter-servers`: who served what, receipts, rollbacks (absent otherwise).
@@ -81,6 +84,7 @@ public struct RunSummary: Codable, Sendable {
         self.staleResults = network.staleResults
         self.lostWorkers = network.lostWorkers
         self.rerunShards = network.rerunShards
+        self.gradientsReceived = network.gradientsReceived
         self.workerStats = workerStats
         self.history = trainer.history
     }
@@ -107,6 +111,9 @@ public struct NetworkCounters: Codable, Sendable, Equatable {
     public var rerunShards = 0
     public var bytesSent = 0
     public var bytesReceived = 0
+    /// Gradient results accepted: one per shard from a worker, one per block from a host
+    /// (`worker --processes K`).
+    public var gradientsReceived = 0
 
     public init() {}
 }
@@ -121,6 +128,10 @@ public struct WorkerSummary: Codable, Sendable, Equatable {
     public var timesRejoined: Int
     /// Shards it held that were re-run elsewhere for being late.
     public var timesLate: Int
+    /// Compute processes behind its link (`worker --processes K`), and the gradient results
+    /// it sent that were accepted (a block of shards counts once); nil in older summaries.
+    public var slots: Int?
+    public var results: Int?
     /// How its tasks' samples reached it: "pixels" (in the tasks), "indices" (it holds the
     /// training set, `worker --data`), or "shared memory" (on the coordinator's host).
     public var data: String?

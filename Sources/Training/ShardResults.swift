@@ -20,6 +20,9 @@ public final class ShardResults {
     /// The sum, once `reduce()` made it for this batch.
     private var reduced: UnsafeMutablePointer<Float>?
     public private(set) var statistics: [BatchStatistics?]
+    /// Per shard: 1 for its own gradient, k > 1 where a block `shard..<shard + k` (summed by
+    /// one host) starts, its value in `gradient(shard)`; 0 for the shards a block covers.
+    private var blockSizes: [Int]
     /// What `shardGradients` and `total` were carved from.
     private let allocations: [UnsafeMutableRawPointer]
 
@@ -48,6 +51,7 @@ public final class ShardResults {
         total = buffers.last!
         statistics = Array(repeating: nil, count: shardCount)
         inPlace = Array(repeating: nil, count: shardCount)
+        blockSizes = Array(repeating: 1, count: shardCount)
         tree = ShardTree(shardCount: shardCount)
     }
 
@@ -60,6 +64,7 @@ public final class ShardResults {
         for shard in 0..<shardCount {
             statistics[shard] = nil
             inPlace[shard] = nil
+            blockSizes[shard] = 1
         }
         reduced = nil
     }
@@ -80,7 +85,35 @@ public final class ShardResults {
     public func complete(_ shard: Int, statistics value: BatchStatistics) {
         statistics[shard] = value
         inPlace[shard] = nil
+        blockSizes[shard] = 1
         reduced = nil
+    }
+
+    /// Whether `shards` could be taken as one block now: an aligned block inside the batch
+    /// (`ShardTree.isAlignedBlock`) none of whose shards is complete. A block that lost the
+    /// race to per-shard re-runs of any of its shards is stale.
+    public func acceptsBlock(_ shards: Range<Int>) -> Bool {
+        tree.blockLevel(shards) != nil && !shards.contains { statistics[$0] != nil }
+    }
+
+    /// Marks the aligned block `shards` as done: the sum of its subtree (`ShardTree` over its
+    /// shards) is in `gradient(shards.lowerBound)`, and `value` is the block's statistics.
+    /// False, and nothing changed, unless `acceptsBlock(shards)`.
+    @discardableResult
+    public func completeBlock(_ shards: Range<Int>, statistics value: BatchStatistics) -> Bool {
+        guard acceptsBlock(shards) else { return false }
+        if shards.count == 1 {
+            complete(shards.lowerBound, statistics: value)
+            return true
+        }
+        for shard in shards {
+            statistics[shard] = shard == shards.lowerBound ? value : BatchStatistics()
+            inPlace[shard] = nil
+            blockSizes[shard] = 0
+        }
+        blockSizes[shards.lowerBound] = shards.count
+        reduced = nil
+        return true
     }
 
     /// Marks shard `shard` as done with its gradient at `gradient`, read there rather than
@@ -119,12 +152,12 @@ public final class ShardResults {
     public func reduce() -> UnsafeMutablePointer<Float> {
         precondition(isComplete, "reduce() before every shard arrived")
         if let reduced { return reduced }
-        if shardCount == 1 && inPlace[0] == nil {
+        if blockSizes[0] == shardCount && inPlace[0] == nil {
             reduced = shardGradients[0]
             return shardGradients[0]
         }
         tree.sum(count: parameterCount, values: { self.inPlace[$0]?.values ?? UnsafePointer(self.shardGradients[$0]) },
-                 into: total)
+                 blockSize: { self.blockSizes[$0] }, into: total)
         reduced = total
         return total
     }

@@ -45,24 +45,42 @@ public final class ShardTree {
 
     /// Writes the tree's sum of shards `0..<shardCount` (each `count` values at `values(shard)`)
     /// into `destination`, which may not overlap them.
-    public func sum(count: Int, values: (Int) -> UnsafePointer<Float>,
+    ///
+    /// `blockSize(shard)` is 1 for a shard's own gradient, or k > 1 when `values(shard)` is
+    /// the already-added subtree of the aligned block `shard..<shard + k` (a host's sum of
+    /// its processes' shards): that value is used as the subtree's node and the covered
+    /// leaves are skipped, which gives the same bits as adding them one by one here.
+    public func sum(count: Int, values: (Int) -> UnsafePointer<Float>, blockSize: ((Int) -> Int)? = nil,
                     into destination: UnsafeMutablePointer<Float>) {
         var offset = 0
         while offset < count {
             let length = min(Self.blockCount, count - offset)
-            sumBlock(offset: offset, length: length, values: values, into: destination + offset)
+            sumBlock(offset: offset, length: length, values: values, blockSize: blockSize, into: destination + offset)
             offset += length
         }
     }
 
+    /// The level of an aligned block's node (log2 of its size); nil when `shards` is not an
+    /// aligned block inside this tree's shards.
+    public func blockLevel(_ shards: Range<Int>) -> Int? {
+        guard Self.isAlignedBlock(shards), shards.upperBound <= shardCount else { return nil }
+        return shards.count.trailingZeroBitCount
+    }
+
     /// One block of values, leaves pushed left to right; equal-level neighbours merge at once
     /// (a binary counter), so at most one pending subtree per level is ever held.
-    private func sumBlock(offset: Int, length: Int, values: (Int) -> UnsafePointer<Float>,
+    private func sumBlock(offset: Int, length: Int, values: (Int) -> UnsafePointer<Float>, blockSize: ((Int) -> Int)?,
                           into destination: UnsafeMutablePointer<Float>) {
         pending.removeAll(keepingCapacity: true)
-        for leaf in 0..<leafCount {
+        var leaf = 0
+        while leaf < leafCount {
+            // An aligned block enters at its own level: the stack then holds only levels above
+            // it (its start is a multiple of its size), so the merges below go on unchanged.
+            let size = leaf < shardCount ? blockSize?(leaf) ?? 1 : 1
+            precondition(leaf >= shardCount || blockLevel(leaf..<leaf + size) != nil, "shards \(leaf)..<\(leaf + size) are no aligned block")
             var node: (values: UnsafePointer<Float>?, level: Int) =
-                (leaf < shardCount ? values(leaf) + offset : nil, 0)
+                (leaf < shardCount ? values(leaf) + offset : nil, size.trailingZeroBitCount)
+            leaf += size
             while let top = pending.last, top.level == node.level {
                 pending.removeLast()
                 let level = node.level + 1

@@ -10,10 +10,16 @@ public final class SharedStepFeed {
     /// Two slots of batches (labels and pixels), by step parity, and the step each holds.
     let batches: SharedSegment?
     private var batchSlotSteps = [-1, -1]
+    /// The batch each slot was copied from (weak: a freed batch is no other batch's twin).
+    /// A host's agent computes several batches of one step (its blocks, then shards given
+    /// to it alone); only the first goes through the slot.
+    private var batchSlotSources: [WeakBatchBuffer] = [WeakBatchBuffer(), WeakBatchBuffer()]
     /// The batch slots as buffers a trainer builds batches in (no copy for these workers).
     private var batchSlotBuffers: [SharedBuffer] = []
-    /// The step whose weights are in the weights slot of its parity.
-    private var weightsSlotStep = -1
+    /// The weights last written (weak: once a step is over they are gone): written again
+    /// for other weights of the same step too, as a host's agent has after its coordinator
+    /// restarted, or another one took over at its endpoint.
+    private weak var weightsInSlot: StepWeights?
 
     /// Segments for weights of `weightBytes` and batches of `batchSlotBytes` (0: no batch
     /// segment; the samples then travel in the tasks even on this host).
@@ -35,9 +41,9 @@ public final class SharedStepFeed {
     /// The slot holding `step`'s weights, written on first use.
     func weightsSlot(for stepWeights: StepWeights) -> Int {
         let slot = stepWeights.step % 2
-        if weightsSlotStep != stepWeights.step {
+        if weightsInSlot !== stepWeights {
             stepWeights.encode(into: weights.slot(slot))
-            weightsSlotStep = stepWeights.step
+            weightsInSlot = stepWeights
         }
         return slot
     }
@@ -64,11 +70,16 @@ public final class SharedStepFeed {
         guard let batches, bytes <= batches.info.slotBytes else { return nil }
         if batch.buffer === batchSlotBuffers[slot] {
             batchSlotSteps[slot] = step  // built there: nothing to copy
-        } else if batchSlotSteps[slot] != step {
+        } else if batchSlotSteps[slot] == step {
+            // Another batch of this step: its samples travel in its tasks, so that a
+            // worker still reading the slot for the first never sees them.
+            guard batchSlotSources[slot].buffer === batch.buffer else { return nil }
+        } else {
             // Never under a zero-copy message that is still going out from the slot.
             guard batchSlotBuffers[slot].isFree, isKnownUniquelyReferenced(&batchSlotBuffers[slot]) else { return nil }
             BulkCopy.copy(to: batches.slot(slot), from: batch.buffer.pointer, byteCount: bytes)
             batchSlotSteps[slot] = step
+            batchSlotSources[slot].buffer = batch.buffer
         }
         return slot
     }
@@ -104,4 +115,9 @@ final class StepWeights {
         bulkBuffer = buffer
         return buffer
     }
+}
+
+/// A batch's buffer, held weakly.
+private struct WeakBatchBuffer {
+    weak var buffer: SharedBuffer?
 }

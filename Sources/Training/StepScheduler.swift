@@ -6,7 +6,8 @@
 /// order. It does no I/O and reads no clock, so every failure path is a unit test.
 ///
 /// Rules, as the server kept them before this type existed: shards go by position over the
-/// live workers sorted by index (the next step's tasks go ahead with the same mapping); a
+/// live workers sorted by index, a host with K slots taking K in a row (`SchedulerSlots`;
+/// the next step's tasks go ahead with the same mapping); a
 /// lost worker's shards go to the live worker with the fewest; a worker that lets a deadline
 /// pass is suspect, and on probation (`SchedulerProbation`) until it answers in time; a step
 /// waits below `minimumWorkers`.
@@ -53,7 +54,7 @@ public struct StepScheduler: Sendable {
     public mutating func handle(_ event: SchedulerEvent, now: Double) -> [SchedulerCommand] {
         var commands: [SchedulerCommand] = []
         switch event {
-        case let .workerJoined(id): join(id, now: now, into: &commands)
+        case let .workerJoined(id, slots): join(id, slots: slots, now: now, into: &commands)
         case let .workerHeard(id, answered): heard(id, answeredTask: answered, now: now, into: &commands)
         case let .stepStarted(step, shards): startStep(step, shards: shards, now: now, into: &commands)
         case let .nextStepReady(step, shards): prefetch(step, shards: shards, now: now, into: &commands)
@@ -83,12 +84,14 @@ public struct StepScheduler: Sendable {
 
     // MARK: Membership
 
-    private mutating func join(_ id: WorkerID, now: Double, into commands: inout [SchedulerCommand]) {
+    private mutating func join(_ id: WorkerID, slots: Int, now: Double, into commands: inout [SchedulerCommand]) {
         guard var worker = workers[id] else {
             workers[id] = WorkerState(id: id, now: now)
+            workers[id]!.slots = max(1, slots)
             endWaitIfEnough(now: now, into: &commands)
             return
         }
+        worker.slots = max(1, slots)
         // A hello starts a new session: whatever tasks and weights it had are gone, and its
         // shards go out again (to it, or to whoever has fewest).
         worker.lastHeard = now
@@ -172,8 +175,8 @@ public struct StepScheduler: Sendable {
         stepAssigned = true
         let live = assignableWorkers
         guard !live.isEmpty else { return }
-        for (position, shard) in openShards.sorted().enumerated() {
-            assign(shard, to: live[position % live.count], reason: .assigned, now: now, into: &commands)
+        for (shard, id) in byPosition(openShards.sorted(), over: live) {
+            assign(shard, to: id, reason: .assigned, now: now, into: &commands)
         }
     }
 
@@ -183,8 +186,7 @@ public struct StepScheduler: Sendable {
         let live = assignableWorkers
         guard !live.isEmpty, step > currentStep else { return }
         for id in live { workers[id]!.prefetchedStep = step; workers[id]!.prefetched = [] }
-        for (position, shard) in shards.sorted().enumerated() {
-            let id = live[position % live.count]
+        for (shard, id) in byPosition(shards.sorted(), over: live) {
             workers[id]!.prefetched.insert(shard)
             workers[id]!.lastSent = now
             commands.append(.sendTask(id, step: step, shard: shard, reason: .prefetched))

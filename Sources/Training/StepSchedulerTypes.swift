@@ -48,7 +48,8 @@ public struct SpeculationPolicy: Sendable, Equatable {
 /// What happens to the scheduler. Time comes with every call, never from a clock.
 public enum SchedulerEvent: Equatable, Sendable {
     /// A hello that proved the run secret; a known worker rejoins (unless it is suspect).
-    case workerJoined(WorkerID)
+    /// `slots`: its compute processes (`worker --processes K`), who take blocks of K shards.
+    case workerJoined(WorkerID, slots: Int = 1)
     /// Any message from a registered worker; `answeredTask` for a result, even a stale or
     /// refused one, which clears a suspect if its probation shard is within the deadline.
     case workerHeard(WorkerID, answeredTask: Bool)
@@ -108,6 +109,8 @@ public enum ResultVerdict: Equatable, Sendable {
 /// The scheduler's view of one worker.
 public struct WorkerState: Equatable, Sendable {
     public let id: WorkerID
+    /// Compute processes behind its link: by position it takes this many consecutive shards.
+    public internal(set) var slots = 1
     public internal(set) var isAlive = true
     /// Lost for a missed deadline: its heartbeats alone do not bring it back (a peer that
     /// only heartbeats would hold shards until the timeout every step); an answer to its

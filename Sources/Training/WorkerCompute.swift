@@ -8,6 +8,7 @@ import Wire
 extension WorkerNode {
     func compute(_ task: ValidatedTask) throws {
         guard let model else { return }
+        if host != nil { return queueForHost(task) }
         let start = MonotonicClock.now
         resultSentAt = nil
         let count = model.spec.parameterCount

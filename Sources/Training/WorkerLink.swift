@@ -87,11 +87,11 @@ extension BatchView {
             guard let value = UInt32(exactly: index) else { return nil }
             wire.append(value)
         }
-        return IndexTask(shard: UInt32(shard), featureCount: UInt32(featureCount), indices: wire).encode(step: UInt64(step))
+        return IndexTask(shard: UInt32(firstShard + shard), featureCount: UInt32(featureCount), indices: wire).encode(step: UInt64(step))
     }
 
     func taskHeader(_ shard: Int) -> TaskHeader {
-        TaskHeader(shard: UInt32(shard), sampleCount: UInt32(sampleCount(ofShard: shard)), featureCount: UInt32(featureCount))
+        TaskHeader(shard: UInt32(firstShard + shard), sampleCount: UInt32(sampleCount(ofShard: shard)), featureCount: UInt32(featureCount))
     }
 }
 

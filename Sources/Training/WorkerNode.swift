@@ -70,6 +70,12 @@ public final class WorkerNode {
     var serviceGeneration: UInt32?
     /// This worker's index in the run (from the welcome), for the servers' receipts.
     var workerIndex = 0
+    /// With `--processes K` (K > 1): the processes that compute for this host, and the
+    /// checked tasks waiting to go to them as blocks (`WorkerHostTasks.swift`).
+    var host: HostCompute?
+    var hostTasks: [ValidatedTask] = []
+    /// When the last of `hostTasks` arrived: the rest of a block comes right behind it.
+    var lastHostTaskAt = 0.0
 
     public init(options: WorkerOptions, logger: Logger) throws {
         self.options = options
@@ -101,13 +107,15 @@ public final class WorkerNode {
     /// Serves the coordinator until it ends the run (or is gone); throws `WorkerFailure`
     /// when this worker itself fails.
     public func run() throws -> WorkerExit {
+        defer { host?.stop(reason: "the host's agent ended") }
         if let exit = try connect() { return exit }
         while true {
             if let parent = options.parentPID, getppid() != parent { return .parentExited }
             pollForNextMessage()
-            let ready = try waitForMessages(timeoutMilliseconds: Int(heartbeatSeconds * 1000))
+            let ready = try waitForMessages(timeoutMilliseconds: host == nil ? Int(heartbeatSeconds * 1000) : 20)
             if !ready.descriptors.isEmpty, let exit = try readPipe() { return exit }
             if ready.socket, let exit = try readSocket() { return exit }
+            try runHostTasks()
             let now = MonotonicClock.now
             if now - lastHeard > options.coordinatorTimeoutSeconds {
                 // Gone, restarting, or only cut off: say hello again, so that this worker

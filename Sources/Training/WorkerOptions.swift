@@ -36,6 +36,12 @@ public struct WorkerOptions: Sendable {
     /// Serve a range of the parameters at this endpoint when the coordinator asks
     /// (`--parameter-servers`); `tcp://HOST:0` picks a free port. Nil: do not serve.
     public var serveEndpoint: String?
+    /// Compute processes behind this worker's one link (`worker --processes K`, a power of
+    /// two): 1 computes in this process; K > 1 spawns K processes on this host and sends one
+    /// result per aligned block of K shards (`HostCompute`).
+    public var processes = 1
+    /// The log level the spawned compute processes log at.
+    public var processLogLevel = "warning"
 
     public init() {}
 }

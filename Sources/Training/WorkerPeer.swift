@@ -17,6 +17,10 @@ final class WorkerPeer {
     /// Where it serves a parameter range, if it offered to (`worker --serve`).
     var serveOffer: ServeOffer?
 
+    /// Compute processes behind its link (its hello's slots).
+    var slots = 1
+    /// Gradient results accepted from it: one per shard, or one per block from a host.
+    var resultsDone = 0
     var shardsDone = 0
     var stepsDone = 0
     var computeSeconds = 0.0
@@ -40,7 +44,7 @@ final class WorkerPeer {
         WorkerSummary(name: name, shardsDone: shardsDone, stepsDone: stepsDone,
                       meanComputeMilliseconds: shardsDone == 0 ? 0 : computeSeconds / Double(shardsDone) * 1000,
                       timesLost: state?.timesLost ?? 0, timesRejoined: state?.timesRejoined ?? 0,
-                      timesLate: state?.timesLate ?? 0,
+                      timesLate: state?.timesLate ?? 0, slots: slots, results: resultsDone,
                       data: link.computesOnThisHost ? "shared memory" : holdsTrainingSet ? "indices" : "pixels")
     }
 }

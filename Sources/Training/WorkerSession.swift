@@ -20,6 +20,7 @@ extension WorkerNode {
         var hello = Hello(pid: UInt32(getpid()), name: options.name)
         if let spec = options.expectedSpec { hello.modelHash = ModelSpecCoding.hash(spec) }
         if let dataDigest { hello.dataDigest = dataDigest }
+        hello.slots = UInt16(options.processes)
         answeredNonce = nil  // a coordinator that asks us to say hello again may be a new one
         var lastHello = -Double.infinity
         var notified = false
@@ -122,6 +123,7 @@ extension WorkerNode {
                      what: "the offer to serve")
         }
         logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
+        try startHostProcesses(for: welcome)
         try attachSharedMemory(welcome)
     }
 

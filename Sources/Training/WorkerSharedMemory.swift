@@ -12,7 +12,9 @@ extension WorkerNode {
         gradientSegment = nil
         sharedActive = false
         dropPipes()
-        guard options.sharedMemory, let offered = welcome.sharedWeights else { return }
+        // A host agent hands the weights on from its own model's parameters: it reads them
+        // from messages, never from a coordinator's mapping (its processes use its segments).
+        guard options.sharedMemory, options.processes == 1, let offered = welcome.sharedWeights else { return }
         do {
             let weights = try SharedSegment(opening: offered)
             let batches = try welcome.sharedBatches.map(SharedSegment.init(opening:))

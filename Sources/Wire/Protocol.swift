@@ -16,7 +16,8 @@ import NeuralNet
 /// |---------------|-----|-----------------------------------------------------------------|--------------------------|
 /// | 1 hello       | w→c | model hash [32] (zeros: any model) · pid UInt32 · name string · | –                        |
 /// |               |     | proof [32] (HMAC-SHA256 of the run secret, see `RunProof`) ·    |                          |
-/// |               |     | data digest [32] (zeros: none; see `Dataset.contentSHA256`)     |                          |
+/// |               |     | data digest [32] (zeros: none; see `Dataset.contentSHA256`) ·   |                          |
+/// |               |     | slots UInt16 (compute processes behind the link, power of two)  |                          |
 /// | 2 welcome     | c→w | worker index UInt32 · heartbeat ms UInt32 · precision UInt8 ·   | –                        |
 /// |               |     | dropout rate Float32 · dropout seed UInt64 · model spec ·       |                          |
 /// |               |     | weights segment · batch segment                                 |                          |
@@ -25,7 +26,9 @@ import NeuralNet
 /// |               |     |                                                                 | none if slot ≠ 0xFF      |
 /// | 5 task        | c→w | shard UInt32 · sample count UInt32 · feature count UInt32 ·     | labels, then pixels;     |
 /// |               |     | slot UInt8 · offset UInt64                                      | none if slot ≠ 0xFF      |
-/// | 6 result      | w→c | shard UInt32 · sample count UInt32 · loss sum Float64 ·         | gradient sum (precision),|
+/// | 6 result      | w→c | shard UInt32 · block UInt32 (shards first…first+block−1, an     | gradient sum (precision),|
+/// |               |     | aligned power of two; > 1: a host's subtree sum, always fp32) · |                          |
+/// |               |     | sample count UInt32 · loss sum Float64 ·                        |                          |
 /// |               |     | correct UInt32 · parameter count UInt32 · precision UInt8 ·     | none if slot ≠ 0xFF      |
 /// |               |     | compute µs UInt64 · slot UInt8                                  |                          |
 /// | 7 heartbeat   | both| –                                                               | –                        |
@@ -72,7 +75,7 @@ import NeuralNet
 /// (see `PipeChannel`).
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
-    public static let version: UInt16 = 7
+    public static let version: UInt16 = 8
     public static let headerSize = 24
     /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
     /// `ZMQ_MAXMSGSIZE` and again by the decoder.

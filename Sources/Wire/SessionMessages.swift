@@ -14,14 +14,23 @@ public struct Hello: Equatable, Sendable {
     /// SHA-256 of the training set the worker loaded (`Dataset.contentSHA256`); all zeros:
     /// it has none, and gets every task's samples.
     public var dataDigest: [UInt8]
+    /// Compute processes behind this link (`worker --processes K`): a power of two in
+    /// `maximumSlots`; such a worker is given aligned blocks of K shards and answers each
+    /// with one sum.
+    public var slots: UInt16
+
+    /// The most compute processes one host link may announce.
+    public static let maximumSlots: UInt16 = 256
 
     public init(modelHash: [UInt8] = Array(repeating: 0, count: 32), pid: UInt32, name: String,
-                proof: [UInt8] = Array(repeating: 0, count: 32), dataDigest: [UInt8] = Array(repeating: 0, count: 32)) {
+                proof: [UInt8] = Array(repeating: 0, count: 32), dataDigest: [UInt8] = Array(repeating: 0, count: 32),
+                slots: UInt16 = 1) {
         self.modelHash = modelHash
         self.pid = pid
         self.name = name
         self.proof = proof
         self.dataDigest = dataDigest
+        self.slots = slots
     }
 
     public var acceptsAnyModel: Bool { modelHash.allSatisfy { $0 == 0 } }
@@ -34,14 +43,18 @@ public struct Hello: Equatable, Sendable {
         meta.write(string: name)
         meta.write(raw: proof)
         meta.write(raw: dataDigest)
+        meta.write(slots)
         return encodeMessage(.hello, step: 0, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        (modelHash, pid, name, proof, dataDigest) = try envelope.readMeta { reader in
+        (modelHash, pid, name, proof, dataDigest, slots) = try envelope.readMeta { reader in
             (Array(try reader.readBytes(count: 32)), try reader.read(UInt32.self), try reader.readString(maximumLength: 256),
-             Array(try reader.readBytes(count: 32)), Array(try reader.readBytes(count: 32)))
+             Array(try reader.readBytes(count: 32)), Array(try reader.readBytes(count: 32)), try reader.read(UInt16.self))
+        }
+        guard slots >= 1, slots <= Self.maximumSlots, slots & (slots - 1) == 0 else {
+            throw ProtocolError.malformed(.hello, "\(slots) compute slots; a host announces a power of two from 1 to \(Self.maximumSlots)")
         }
     }
 }

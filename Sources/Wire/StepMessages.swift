@@ -152,9 +152,15 @@ public struct TaskHeader: Equatable, Sendable {
     }
 }
 
-/// A worker's answer for one shard: statistics and the gradient summed over its samples.
+/// A worker's answer for one shard: statistics and the gradient summed over its samples;
+/// or a host's answer for an aligned block of shards (`blockCount` > 1): the block's
+/// statistics and its shards' gradient sums added along their subtree of `ShardTree`,
+/// in fp32 (a sum of rounded values is no longer a 16-bit value).
 public struct ResultHeader: Equatable, Sendable {
+    /// The first shard.
     public var shard: UInt32
+    /// Shards answered: `shard..<shard + blockCount`, a power of two that divides `shard`.
+    public var blockCount: UInt32 = 1
     public var sampleCount: UInt32
     public var lossSum: Double
     public var correctCount: UInt32
@@ -188,9 +194,13 @@ public struct ResultHeader: Equatable, Sendable {
         encodeMessage(.result, step: step, meta: meta(slot: UInt8(sharedSlot ?? 0)))
     }
 
+    /// The shards answered.
+    public var shards: Range<Int> { Int(shard)..<(Int(shard) + Int(blockCount)) }
+
     private func meta(slot: UInt8) -> ByteWriter {
         var meta = ByteWriter()
         meta.write(shard)
+        meta.write(blockCount)
         meta.write(sampleCount)
         meta.write(lossSum)
         meta.write(correctCount)
@@ -203,10 +213,14 @@ public struct ResultHeader: Equatable, Sendable {
 
     /// Decodes the header and checks the gradient frame's size (nil when the gradient is in
     /// a shared slot); the caller decodes the values with `header.precision.decode` or
-    /// `SharedSegment.readValues`, which also refuse NaN and infinity.
-    public static func decode(_ envelope: Envelope, parameterCount expected: Int) throws -> (ResultHeader, ZMQMessage?) {
-        let header = try envelope.readMeta { reader -> ResultHeader in
+    /// `SharedSegment.readValues`, which also refuse NaN and infinity. `shardCount`, when
+    /// known, bounds the shards answered.
+    public static func decode(_ envelope: Envelope, parameterCount expected: Int,
+                              shardCount: Int? = nil) throws -> (ResultHeader, ZMQMessage?) {
+        var blockCount: UInt32 = 1
+        var header = try envelope.readMeta { reader -> ResultHeader in
             let shard = try reader.read(UInt32.self)
+            blockCount = try reader.read(UInt32.self)
             let samples = try reader.read(UInt32.self)
             let loss = try reader.readDouble()
             let correct = try reader.read(UInt32.self)
@@ -221,6 +235,8 @@ public struct ResultHeader: Equatable, Sendable {
                                 parameterCount: count, precision: precision, computeMicroseconds: compute,
                                 sharedSlot: slot == WeightsMessage.inFrame ? nil : Int(slot))
         }
+        header.blockCount = blockCount
+        try checkBlock(header, shardCount: shardCount)
         guard Int(header.parameterCount) == expected else {
             throw ProtocolError.malformed(.result, "gradient of \(header.parameterCount) values, the model has \(expected)")
         }
@@ -233,5 +249,20 @@ public struct ResultHeader: Equatable, Sendable {
             return (header, nil)
         }
         return (header, try envelope.requireBulk(expected * header.precision.bytesPerValue))
+    }
+
+    /// A block must be an aligned power of two inside the step's shards, in fp32, and in the
+    /// message's data frame (a host sends it from no shared segment).
+    private static func checkBlock(_ header: ResultHeader, shardCount: Int?) throws {
+        let count = header.blockCount
+        guard count >= 1, count <= UInt32(Hello.maximumSlots), count & (count - 1) == 0, header.shard % count == 0 else {
+            throw ProtocolError.malformed(.result, "block of \(count) shards from shard \(header.shard): not an aligned power of two up to \(Hello.maximumSlots)")
+        }
+        if let shardCount, UInt64(header.shard) + UInt64(count) > UInt64(shardCount) {
+            throw ProtocolError.malformed(.result, "shards \(header.shard)..<\(UInt64(header.shard) + UInt64(count)), but a step has \(shardCount)")
+        }
+        if count > 1 && (header.precision != .fp32 || header.sharedSlot != nil) {
+            throw ProtocolError.malformed(.result, "a block's sum travels in fp32 in the data frame")
+        }
     }
 }

@@ -29,6 +29,8 @@ struct WorkerCommand: ParsableCommand {
           worker --connect tcp://10.0.0.1:5555
           worker --connect tcp://127.0.0.1:5555 --hidden 256,128
                                   join only a coordinator training 784-256-128-10
+          worker --connect tcp://10.0.0.1:5555 --processes 4
+                                  one link for this host, four compute processes
         """
     )
 
@@ -89,6 +91,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Offer to serve a range of the parameters at this endpoint (tcp://HOST:PORT; port 0 picks a free one) for a coordinator run with --parameter-servers; other workers connect to it, so HOST must be an address they reach.", valueName: "endpoint"))
     var serve: String?
 
+    @Option(help: ArgumentHelp("Compute processes behind this worker's one link (a power of two, 1 to \(Hello.maximumSlots)): the step's weights arrive once for the host and reach the K processes through shared memory; the host is given aligned blocks of K shards and sends one sum per block. 1 computes in this process.", valueName: "K"))
+    var processes = 1
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
 
@@ -104,6 +109,10 @@ struct WorkerCommand: ParsableCommand {
         if let trainLimit, trainLimit <= 0 { throw ValidationError("--train-limit must be positive (got \(trainLimit))") }
         if trainLimit != nil && data == nil { throw ValidationError("--train-limit needs --data") }
         guard (0...1_000_000).contains(busyWaitUs) else { throw ValidationError("--busy-wait-us must be 0 to 1000000 (got \(busyWaitUs))") }
+        guard processes >= 1, processes <= Int(Hello.maximumSlots), processes & (processes - 1) == 0 else {
+            throw ValidationError("--processes must be a power of two from 1 to \(Hello.maximumSlots) (got \(processes)): a host sums an aligned block of shards, and blocks are powers of two")
+        }
+        if processes > 1 && cpu != nil { throw ValidationError("--cpu pins one process; with --processes the host's processes are not pinned") }
         if let serve, !serve.hasPrefix("tcp://") || !serve.contains(":") {
             throw ValidationError("--serve takes tcp://HOST:PORT (got '\(serve)')")
         }
@@ -155,6 +164,8 @@ struct WorkerCommand: ParsableCommand {
         options.busyWaitSeconds = Double(busyWaitUs) / 1e6
         options.pinnedCPU = pinError == nil ? cpu.map(Int.init) : nil
         options.serveEndpoint = serve
+        options.processes = processes
+        options.processLogLevel = level < .notice ? level.rawValue : "warning"
         try addCredentials(to: &options)
         try addTrainingSet(to: &options, logger: logger)
         let exit: WorkerExit

@@ -55,6 +55,81 @@ final class ShardTreeTests: XCTestCase {
         }
     }
 
+    /// The tree itself takes a block's pre-summed subtree as that node (`blockSize`): random
+    /// shard counts, random aligned blocks, a length across several passes; bit for bit.
+    func testTreeWithBlockNodesEqualsTheTreeOverEveryShard() {
+        var generator = SeededGenerator(seed: 17)
+        let count = 1024 + 300
+        for trial in 0..<60 {
+            let shardCount = Int.random(in: 1...24, using: &generator)
+            let shards = (0..<shardCount).map { randomFloats(count, seed: UInt64(1000 * trial + $0)) }
+            var direct = [Float](repeating: .nan, count: count)
+            withPointers(shards) { pointers in
+                ShardTree(shardCount: shardCount).sum(count: count, values: { pointers[$0] }, into: &direct)
+            }
+            // Cover the shards left to right with random aligned blocks (size 1 where none fits).
+            var sizes = [Int](repeating: 1, count: shardCount)
+            var values = shards
+            var first = 0
+            while first < shardCount {
+                let fitting = [1, 2, 4, 8, 16].filter { first % $0 == 0 && first + $0 <= shardCount }
+                let size = fitting.randomElement(using: &generator)!
+                if size > 1 {
+                    var partial = [Float](repeating: .nan, count: count)
+                    withPointers(Array(shards[first..<first + size])) { pointers in
+                        ShardTree(shardCount: size).sum(count: count, values: { pointers[$0] }, into: &partial)
+                    }
+                    values[first] = partial
+                    for covered in first + 1..<first + size { values[covered] = [Float](repeating: .nan, count: count) }
+                }
+                sizes[first] = size
+                first += size
+            }
+            var blocked = [Float](repeating: .nan, count: count)
+            withPointers(values) { pointers in
+                ShardTree(shardCount: shardCount).sum(count: count, values: { pointers[$0] }, blockSize: { sizes[$0] },
+                                                      into: &blocked)
+            }
+            XCTAssertEqual(blocked.map(\.bitPattern), direct.map(\.bitPattern), "S=\(shardCount) sizes \(sizes)")
+        }
+    }
+
+    /// A host's block is taken only while none of its shards is complete, only aligned and
+    /// inside the batch; taken, it gives the same sum as the shards one by one.
+    func testShardResultsTakeABlockOnlyWhenNoneOfItsShardsIsComplete() {
+        let shards: [[Float]] = [[1e8, 3], [1, 5], [-1e8, 7], [1, 11], [0.5, 13]]
+        let perShard = ShardResults(shardCount: 5, parameterCount: 2)
+        for (shard, values) in shards.enumerated() {
+            perShard.gradient(shard).update(from: values, count: 2)
+            perShard.complete(shard, statistics: BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 0))
+        }
+        let blocked = ShardResults(shardCount: 5, parameterCount: 2)
+        XCTAssertFalse(blocked.acceptsBlock(1..<3), "misaligned")
+        XCTAssertFalse(blocked.acceptsBlock(4..<6), "past the batch")
+        XCTAssertFalse(blocked.acceptsBlock(0..<3), "not a power of two")
+        blocked.gradient(2).update(from: shards[2], count: 2)
+        blocked.complete(2, statistics: BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 0))
+        XCTAssertFalse(blocked.completeBlock(0..<4, statistics: BatchStatistics()), "shard 2 is complete: the block is stale")
+        XCTAssertFalse(blocked.isComplete(0))
+        blocked.reset()
+        // Shards 0…3 as one block, summed by their own tree; shard 4 alone.
+        let block = ShardResults(shardCount: 4, parameterCount: 2)
+        for shard in 0..<4 {
+            block.gradient(shard).update(from: shards[shard], count: 2)
+            block.complete(shard, statistics: BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 0))
+        }
+        blocked.gradient(0).update(from: block.reduce(), count: 2)
+        XCTAssertTrue(blocked.completeBlock(0..<4, statistics: block.batchStatistics))
+        XCTAssertFalse(blocked.isComplete)
+        XCTAssertFalse(blocked.acceptsBlock(0..<2), "covered by the block")
+        blocked.gradient(4).update(from: shards[4], count: 2)
+        blocked.complete(4, statistics: BatchStatistics(sampleCount: 1, lossSum: 1, correctCount: 0))
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: blocked.reduce(), count: 2)).map(\.bitPattern),
+                       Array(UnsafeBufferPointer(start: perShard.reduce(), count: 2)).map(\.bitPattern))
+        XCTAssertEqual(blocked.batchStatistics.sampleCount, 5)
+        XCTAssertEqual(blocked.reduce()[0], 0.5, "(1e8 + 1) + (-1e8 + 1) + 0.5 in the tree's order")
+    }
+
     func testAlignedBlocks() {
         XCTAssertTrue(ShardTree.isAlignedBlock(4..<8))
         XCTAssertTrue(ShardTree.isAlignedBlock(6..<7))

@@ -40,6 +40,30 @@ final class StepSchedulerTests: XCTestCase {
         commands.compactMap { if case let .declareLost(id, _) = $0 { id } else { nil } }
     }
 
+    /// Hosts with K slots take K consecutive shards each, an aligned block, and the next
+    /// step's tasks go ahead the same way; a lost host's block goes to the others shard by
+    /// shard, and a block is accepted only while every shard of it is still its own.
+    func testHostsWithSlotsTakeAlignedBlocks() {
+        var s = scheduler(workers: 0)
+        _ = s.handle(.workerJoined(0, slots: 2), now: 0)
+        _ = s.handle(.workerJoined(1, slots: 2), now: 0)
+        _ = s.handle(.workerJoined(2), now: 0)
+        // Shard 5 goes in the next round, to the first host, alone (no block then).
+        XCTAssertEqual(tasks(s.handle(.stepStarted(step: 0, shards: [0, 1, 2, 3, 4, 5]), now: 0)),
+                       [0: [0, 1, 5], 1: [2, 3], 2: [4]])
+        XCTAssertEqual(s.verdict(from: 1, step: 0, shards: 2..<4, shardCount: 6), .accept)
+        XCTAssertEqual(s.verdict(from: 1, step: 0, shards: 0..<2, shardCount: 6),
+                       .reject(reason: "result for shard 0 of step 0, which it was not given"))
+        _ = s.handle(.resultAccepted(2, shard: 4), now: 0.1)
+        // Host 1 is lost: its shards 2 and 3 go to whoever has fewest, one by one.
+        let commands = s.handle(.linkFailed(1, reason: "gone"), now: 0.2)
+        XCTAssertEqual(tasks(commands).values.flatMap { $0 }.sorted(), [2, 3])
+        _ = s.handle(.resultAccepted(2, shard: 2), now: 0.3)
+        XCTAssertEqual(s.verdict(from: 0, step: 0, shards: 0..<2, shardCount: 6), .accept)
+        XCTAssertEqual(s.verdict(from: 1, step: 0, shards: 2..<4, shardCount: 6), .stale)
+        XCTAssertEqual(tasks(s.handle(.nextStepReady(step: 1, shards: [0, 1, 2, 3]), now: 0.4)), [0: [0, 1, 3], 2: [2]])
+    }
+
     func testShardsGoByPositionWithWeightsFirst() {
         var s = scheduler(workers: 3)
         let commands = s.handle(.stepStarted(step: 0, shards: [0, 1, 2, 3]), now: 0)

@@ -46,6 +46,11 @@ final class ProtocolTests: XCTestCase {
         XCTAssertEqual(try Hello(try roundTripToRouter(hello.encode())), hello)
         XCTAssertFalse(hello.acceptsAnyModel)
         XCTAssertTrue(Hello(pid: 1, name: "x").acceptsAnyModel)
+        let host = Hello(pid: 7, name: "host", slots: 4)
+        XCTAssertEqual(try Hello(try roundTripToRouter(host.encode())).slots, 4)
+        for bad: UInt16 in [0, 3, 512] {
+            XCTAssertThrowsError(try Hello(try roundTripToRouter(Hello(pid: 7, name: "host", slots: bad).encode())), "\(bad) slots")
+        }
 
         let welcome = Welcome(workerIndex: 3, heartbeatMilliseconds: 1000, precision: .fp16, spec: spec)
         XCTAssertEqual(try Welcome(try roundTripToDealer(welcome.encode())), welcome)
@@ -134,6 +139,55 @@ final class ProtocolTests: XCTestCase {
         let (decodedShared, noFrame) = try ResultHeader.decode(sharedResult, parameterCount: spec.parameterCount)
         XCTAssertEqual(decodedShared, shared)
         XCTAssertNil(noFrame)
+    }
+
+    /// A host's block result: an aligned power-of-two range inside the step, fp32 in its
+    /// frame, a gradient of the model's length; anything else is refused with a reason.
+    func testBlockResultsAreCheckedForAlignmentRangePrecisionAndLength() throws {
+        let gradient = SharedBuffer(byteCount: 16)
+        for i in 0..<4 { gradient.floats(count: 4)[i] = Float(i) }
+        var block = ResultHeader(shard: 4, sampleCount: 8, lossSum: 2, correctCount: 3, parameterCount: 4, computeMicroseconds: 7)
+        block.blockCount = 4
+        let (decoded, frame) = try ResultHeader.decode(try roundTripToRouter(block.encode(step: 2, gradient: gradient)),
+                                                       parameterCount: 4, shardCount: 8)
+        XCTAssertEqual(decoded, block)
+        XCTAssertEqual(decoded.shards, 4..<8)
+        XCTAssertEqual(frame?.count, 16)
+        func refused(_ header: ResultHeader, shardCount: Int? = 8, parameterCount: Int = 4, bytes: Int = 16,
+                     _ expected: String, line: UInt = #line) throws {
+            let frames = header.encode(step: 2, gradient: SharedBuffer(byteCount: bytes))
+            XCTAssertThrowsError(try ResultHeader.decode(try roundTripToRouter(frames), parameterCount: parameterCount,
+                                                         shardCount: shardCount), line: line) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(error)", line: line)
+            }
+        }
+        var misaligned = block
+        misaligned.shard = 2
+        try refused(misaligned, "not an aligned power of two")
+        var notPowerOfTwo = block
+        notPowerOfTwo.shard = 0
+        notPowerOfTwo.blockCount = 3
+        try refused(notPowerOfTwo, "not an aligned power of two")
+        var empty = block
+        empty.blockCount = 0
+        try refused(empty, "not an aligned power of two")
+        var huge = block
+        huge.shard = 0
+        huge.blockCount = 1 << 31
+        try refused(huge, "not an aligned power of two")
+        try refused(block, shardCount: 6, "a step has 6")
+        var sixteen = block
+        sixteen.blockCount = 16
+        sixteen.shard = 0xFFFF_FFF0
+        try refused(sixteen, "a step has 8")  // no overflow near UInt32.max
+        var half = block
+        half.precision = .fp16
+        try refused(half, bytes: 8, "fp32")
+        try refused(block, parameterCount: 5, "the model has 5")
+        // A data frame shorter than the gradient the header declares.
+        var frames = block.encode(step: 2, gradient: gradient)
+        frames[frames.count - 1] = .bytes(Array(repeating: 0, count: 12))
+        XCTAssertThrowsError(try ResultHeader.decode(try roundTripToRouter(frames), parameterCount: 4, shardCount: 8))
     }
 
     func testNonFiniteGradientsAreDetected() throws {
