@@ -30,6 +30,9 @@ public final class ParameterServer {
     public private(set) var rejectedMessages = 0
     public private(set) var staleMessages = 0
     public private(set) var stepsApplied = 0
+    /// Seconds spent summing, updating and sending the weights, over the steps applied: this
+    /// server's serial time per step (it waits for the slowest gradient before it).
+    public private(set) var applySeconds = 0.0
 
     // The range being served, from the last assignment.
     private var generation: UInt32?
@@ -76,6 +79,13 @@ public final class ParameterServer {
     public func takeOutbox() -> [[OutgoingFrame]] {
         defer { outbox.removeAll() }
         return outbox
+    }
+
+    public var hasOutbox: Bool { !outbox.isEmpty }
+
+    /// Messages the worker's link could not take yet (its queue is full): first in line again.
+    func putBack(_ messages: ArraySlice<[OutgoingFrame]>) {
+        outbox.insert(contentsOf: messages, at: 0)
     }
 
     /// Handles every message waiting on the socket.
@@ -214,6 +224,8 @@ public final class ParameterServer {
     private func completeIfReady() {
         guard let plan, let update, let generation else { return }
         for (shard, full) in plan.nonEmpty.enumerated() where full && gradients[shard] == nil { return }
+        let start = MonotonicClock.now
+        defer { applySeconds += MonotonicClock.now - start }
         update.apply(sampleCount: plan.sampleCount, gradient: { self.gradients[$0].map { UnsafePointer($0) } })
         for shard in Array(gradients.keys) { release(shard) }
         self.plan = nil

@@ -91,7 +91,9 @@ public final class WorkerNode {
         try socket.setImmediate(true)
         try socket.setMaximumMessageSize(bytes: WireProtocol.maximumMessageBytes)
         try socket.setReceiveHighWaterMark(64)
-        try socket.setSendHighWaterMark(64)
+        // A server sends the coordinator a receipt per shard and step, small but many: room for
+        // thousands, so that a coordinator that reads late is not refused any.
+        try socket.setSendHighWaterMark(options.serveEndpoint == nil ? 64 : 8192)
         // Room in the kernel for a whole weights or gradient message (hundreds of KB).
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.connect(options.endpoint)
@@ -112,7 +114,8 @@ public final class WorkerNode {
         while true {
             if let parent = options.parentPID, getppid() != parent { return .parentExited }
             pollForNextMessage()
-            let ready = try waitForMessages(timeoutMilliseconds: host == nil ? Int(heartbeatSeconds * 1000) : 20)
+            let waitsForQueue = host != nil || parameterServer?.hasOutbox == true
+            let ready = try waitForMessages(timeoutMilliseconds: waitsForQueue ? 20 : Int(heartbeatSeconds * 1000))
             if !ready.descriptors.isEmpty, let exit = try readPipe() { return exit }
             if ready.socket, let exit = try readSocket() { return exit }
             try runHostTasks()

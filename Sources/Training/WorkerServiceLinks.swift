@@ -48,10 +48,8 @@ extension WorkerNode {
         let ready = try WorkerFailure.during("waiting for the coordinator's and servers' messages") {
             try waitForInput(on: sockets, alsoWatching: pipes, timeoutMilliseconds: timeoutMilliseconds)
         }
-        if let parameterServer, ready.sockets[1] {
-            parameterServer.drain()
-            try flushServerOutbox()
-        }
+        if let parameterServer, ready.sockets[1] { parameterServer.drain() }
+        if parameterServer?.hasOutbox == true { try flushServerOutbox() }
         let firstLink = parameterServer == nil ? 1 : 2
         for (index, link) in serverLinks.enumerated() where ready.sockets[firstLink + index] { try readServerLink(link) }
         return (ready.sockets[0], ready.descriptors)
@@ -67,9 +65,18 @@ extension WorkerNode {
     }
 
     /// What this worker's server has for the coordinator goes over this worker's link.
+    /// Receipts and `applied` must all arrive (the coordinator counts them): what the link's
+    /// queue cannot take now goes back to the outbox, and the loop tries again shortly.
     func flushServerOutbox() throws {
         guard let parameterServer else { return }
-        for frames in parameterServer.takeOutbox() { try send(frames, what: "a parameter server's message") }
+        let messages = parameterServer.takeOutbox()
+        for (index, frames) in messages.enumerated() {
+            let sent = try WorkerFailure.during("sending a parameter server's message to the coordinator at \(escapedForLog(options.endpoint))") {
+                try socket.send(frames, dontWait: true)
+            }
+            guard sent else { return parameterServer.putBack(messages[index...]) }
+            lastSent = MonotonicClock.now
+        }
     }
 
     /// A new map: links to its servers (the old ones closed), and no weights until every

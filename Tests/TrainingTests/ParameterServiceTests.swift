@@ -43,6 +43,21 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         XCTAssertNil(plain.summary["parameter_service"])
     }
 
+    /// A step of many shards: a server sends the coordinator a receipt for each, more than a
+    /// worker's usual queue to it holds at once. None may be lost (a lost receipt once made
+    /// the coordinator declare its server lost, with no spare to take over).
+    func testEveryReceiptOfAStepWithManyShardsArrives() throws {
+        let many = ["--batch-size", "480", "--shards", "96", "--max-steps", "12"]
+        let local = try runCoordinator(common + many + ["--local"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let run = try spawned(6, servers: 1, many)
+        XCTAssertEqual(run.status, 0, run.errors)
+        XCTAssertEqual(run.sha, local.sha, run.errors)
+        let service = run.summary["parameter_service"] as? [String: Any] ?? [:]
+        XCTAssertEqual(service["receipts"] as? Int, 12 * 96)
+        XCTAssertEqual(service["rollbacks"] as? Int, 0)
+    }
+
     /// CURVE on every link, the servers' too (each with a fresh key pair): the same hash.
     func testCurveRunWithTwoServers() throws {
         let folder = scratchFolder + "ps-keys-\(getpid())"
