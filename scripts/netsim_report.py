@@ -70,17 +70,31 @@ def main():
     def global_batch(n):
         return args.batch_size_per_worker * n if weak else args.batch_size
 
-    def model(n, rate, precision, mode):
+    def model(n, rate, precision, mode, fixed):
         # Per step, one after the other: the weights go out, the workers compute the batch
         # (split over n; 2 cores here, so at most 2 at a time), the gradients come back, and a
-        # fixed round trip of about 0.3 ms. The next step's samples go down while the workers
-        # compute, hidden behind it. What the busiest link carries each way decides the wire:
-        # the coordinator's n copies of the weights down and n gradients up; with the parameter
+        # fixed cost per step. The next step's samples go down while the workers compute,
+        # hidden behind it. What the busiest link carries each way decides the wire: the
+        # coordinator's n copies of the weights down and n gradients up; with the parameter
         # service every host sends the other n-1 servers their ranges of its gradient, then each
         # server sends the other n-1 hosts its range of the weights: (n-1)/n·P·v each phase.
+        # The fixed cost: about 0.3 ms for the coordinator's round trip; for the parameter
+        # service, what its smallest run (normally n = 1, no wire at all) took beyond its
+        # compute: the hops through loopback, the receipts and the step plans.
         unit = parameters * value_bytes(precision) * 8 / bits(rate)
         wire = 2 * (n - 1) / n * unit if mode.startswith("service") else 2 * n * unit
-        return global_batch(n) / (compute_per_sample * global_batch(n) / min(n, 2) + wire + 0.3e-3)
+        # The service's fixed cost is work of the hosts' CPUs, shared by them like the compute.
+        share = min(n, 2) if mode.startswith("service") else 1
+        return global_batch(n) / (compute_per_sample * global_batch(n) / min(n, 2) + wire + fixed / share)
+
+    def fixed_cost(rate, mode, precision):
+        if not mode.startswith("service"):
+            return 0.3e-3
+        n = counts[0]
+        first = json.load(open(f"{out}/{rate}-{mode}-{precision}-{n}.json"))
+        unit = parameters * value_bytes(precision) * 8 / bits(rate)
+        step = first["batch_size"] / first["samples_per_second"]
+        return max(0.0, step - compute_per_sample * global_batch(n) / min(n, 2) - 2 * (n - 1) / n * unit)
 
     def expected_busier_way(n, precision, mode, batch, pixel_share):
         # Down the coordinator's link: the pixels (a byte each) of the shards of workers that do
@@ -98,7 +112,7 @@ def main():
                 for precision in precisions:
                     name = f"{rate}-{mode}-{precision}-{n}"
                     run = json.load(open(f"{out}/{name}.json"))
-                    predicted = model(n, rate, precision, mode)
+                    predicted = model(n, rate, precision, mode, fixed_cost(rate, mode, precision))
                     per_host, busiest = link_bytes(out, name, run["steps"], parameters, precision)
                     stats = run.get("worker_stats") or []
                     pixel_share = sum(w.get("data") == "pixels" for w in stats) / len(stats) if stats else 1
