@@ -14,19 +14,7 @@ final class CheckedDecodingTests: XCTestCase {
         return try Envelope(frames: messages[...])
     }
 
-    private func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
-        frames.map { frame in
-            switch frame {
-            case let .bytes(b): b
-            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
-            }
-        }
-    }
 
-    /// Writes a little-endian value into `frame` at `offset`.
-    private func patch<T: FixedWidthInteger>(_ frame: inout [UInt8], at offset: Int, _ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { frame.replaceSubrange(offset..<(offset + $0.count), with: $0) }
-    }
 
     func testStepsBeyondInt64AreRefusedInTheHeader() throws {
         let spec = try ModelSpec.mlp(inputSize: 4, hidden: [3], classes: 2)

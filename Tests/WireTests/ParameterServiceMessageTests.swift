@@ -9,18 +9,7 @@ final class ParameterServiceMessageTests: XCTestCase {
         try Envelope(frames: frames.map { bytes in bytes.withUnsafeBytes { ZMQMessage(copying: $0) } }[...])
     }
 
-    private func bytes(_ frames: [OutgoingFrame]) -> [[UInt8]] {
-        frames.map { frame in
-            switch frame {
-            case let .bytes(b): b
-            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
-            }
-        }
-    }
 
-    private func patch<T: FixedWidthInteger>(_ frame: inout [UInt8], at offset: Int, _ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { frame.replaceSubrange(offset..<(offset + $0.count), with: $0) }
-    }
 
     private let settings = RangeOptimizerSettings(kind: .adam, learningRate: 0.01, decay: 1e-3, momentum: 0.9,
                                                   beta1: 0.9, beta2: 0.999, epsilon: 1e-8, l2: 1e-4)
