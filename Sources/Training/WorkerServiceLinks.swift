@@ -71,11 +71,7 @@ extension WorkerNode {
         guard let parameterServer else { return }
         let messages = parameterServer.takeOutbox()
         for (index, frames) in messages.enumerated() {
-            let sent = try WorkerFailure.during("sending a parameter server's message to the coordinator at \(escapedForLog(options.endpoint))") {
-                try socket.send(frames, dontWait: true)
-            }
-            guard sent else { return parameterServer.putBack(messages[index...]) }
-            lastSent = MonotonicClock.now
+            guard try send(frames, what: "a parameter server's message") else { return parameterServer.putBack(messages[index...]) }
         }
     }
 

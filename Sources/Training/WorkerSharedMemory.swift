@@ -98,13 +98,15 @@ extension WorkerNode {
 
     /// Sends through our pipe once the coordinator uses it (and the message fits), else the
     /// socket. A pipe that fails is dropped for the socket; a socket that fails is this
-    /// worker's failure (`what` names the message), never the coordinator's.
-    func send(_ frames: [OutgoingFrame], what: @autoclosure () -> String) throws {
+    /// worker's failure (`what` names the message), never the coordinator's. False when
+    /// neither could take the message now (the socket's queue is full).
+    @discardableResult
+    func send(_ frames: [OutgoingFrame], what: @autoclosure () -> String) throws -> Bool {
         if pipesActive, let pipe = toCoordinator {
             do {
                 if try pipe.send(frames) {
                     lastSent = MonotonicClock.now
-                    return
+                    return true
                 }
             } catch {
                 logger.warning("the pipe to the coordinator failed (\(error)); using the socket")
@@ -115,5 +117,6 @@ extension WorkerNode {
             try socket.send(frames, dontWait: true)
         }
         if sent { lastSent = MonotonicClock.now }
+        return sent
     }
 }
