@@ -16,6 +16,12 @@
 #   --bin DIR           folder of the coordinator and worker executables (.build/release)
 #   --wait SECONDS      how long workers wait for rank 0's endpoint (default 120)
 #   --worker-option X   pass X on to every worker (repeatable), e.g. CURVE keys
+#   --parameter-servers R  a parameter service of R ranges (coordinator --parameter-servers R);
+#                       every worker offers to serve (worker --serve auto: its host's address
+#                       towards rank 0, a free port), so workers beyond R are spare servers
+#   --processes K       every worker runs K compute processes (worker --processes K, K a power
+#                       of two); without --shards after the `--`, the coordinator gets
+#                       (ranks - 1) x K shards
 # Without --data after the `--`, the coordinator reads this checkout's data/ ($MNIST_DIR).
 # ZMQT_COORDINATOR=tcp://HOST:PORT in the environment skips the file: workers connect there.
 # Across hosts, pass CURVE keys (see README) or --insecure after the `--`.
@@ -27,7 +33,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/.build/release
-rendezvous="" run_id="" address="" port="*" wait_seconds=120
+rendezvous="" run_id="" address="" port="*" wait_seconds=120 servers=0 processes=1
 worker_options=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -38,6 +44,8 @@ while [ $# -gt 0 ]; do
         --bin) bin=$2; shift 2 ;;
         --wait) wait_seconds=$2; shift 2 ;;
         --worker-option) worker_options+=("$2"); shift 2 ;;
+        --parameter-servers) servers=$2; shift 2 ;;
+        --processes) processes=$2; shift 2 ;;
         --) shift; break ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) break ;;
@@ -56,6 +64,9 @@ if [ "$size" -lt 2 ]; then
     exit 2
 fi
 [[ "$wait_seconds" =~ ^[0-9]+$ ]] || { echo "cluster.sh: --wait takes whole seconds, got '$wait_seconds'" >&2; exit 2; }
+# Every rank checks them alike, so that all stop with the same line.
+. "$(dirname "$0")/service-options.sh"
+check_service_options cluster.sh "$servers" "$processes" $((size - 1)) "$@"
 
 # Every step of a Slurm allocation, and every mpirun, is a run of its own: the rendezvous
 # names it, so that no rank ever takes an earlier run's endpoint for this one's.
@@ -122,7 +133,7 @@ if [ "$rank" = 0 ]; then
             address=$(hostname -I | awk '{print $1}')
         fi
     fi
-    coordinator_options=("$@")
+    coordinator_options=("$@" "${service_coordinator_args[@]}")
     data_given=false
     for option in "$@"; do case "$option" in --data|--data=*) data_given=true ;; esac; done
     $data_given || coordinator_options+=(--data "${MNIST_DIR:-$root/data}")
@@ -191,7 +202,7 @@ fi
 # saying hello to whatever listens at the endpoint next.
 secret=()
 [ -n "${ZMQT_COORDINATOR:-}" ] || secret=(--secret-file "$rendezvous.secret")
-"$bin/worker" --connect "$endpoint" --name "rank-$rank" --parent-pid $$ "${secret[@]}" "${worker_options[@]}" &
+"$bin/worker" --connect "$endpoint" --name "rank-$rank" --parent-pid $$ "${secret[@]}" "${service_worker_args[@]}" "${worker_options[@]}" &
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true' EXIT
 trap 'exit 143' TERM INT HUP

@@ -5,6 +5,7 @@
 #   scripts/launch.sh --hosts "hostA hostB" [--workers-per-host N] [--port 5555]
 #                     [--advertise ADDR] [--bind ADDR] [--remote-dir PATH | --remote-bin DIR]
 #                     [--bin DIR] [--worker-option X]... [--ssh-option OPT]... [--insecure]
+#                     [--parameter-servers R] [--processes K]
 #                     [-- COORDINATOR-OPTIONS]
 #
 #   --advertise ADDR    address the workers connect to (default: for each host, this host's
@@ -18,6 +19,13 @@
 #   --worker-option X   pass X on to every worker (repeatable), e.g. --no-shared-memory
 #   --ssh-option OPT    pass -o OPT to ssh (repeatable), e.g. IdentityFile=~/.ssh/cluster
 #   --insecure          no keys: plain text, anyone who reaches the port can join
+#   --parameter-servers R  a parameter service of R ranges (coordinator --parameter-servers R);
+#                       every worker offers to serve (worker --serve auto: its host's address
+#                       towards this one, a free port, which the other hosts must reach), so
+#                       workers beyond R are spare servers
+#   --processes K       every worker runs K compute processes (worker --processes K, K a power
+#                       of two); without --shards after the `--`, the coordinator gets
+#                       workers x K shards
 #
 # Each host needs passwordless ssh (BatchMode) and the built `worker`. The keys and the run
 # secret go to each host through ssh's standard input into private files, never onto a command line, and are
@@ -29,7 +37,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 hosts="" per_host=1 port=5555 advertise="" bind="" remote_dir="" remote_bin="" bin=$root/.build/release
-insecure=false
+insecure=false servers=0 processes=1
 worker_options=() ssh_options=() coordinator_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,6 +52,8 @@ while [ $# -gt 0 ]; do
         --worker-option) worker_options+=("$2"); shift 2 ;;
         --ssh-option) ssh_options+=(-o "$2"); shift 2 ;;
         --insecure) insecure=true; shift ;;
+        --parameter-servers) servers=$2; shift 2 ;;
+        --processes) processes=$2; shift 2 ;;
         --) shift; coordinator_args=("$@"); break ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "launch.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -52,6 +62,10 @@ done
 [ -n "$hosts" ] || { echo "launch.sh: --hosts is required" >&2; exit 2; }
 [[ "$per_host" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: --workers-per-host must be a positive number" >&2; exit 2; }
 [[ "$port" =~ ^[1-9][0-9]*$ ]] && [ "$port" -le 65535 ] || { echo "launch.sh: --port must be 1-65535" >&2; exit 2; }
+. "$(dirname "$0")/service-options.sh"
+check_service_options launch.sh "$servers" "$processes" $(( $(wc -w <<< "$hosts") * per_host )) "${coordinator_args[@]}"
+coordinator_args+=("${service_coordinator_args[@]}")
+worker_options=("${service_worker_args[@]}" "${worker_options[@]}")
 # The same folder as here, unless told.
 [ -n "$remote_bin" ] || remote_bin=${remote_dir:+$remote_dir/.build/release}
 remote_bin=${remote_bin:-$bin}

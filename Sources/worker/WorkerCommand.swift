@@ -31,6 +31,9 @@ struct WorkerCommand: ParsableCommand {
                                   join only a coordinator training 784-256-128-10
           worker --connect tcp://10.0.0.1:5555 --processes 4
                                   one link for this host, four compute processes
+          worker --connect tcp://10.0.0.1:5555 --serve auto
+                                  also offer to serve a parameter range, at this
+                                  host's address towards 10.0.0.1 and a free port
         """
     )
 
@@ -88,7 +91,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "With --data: use only the first N training samples (as `coordinator --train-limit`).")
     var trainLimit: Int?
 
-    @Option(help: ArgumentHelp("Offer to serve a range of the parameters at this endpoint (tcp://HOST:PORT; port 0 picks a free one) for a coordinator run with --parameter-servers; other workers connect to it, so HOST must be an address they reach.", valueName: "endpoint"))
+    @Option(help: ArgumentHelp("Offer to serve a range of the parameters for a coordinator run with --parameter-servers, at tcp://HOST:PORT (port 0 picks a free one; other workers connect to it, so HOST must be an address they reach), or at auto (auto:PORT): the address this host uses to reach the coordinator (the source of its route there, as `ip route get` shows; 127.0.0.1 for a coordinator on loopback) and a free port (or PORT). The endpoint is announced to the other workers.", valueName: "endpoint"))
     var serve: String?
 
     @Option(help: ArgumentHelp("Compute processes behind this worker's one link (a power of two, 1 to \(Hello.maximumSlots)): the step's weights arrive once for the host and reach the K processes through shared memory; the host is given aligned blocks of K shards and sends one sum per block. 1 computes in this process.", valueName: "K"))
@@ -113,8 +116,8 @@ struct WorkerCommand: ParsableCommand {
             throw ValidationError("--processes must be a power of two from 1 to \(Hello.maximumSlots) (got \(processes)): a host sums an aligned block of shards, and blocks are powers of two")
         }
         if processes > 1 && cpu != nil { throw ValidationError("--cpu pins one process; with --processes the host's processes are not pinned") }
-        if let serve, !serve.hasPrefix("tcp://") || !serve.contains(":") {
-            throw ValidationError("--serve takes tcp://HOST:PORT (got '\(serve)')")
+        if let serve, !ServeAddress.isValid(serve) {
+            throw ValidationError("--serve takes tcp://HOST:PORT, auto or auto:PORT (got '\(serve)')")
         }
     }
 
@@ -163,7 +166,12 @@ struct WorkerCommand: ParsableCommand {
         options.sharedMemory = sharedMemory
         options.busyWaitSeconds = Double(busyWaitUs) / 1e6
         options.pinnedCPU = pinError == nil ? cpu.map(Int.init) : nil
-        options.serveEndpoint = serve
+        do {
+            options.serveEndpoint = try serve.map { try ServeAddress.endpoint(for: $0, coordinator: connect) }
+        } catch {
+            FileHandle.standardError.write(Data("\(workerName): error: \(error)\n".utf8))
+            throw ExitCode(WorkerFailure.exitStatus)
+        }
         options.processes = processes
         options.processLogLevel = level < .notice ? level.rawValue : "warning"
         try addCredentials(to: &options)

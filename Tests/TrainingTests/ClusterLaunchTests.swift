@@ -59,6 +59,51 @@ final class ClusterLaunchTests: XCTestCase {
         XCTAssertFalse(job.output.contains("\u{1B}["), "terminal escape codes in a job's log")
     }
 
+    /// Under a real mpirun, `--parameter-servers 2`: every worker rank offers to serve on
+    /// its host's address towards rank 0 (worker --serve auto), two serve; then
+    /// `--processes 2`: each worker rank computes on two processes, and the coordinator gets
+    /// 2 x 2 shards. Both end with `--local`'s weights for their shard count.
+    func testMpirunJobsWithAParameterServiceAndHostProcesses() throws {
+        guard let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first(where: FileManager.default.isExecutableFile) else {
+            throw XCTSkip("mpirun is not installed (Debian: openmpi-bin; scripts/setup.sh installs it)")
+        }
+        let short = training + ["--max-steps", "6"]
+        for (launcherOptions, shards) in [(["--parameter-servers", "2"], 2), (["--processes", "2"], 4)] {
+            let local = try runCoordinator(short + ["--local", "--shards", "\(shards)"])
+            XCTAssertEqual(local.status, 0, local.errors)
+            let summary = scratchFolder + "cluster-service-\(UUID().uuidString.prefix(8)).json"
+            defer { unlink(summary) }
+            let job = try Child(executable: URL(fileURLWithPath: mpirun),
+                                ["--oversubscribe", "-np", "3", script.path, "--bin", binaries] + launcherOptions
+                                + ["--"] + short + ["--summary", summary],
+                                environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
+            XCTAssertEqual(job.wait(seconds: 120), 0, "\(launcherOptions): " + job.output + job.errors)
+            let result = readSummary(summary)
+            XCTAssertEqual(result["weights_sha256"] as? String, local.sha, "\(launcherOptions): " + job.errors)
+            XCTAssertEqual(result["shards"] as? Int, shards, job.errors)
+            if launcherOptions[0] == "--parameter-servers" {
+                let service = result["parameter_service"] as? [String: Any] ?? [:]
+                XCTAssertEqual((service["servers"] as? [Any])?.count, 2, job.errors)
+            } else {
+                let slots = (result["worker_stats"] as? [[String: Any]] ?? []).compactMap { $0["slots"] as? Int }
+                XCTAssertEqual(slots, [2, 2], job.errors)
+            }
+        }
+    }
+
+    /// Wrong launcher options stop every rank at once with one line.
+    func testLauncherOptionsAreChecked() throws {
+        for (options, message) in [(["--processes", "3"], "--processes takes a power of two from 1 to 256 (got '3')"),
+                                   (["--parameter-servers", "x"], "--parameter-servers takes a positive integer (got 'x')"),
+                                   (["--parameter-servers", "2"], "--parameter-servers 2 needs at least 2 workers")] {
+            let rank = try Child(executable: script, ["--bin", binaries] + options + ["--"] + training,
+                                 environment: ["SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_NNODES": "1",
+                                               "SLURM_JOB_ID": "4246", "SLURM_STEP_ID": "0"])
+            XCTAssertEqual(rank.wait(seconds: 30), 2, rank.errors)
+            XCTAssertTrue(rank.errors.contains("cluster.sh: " + message), rank.errors)
+        }
+    }
+
     /// What srun gives each task: SLURM_PROCID, SLURM_NTASKS, SLURM_JOB_ID, SLURM_NNODES.
     func testSlurmRanksFromTheEnvironment() throws {
         let local = try runCoordinator(training + ["--local", "--shards", "2"])

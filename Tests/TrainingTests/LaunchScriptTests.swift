@@ -94,6 +94,40 @@ final class LaunchScriptTests: XCTestCase {
         for pid in workers { XCTAssertFalse(isRunning(pid), "worker pid \(pid) outlived its coordinator") }
     }
 
+    /// Over ssh, `--parameter-servers 2`: both workers on the other host serve at that
+    /// host's address (worker --serve auto picks the one on the route to the coordinator,
+    /// not loopback), encrypted with keys each server makes; then `--processes 2`: each
+    /// worker computes on two processes, and the coordinator gets 2 x 2 shards. Both end
+    /// with `--local`'s weights for their shard count.
+    func testWorkersOverSshServeAParameterServiceAndRunHostProcesses() throws {
+        let (coordinatorHost, workerHost, sshOptions) = try startHosts()
+        let data = try makeSyntheticData(trainCount: 600, testCount: 100)
+        folders.append(data)
+        let settings = ["--data", data, "--hidden", "16", "--batch-size", "60", "--seed", "5", "--epochs", "1",
+                        "--max-steps", "6"]
+        for (launcherOptions, shards) in [(["--parameter-servers", "2"], 2), (["--processes", "2"], 4)] {
+            let reference = try runCoordinator(settings + ["--shards", "\(shards)", "--local", "--quiet"])
+            XCTAssertEqual(reference.status, 0, reference.errors)
+            let summary = scratchFolder + "launch-service-\(UUID().uuidString.prefix(8)).json"
+            defer { unlink(summary) }
+            let launch = try startLaunch(in: coordinatorHost, host: workerHost, sshOptions: sshOptions,
+                                         settings + ["--summary", summary, "--log-level", "info"],
+                                         launcherOptions: launcherOptions)
+            XCTAssertEqual(launch.wait(seconds: 120), 0, "\(launcherOptions): " + launch.errors)
+            let result = readSummary(summary)
+            XCTAssertEqual(result["weights_sha256"] as? String, reference.sha, "\(launcherOptions): " + launch.errors)
+            XCTAssertEqual(result["shards"] as? Int, shards, launch.errors)
+            if launcherOptions[0] == "--parameter-servers" {
+                let servers = (result["parameter_service"] as? [String: Any])?["servers"] as? [Any]
+                XCTAssertEqual(servers?.count, 2, launch.errors)
+                XCTAssertTrue(launch.errors.contains("serving a parameter range at tcp://\(workerHost):"), launch.errors)
+            } else {
+                let slots = (result["worker_stats"] as? [[String: Any]] ?? []).compactMap { $0["slots"] as? Int }
+                XCTAssertEqual(slots, [2, 2], launch.errors)
+            }
+        }
+    }
+
     // MARK: - Hosts
 
     /// Namespaces for the coordinator's host and the worker host, and sshd in the latter
@@ -158,10 +192,10 @@ final class LaunchScriptTests: XCTestCase {
     }
 
     private func startLaunch(in namespace: String, host: String, sshOptions: [String], _ coordinatorOptions: [String],
-                             workerOptions: [String] = []) throws -> Child {
+                             workerOptions: [String] = [], launcherOptions: [String] = []) throws -> Child {
         // Namespaces share /dev/shm; hosts do not.
         var arguments = ["netns", "exec", namespace, script.path, "--hosts", host, "--workers-per-host", "2",
-                         "--bin", binaries, "--worker-option", "--no-shared-memory"]
+                         "--bin", binaries, "--worker-option", "--no-shared-memory"] + launcherOptions
         for option in sshOptions { arguments += ["--ssh-option", option] }
         for option in workerOptions { arguments += ["--worker-option", option] }
         return try Child(executable: URL(fileURLWithPath: "/usr/sbin/ip"), arguments + ["--"] + coordinatorOptions)

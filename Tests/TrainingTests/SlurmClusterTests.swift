@@ -58,6 +58,20 @@ final class SlurmClusterTests: XCTestCase {
         XCTAssertEqual(job.wait(seconds: 120), 0, job.output + job.errors)
         XCTAssertEqual(readSummary(summary)["weights_sha256"] as? String, reference.sha, job.errors)
 
+        // A parameter service of two ranges, served by the worker ranks (worker --serve
+        // auto), each of which computes on two processes: 2 x 2 shards, `--local`'s weights.
+        let short = ["--data", data, "--hidden", "16", "--batch-size", "60", "--epochs", "1", "--max-steps", "6", "--seed", "5"]
+        let served = try runCoordinator(short + ["--local", "--shards", "4", "--quiet"])
+        XCTAssertEqual(served.status, 0, served.errors)
+        let serviceSummary = folder + "/srun-service.json"
+        let service = try srun(["--ntasks", "3", "--overcommit", script, "--bin", binaries, "--parameter-servers", "2",
+                                "--processes", "2", "--"] + short + ["--quiet", "--summary", serviceSummary])
+        XCTAssertEqual(service.wait(seconds: 120), 0, service.output + service.errors)
+        let result = readSummary(serviceSummary)
+        XCTAssertEqual(result["weights_sha256"] as? String, served.sha, service.errors)
+        XCTAssertEqual(((result["parameter_service"] as? [String: Any])?["servers"] as? [Any])?.count, 2, service.errors)
+        XCTAssertEqual((result["worker_stats"] as? [[String: Any]] ?? []).compactMap { $0["slots"] as? Int }, [2, 2])
+
         let start = Date()
         let failing = try srun(["--ntasks", "2", "--overcommit", script, "--bin", binaries, "--",
                                 "--data", folder + "/missing", "--quiet"])
