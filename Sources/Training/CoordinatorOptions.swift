@@ -38,6 +38,8 @@ public struct CoordinatorOptions: Sendable {
     /// Serving workers that own the parameters and the optimizer, one range each (0: the
     /// coordinator updates everything itself).
     public var parameterServers = 0
+    /// Shards per step (`--shards`): what one worker's queue must hold (`sendQueueMessages`).
+    public var shardCount = 1
 
     public init() {}
 

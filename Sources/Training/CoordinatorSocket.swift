@@ -40,12 +40,23 @@ extension CoordinatorServer {
         // range, and up to two optimizer buffers, in fp32); nothing bigger is accepted.
         let valueBytes = options.parameterServers > 0 ? 3 * 4 : 4
         try socket.setMaximumMessageSize(bytes: spec.parameterCount * valueBytes + 4096)
-        try socket.setSendHighWaterMark(64)
+        try socket.setSendHighWaterMark(sendQueueMessages(shardCount: options.shardCount))
         try socket.setReceiveHighWaterMark(256)
         // Room in the kernel for a whole weights or gradient message (hundreds of KB).
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.bind(options.bindEndpoint)
         return (socket, authenticator)
+    }
+
+    /// Messages one worker's queue holds before a send to it fails (and it is lost as a
+    /// worker that stopped reading): a worker may hold every shard of a step (the others
+    /// lost) and, sent ahead, every shard of the next, each task a message, with the step's
+    /// weights and small messages (heartbeats, notices, a parameter service's plans) beside
+    /// them. What those hold is bounded by two batches and the weights, whatever the count; a
+    /// stopped worker is still caught by its step deadline (`--worker-timeout`).
+    static func sendQueueMessages(shardCount: Int) -> Int {
+        let (tasks, overflow) = max(1, shardCount).multipliedReportingOverflow(by: 2)
+        return overflow ? Int(Int32.max) : min(Int(Int32.max), tasks + 64)
     }
 }
 

@@ -63,9 +63,19 @@ final class SameHostLink: WorkerLink {
 
     // MARK: Out
 
-    /// Through the pipe when there is one and the message fits, else the fallback.
+    /// Through the pipe when there is one and the message fits, else the fallback. A full
+    /// pipe sends through the fallback too: a worker given many shards a step reads its pipe
+    /// only between tasks, and a pipe holds a few hundred task messages, where the socket's
+    /// queue holds every shard of two steps. A worker that stopped is still caught by its
+    /// deadline, or once that queue is full as well.
     func send(_ frames: [OutgoingFrame]) throws -> SentBytes? {
-        if let toWorker, try toWorker.send(frames) { return frames.byteCount }
+        if let toWorker {
+            do {
+                if try toWorker.send(frames) { return frames.byteCount }
+            } catch let error as PipeChannelError where error.pipeFull {
+                // Nothing was written (a message fits PIPE_BUF, so a write is all or nothing).
+            }
+        }
         return try fallback.send(frames)
     }
 

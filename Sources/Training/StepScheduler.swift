@@ -227,8 +227,11 @@ public struct StepScheduler: Sendable {
     /// sample of the batch is skipped; with none live, the step waits.
     private mutating func reassignOrphans(now: Double, into commands: inout [SchedulerCommand]) {
         guard !openShards.isEmpty, waiting == nil, stepAssigned else { return }
-        let held = Set(workers.values.filter(\.isAlive).flatMap(\.outstanding))
-        for shard in openShards.sorted() where !held.contains(shard) {
+        // Called on every event: with thousands of shards a step, no set or sort of them all
+        // unless one is orphaned.
+        let holders = workers.values.filter(\.isAlive)
+        let orphans = openShards.filter { shard in !holders.contains { $0.outstanding.contains(shard) } }
+        for shard in orphans.sorted() {
             let live = assignableWorkers.map { workers[$0]! }
             guard let target = live.min(by: { ($0.outstanding.count, $0.id) < ($1.outstanding.count, $1.id) }) else {
                 startWaiting(needed: max(1, settings.minimumWorkers), now: now, into: &commands)

@@ -26,7 +26,9 @@ public final class WorkerNode {
     /// The first waiting task's input, scaled in the model's workspace while that step's
     /// weights are still on their way (the coordinator is summing gradients then).
     var preparedInput: (step: UInt64, shard: UInt32, input: UnsafePointer<Float>)?
-    static let maximumWaitingTasks = 64
+    /// Every shard of two steps at the protocol's most (a step's tasks may come before its
+    /// weights, and the next step's right behind them): a coordinator sends no more.
+    static let maximumWaitingTasks = 2 * ParameterServiceLimits.maximumShards
     var lastHeard = 0.0
     var lastSent = 0.0
     var heartbeatSeconds = 1.0
@@ -91,9 +93,10 @@ public final class WorkerNode {
         try socket.setImmediate(true)
         try socket.setMaximumMessageSize(bytes: WireProtocol.maximumMessageBytes)
         try socket.setReceiveHighWaterMark(64)
-        // A server sends the coordinator a receipt per shard and step, small but many: room for
-        // thousands, so that a coordinator that reads late is not refused any.
-        try socket.setSendHighWaterMark(options.serveEndpoint == nil ? 64 : 8192)
+        // A result per shard, and a server's receipt per shard and step, small but many: room
+        // for every shard of two steps at the protocol's most, so that a coordinator that reads
+        // late is refused none (a result refused here would be lost without a word).
+        try socket.setSendHighWaterMark(CoordinatorServer.sendQueueMessages(shardCount: ParameterServiceLimits.maximumShards))
         // Room in the kernel for a whole weights or gradient message (hundreds of KB).
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.connect(options.endpoint)

@@ -8,11 +8,14 @@ public struct PipeChannelError: Error, CustomStringConvertible {
     public let reason: String
     /// The reader's own `read` failed, as opposed to the writer's bytes breaking the framing.
     public let readFailed: Bool
+    /// A write found the pipe full (the reader has not read for a while); nothing was written.
+    public let pipeFull: Bool
 
-    public init(path: String, reason: String, readFailed: Bool = false) {
+    public init(path: String, reason: String, readFailed: Bool = false, pipeFull: Bool = false) {
         self.path = path
         self.reason = reason
         self.readFailed = readFailed
+        self.pipeFull = pipeFull
     }
     public var description: String { "pipe \(escapedForLog(path)): \(reason)" }
 }
@@ -139,7 +142,7 @@ public final class PipeChannel {
             if written < 0 && errno == EINTR { continue }
             let reason = written < 0 && errno == EAGAIN ? "the reader stopped reading (pipe full)"
                 : written < 0 ? String(cString: strerror(errno)) : "short write"
-            throw PipeChannelError(path: path, reason: reason)
+            throw PipeChannelError(path: path, reason: reason, pipeFull: written < 0 && errno == EAGAIN)
         }
     }
 

@@ -81,6 +81,7 @@ struct DistributedRun {
         options.precision = command.precision
         options.dropout = config.dropoutMasks
         options.parameterServers = command.parameterServers
+        options.shardCount = config.shardCount
         // With a parameter service, weights and gradients travel between workers and servers;
         // the coordinator's shared-memory path for them would carry nothing.
         options.sharedMemory = command.sharedMemory && command.parameterServers == 0

@@ -24,8 +24,8 @@ extension TrainCommand {
         guard decay >= 0, momentum >= 0, momentum < 1 else {
             throw ValidationError("--decay must be ≥ 0 and --momentum in [0, 1)")
         }
-        if let shards, shards < 1 || shards > globalBatchSize {
-            throw ValidationError("--shards must be between 1 and the batch size (\(globalBatchSize))")
+        if let shards, shards < 1 || shards > min(globalBatchSize, ParameterServiceLimits.maximumShards) {
+            throw ValidationError("--shards must be between 1 and the batch size (\(globalBatchSize)), at most \(ParameterServiceLimits.maximumShards)")
         }
         if hidden != nil && model != nil {
             throw ValidationError("--hidden and --model both name the network: give one (--model ends with denseN for an MLP's layers)")

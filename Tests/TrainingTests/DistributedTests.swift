@@ -77,6 +77,52 @@ final class DistributedTests: SyntheticDataTestCase {
         XCTAssertEqual(left, [], "segments left behind")
     }
 
+    /// 256 shards over 2 workers: each gets 128 tasks a step and the next step's 128 ahead,
+    /// more than the queues held before they were sized from the shard count (a worker was
+    /// lost: "its queue is full"). Through pipes and shared memory, and by socket only (as
+    /// from another host): no worker lost, `--local`'s weights.
+    func testManyShardsPerWorkerLoseNoWorker() throws {
+        let many = ["--data", data, "--hidden", "16", "--batch-size", "256", "--shards", "256", "--max-steps", "4",
+                    "--epochs", "1", "--seed", "3", "--quiet"]
+        let local = try runCoordinator(many + ["--local"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        for path in [[], ["--no-shared-memory"]] {
+            let run = try runCoordinator(many + path + ["--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*"])
+            XCTAssertEqual(run.status, 0, "\(path): " + run.errors)
+            XCTAssertEqual(run.sha, local.sha, "\(path): " + run.errors)
+            XCTAssertEqual(run.summary["lost_workers"] as? Int, 0, "\(path): " + run.errors)
+        }
+    }
+
+    /// With queues that hold two steps of 256 shards, a worker stopped with SIGSTOP is still
+    /// lost at its step deadline (the queue no longer fills first), and the run ends with
+    /// the weights of the undisturbed run.
+    func testAStoppedWorkerWithManyShardsIsLostAtItsDeadline() throws {
+        let many = ["--data", data, "--hidden", "16", "--batch-size", "256", "--shards", "256", "--max-steps", "100",
+                    "--epochs", "200", "--seed", "3"]
+        let local = try runCoordinator(many + ["--local", "--quiet"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let summary = scratchFolder + "many-stopped-\(getpid()).json"
+        let checkpoint = scratchFolder + "many-stopped-\(getpid()).checkpoint"
+        defer { unlink(summary); unlink(checkpoint) }
+        let coordinator = try Child("coordinator", many + ["--spawn-workers", "3", "--bind", "tcp://127.0.0.1:*",
+                                                           "--worker-timeout", "1", "--log-level", "notice", "--summary", summary,
+                                                           "--checkpoint", checkpoint, "--checkpoint-every", "10"])
+        let victim = try XCTUnwrap(waitForWorkerPID("worker-1", in: coordinator), coordinator.errors)
+        // Training is under way once the first checkpoint is written.
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: checkpoint) && Date() < deadline { usleep(10_000) }
+        kill(victim, SIGSTOP)
+        let lost = coordinator.waitFor("worker worker-1 is lost", seconds: 30)
+        kill(victim, SIGCONT)
+        XCTAssertTrue(lost, coordinator.errors)
+        XCTAssertEqual(coordinator.wait(seconds: 180), 0, coordinator.errors)
+        let reason = coordinator.errors.components(separatedBy: "worker worker-1 is lost: ").dropFirst().first?.prefix { $0 != "\n" }
+        XCTAssertTrue(reason?.contains("unanswered after") ?? false, "lost at its deadline: " + coordinator.errors)
+        let result = readSummary(summary)
+        XCTAssertEqual(result["weights_sha256"] as? String, local.sha, coordinator.errors)
+    }
+
     /// `worker --cpu N` pins the worker's main thread and libzmq's threads, which it starts
     /// afterwards. (OpenBLAS's pool, made at load time, is not: the spawner sets
     /// OPENBLAS_NUM_THREADS=1 so that workers have none.)
