@@ -47,10 +47,25 @@ public final class ParameterServer {
     private var bufferCount = 0
     private var weightsPool = SharedBufferPool(byteCount: 0)
 
+    /// The most a peer may send in one message (`ZMQ_MAXMSGSIZE`).
+    public let maximumMessageBytes: Int
+    private let unproven: UnprovenConnections
+
+    /// The largest message a server takes for `spec`: a gradient range of every parameter
+    /// in fp32 (the widest values on the wire) with its header; nil when it does not fit.
+    public static func maximumMessageBytes(for spec: ModelSpec) -> Int? {
+        let (values, overflow) = spec.parameterCount.multipliedReportingOverflow(by: 4)
+        let (total, overflowAgain) = values.addingReportingOverflow(4096)
+        return overflow || overflowAgain || total > WireProtocol.maximumMessageBytes ? nil : total
+    }
+
     /// Binds `bindEndpoint` (port 0 picks one); with `curve`, as a CURVE server with a
-    /// fresh key pair.
-    public init(context: ZMQContext, bindEndpoint: String, curve: Bool, logger: Logger) throws {
+    /// fresh key pair. A peer that sends a message over `maximumMessageBytes` is
+    /// disconnected by libzmq before anything is allocated for it (set before the bind,
+    /// which is when libzmq takes it for the connections to come).
+    public init(context: ZMQContext, bindEndpoint: String, curve: Bool, maximumMessageBytes: Int, logger: Logger) throws {
         self.logger = logger
+        self.maximumMessageBytes = maximumMessageBytes
         UnpredictableRoutingIDs.seed()
         socket = try ZMQSocket(context: context, type: .router)
         try socket.setRouterMandatory(true)
@@ -62,7 +77,8 @@ public final class ParameterServer {
             try socket.setZAPDomain(CoordinatorServer.zapDomain)
             curvePublicKey = ""
         }
-        try socket.setMaximumMessageSize(bytes: WireProtocol.maximumMessageBytes)
+        try socket.setMaximumMessageSize(bytes: maximumMessageBytes)
+        unproven = try UnprovenConnections(watching: socket, context: context)
         try socket.setSendHighWaterMark(256)
         try socket.setReceiveHighWaterMark(1024)
         try socket.setKernelBufferSizes(bytes: 4 << 20)
@@ -88,8 +104,10 @@ public final class ParameterServer {
         outbox.insert(contentsOf: messages, at: 0)
     }
 
-    /// Handles every message waiting on the socket.
+    /// Handles every message waiting on the socket (after the connection events: a
+    /// connection is accepted before any message of it can arrive).
     public func drain() {
+        noteConnections()
         while let frames = try? socket.receive(timeoutMilliseconds: 0) {
             guard frames.count >= 2 else { continue }
             let identity = frames[0].bytes
@@ -98,6 +116,21 @@ public final class ParameterServer {
             } catch {
                 reject(identity, "\(error)")
             }
+            if admitted.contains(identity) { unproven.proven(frames[1].sourceDescriptor) }
+        }
+    }
+
+    /// Connections closed before their peer proved the run secret: those libzmq cut off for
+    /// a message over `maximumMessageBytes`, and strangers that left.
+    public func unprovenConnectionsClosed() -> Int {
+        noteConnections()
+        return unproven.closed
+    }
+
+    private func noteConnections() {
+        let before = unproven.closed
+        if unproven.update() > 0 && before == 0 {
+            logger.warning("parameter server: a connection closed before its peer proved the run secret (libzmq cuts off one that sends more than \(maximumMessageBytes) bytes; further ones are counted, not logged)")
         }
     }
 

@@ -64,8 +64,10 @@ public final class WorkerNode {
     var labelBuffer = SharedBuffer(byteCount: 0)
     /// The digest of `options.trainingSet` that hellos carry (nil: no training set).
     let dataDigest: [UInt8]?
-    /// This worker's server of a parameter range (`worker --serve`), nil when it does not serve.
-    public let parameterServer: ParameterServer?
+    /// This worker's server of a parameter range (`worker --serve`), nil when it does not
+    /// serve, and until its first welcome: it binds once the model, and so the largest
+    /// message a peer may send it, is known (`WorkerSession.swift`).
+    public internal(set) var parameterServer: ParameterServer?
     /// Links to the parameter servers of the coordinator's last map (none: weights and
     /// results go through the coordinator).
     var serverLinks: [ServerLink] = []
@@ -100,13 +102,6 @@ public final class WorkerNode {
         // Room in the kernel for a whole weights or gradient message (hundreds of KB).
         try socket.setKernelBufferSizes(bytes: 4 << 20)
         try socket.connect(options.endpoint)
-        if let serveEndpoint = options.serveEndpoint {
-            parameterServer = try ParameterServer(context: context, bindEndpoint: serveEndpoint,
-                                                  curve: options.curveServerKey != nil, logger: logger)
-        } else {
-            parameterServer = nil
-        }
-        if let parameterServer { logger.notice("serving a parameter range at \(parameterServer.endpoint)") }
     }
 
     /// Serves the coordinator until it ends the run (or is gone); throws `WorkerFailure`

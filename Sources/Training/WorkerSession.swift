@@ -113,7 +113,7 @@ extension WorkerNode {
         workerIndex = Int(welcome.workerIndex)
         serverLinks = []
         serviceGeneration = nil
-        if let parameterServer {
+        if let parameterServer = try serverForModel(welcome.spec) {
             // A new session: whatever it served belongs to the last one (the coordinator
             // seeds it again if it serves in this one).
             parameterServer.spec = welcome.spec
@@ -125,6 +125,25 @@ extension WorkerNode {
         logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
         try startHostProcesses(for: welcome)
         try attachSharedMemory(welcome)
+    }
+
+    /// With `--serve`: the server, bound at the first welcome with room for this model's
+    /// largest message and no more, and bound again (a new port, if it was chosen) for a
+    /// coordinator that trains a larger model.
+    private func serverForModel(_ spec: ModelSpec) throws -> ParameterServer? {
+        guard let endpoint = options.serveEndpoint else { return nil }
+        guard let cap = ParameterServer.maximumMessageBytes(for: spec) else {
+            throw WorkerFailure(action: "serving a parameter range", reason: "the model's \(spec.parameterCount) parameters do not fit a message")
+        }
+        if let parameterServer, parameterServer.maximumMessageBytes >= cap { return parameterServer }
+        parameterServer = nil  // its socket closes before the new one binds
+        let server = try WorkerFailure.during("serving a parameter range at \(escapedForLog(endpoint))") {
+            try ParameterServer(context: context, bindEndpoint: endpoint, curve: options.curveServerKey != nil,
+                                maximumMessageBytes: cap, logger: logger)
+        }
+        parameterServer = server
+        logger.notice("serving a parameter range at \(server.endpoint) (messages up to \(cap) bytes)")
+        return server
     }
 
     func loadRunSecret() throws -> RunSecret {

@@ -99,6 +99,10 @@ public final class ZMQMessage {
     }
 
     public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// The descriptor of the TCP connection the frame came in on (ZMQ_SRCFD), or -1: what
+    /// ties a peer's messages to its connection's monitor events.
+    public var sourceDescriptor: Int32 { zmq_msg_get(message, 2 /* ZMQ_SRCFD, deprecated but kept in 4.3 */) }
 }
 
 /// Releases a `SharedBuffer` retained for a zero-copy message: counts the frame freed (so
@@ -147,6 +151,12 @@ public final class ZMQSocket {
 
     public func connect(_ endpoint: String) throws {
         try check("connect \(endpoint)") { zmq_connect(handle, endpoint) }
+    }
+
+    /// Publishes this socket's connection events (`ZMQ_EVENT_*`, or-ed) on a PAIR socket
+    /// bound at `endpoint` (inproc://…), which the caller connects to and reads.
+    public func monitor(at endpoint: String, events: Int32) throws {
+        try check("monitor \(endpoint)") { zmq_socket_monitor(handle, endpoint, events) }
     }
 
     /// The endpoint actually bound, e.g. with the port chosen for `tcp://127.0.0.1:*`.

@@ -194,6 +194,53 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         XCTAssertGreaterThanOrEqual(Int(refused ?? "") ?? 0, 2 + bad.count + 4, serving.errors)
     }
 
+    /// A serving worker binds once it knows the model, with messages capped at the largest
+    /// it takes (a gradient range of every parameter in fp32). A stranger's message one byte
+    /// over the cap is cut off by libzmq before anything is allocated for it, and the server
+    /// counts the connection closed; one at the cap arrives and is refused as any malformed
+    /// message, and that connection stays (its hello still gets a challenge). The run ends
+    /// with `--local`'s weights.
+    func testAMessageOverTheServersCapIsCutOffAndCounted() throws {
+        let local = try runCoordinator(common + ["--max-steps", "400", "--local"])
+        let port = freePort()
+        let secretPath = scratchFolder + "ps-cap-secret-\(getpid())"
+        let summary = scratchFolder + "ps-cap-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let coordinator = try Child("coordinator", logged + ["--max-steps", "400",
+            "--workers", "2", "--parameter-servers", "1", "--bind", "tcp://127.0.0.1:\(port)", "--secret-file", secretPath,
+            "--summary", summary])
+        let serving = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "server", "--serve", "tcp://127.0.0.1:0",
+                                           "--secret-file", secretPath])
+        let plain = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "plain", "--secret-file", secretPath])
+        XCTAssertTrue(serving.waitFor("serving a parameter range at ", seconds: 60), serving.errors)
+        let announced = try XCTUnwrap(serving.errors.components(separatedBy: "serving a parameter range at ").last)
+        let endpoint = String(announced.prefix { !$0.isWhitespace })
+        let cap = try XCTUnwrap(Int(announced.components(separatedBy: "messages up to ").dropFirst().first?.prefix { $0.isNumber } ?? ""))
+        XCTAssertEqual(cap, (784 * 32 + 32 + 32 * 10 + 10) * 4 + 4096)
+        XCTAssertTrue(coordinator.waitFor("parameter service generation 1", seconds: 60), coordinator.errors)
+
+        let context = try ZMQContext()
+        let atCap = try ZMQSocket(context: context, type: .dealer)
+        try atCap.connect(endpoint)
+        try atCap.send([.bytes(Array(repeating: 0xAB, count: cap))])
+        let overCap = try ZMQSocket(context: context, type: .dealer)
+        try overCap.connect(endpoint)
+        try overCap.send([.bytes(Array(repeating: 0xAB, count: cap + 1))])
+        XCTAssertTrue(serving.waitFor("a connection closed before its peer proved the run secret", seconds: 30), serving.errors)
+        try atCap.send(Hello(pid: 3, name: "at-cap").encode())
+        XCTAssertNotNil(try atCap.receive(timeoutMilliseconds: 5000), "the connection at the cap was closed too")
+
+        XCTAssertEqual(coordinator.wait(seconds: 240), 0, coordinator.errors)
+        XCTAssertEqual(readSummary(summary)["weights_sha256"] as? String, local.sha)
+        XCTAssertEqual(serving.wait(seconds: 30), 0, serving.errors)
+        XCTAssertEqual(plain.wait(seconds: 30), 0, plain.errors)
+        let closing = try XCTUnwrap(serving.errors.components(separatedBy: "parameter server: applied ").last)
+        let refused = Int(closing.components(separatedBy: "refused ").dropFirst().first?.prefix { $0.isNumber } ?? "") ?? 0
+        let closed = Int(closing.components(separatedBy: "stale; ").dropFirst().first?.prefix { $0.isNumber } ?? "") ?? 0
+        XCTAssertGreaterThanOrEqual(refused, 1, serving.errors)
+        XCTAssertEqual(closed, 1, "only the connection over the cap closed unproven: " + serving.errors)
+    }
+
     /// A worker whose gradient ranges hold NaN with a finite loss (a broken worker, from a
     /// raw socket that does everything else right): the server refuses them and tells the
     /// coordinator, which gives the shard to another worker; the hash stays `--local`'s.
