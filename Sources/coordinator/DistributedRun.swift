@@ -34,7 +34,7 @@ struct DistributedRun {
         let spawner = WorkerSpawner()
         if let count = command.spawnWorkers {
             var arguments = ["--log-level", command.logLevel, "--busy-wait-us", String(command.busyWaitUs)]
-            if let secret = options.curveSecretKey { arguments += ["--curve-server-key", try CurveKeys.publicKey(forSecret: secret)] }
+            if let secret = options.curveSecretKey { arguments += ["--curve-server-key=" + (try CurveKeys.publicKey(forSecret: secret))] }
             try spawner.spawn(count: count, endpoint: connectableEndpoint(server.endpoint), extraArguments: arguments,
                               secretKeys: spawnedWorkerSecrets, runSecret: secret,
                               servingCount: min(count, command.parameterServers),

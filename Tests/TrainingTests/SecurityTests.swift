@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 import XCTest
 
 /// CURVE with a ZAP allow-list, with real processes: only authorised workers join.
@@ -50,6 +51,21 @@ final class SecurityTests: XCTestCase {
             "--curve-secret-key", folder + "/coordinator.key", "--authorized-keys", folder + "/authorised/allowed.pub"])
         XCTAssertEqual(run.status, 0, run.errors)
         XCTAssertEqual(run.summary["steps"] as? Int, 30)
+    }
+
+    /// A Z85 key may begin with '-' (one in 85 does): the spawned workers still take the
+    /// coordinator's public key as the option's value, not as another option.
+    func testACoordinatorKeyThatStartsWithADashReachesSpawnedWorkers() throws {
+        var pair = try CurveKeys.generate()
+        while !pair.publicKey.hasPrefix("-") { pair = try CurveKeys.generate() }
+        let keyFile = folder + "/dash.key"
+        XCTAssertTrue(FileManager.default.createFile(atPath: keyFile, contents: Data("\(pair.secretKey)\n".utf8),
+                                                     attributes: [.posixPermissions: 0o600]))
+        let run = try runCoordinator([
+            "--data", data, "--hidden", "16", "--batch-size", "50", "--max-steps", "5", "--quiet", "--startup-timeout", "20",
+            "--spawn-workers", "2", "--bind", "tcp://127.0.0.1:*",
+            "--curve-secret-key", keyFile, "--authorized-keys", folder + "/authorised/allowed.pub"])
+        XCTAssertEqual(run.status, 0, run.errors)
     }
 
     func testPublicBindNeedsCurveOrInsecureAndBadKeyFilesAreNamed() throws {
