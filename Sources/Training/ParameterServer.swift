@@ -17,7 +17,7 @@ public final class ParameterServer {
     public let endpoint: String
     /// This server's CURVE public key ("" when the run is plain text): fresh at every start.
     public let curvePublicKey: String
-    private let logger: Logger
+    let logger: Logger
     private let nonce: [UInt8] = (0..<Challenge.nonceBytes).map { _ in UInt8.random(in: 0...255) }
     /// Set once this worker joined the run (it proved the secret itself then).
     var runSecret: RunSecret?
@@ -49,15 +49,11 @@ public final class ParameterServer {
 
     /// The most a peer may send in one message (`ZMQ_MAXMSGSIZE`).
     public let maximumMessageBytes: Int
-    private let unproven: UnprovenConnections
-
-    /// The largest message a server takes for `spec`: a gradient range of every parameter
-    /// in fp32 (the widest values on the wire) with its header; nil when it does not fit.
-    public static func maximumMessageBytes(for spec: ModelSpec) -> Int? {
-        let (values, overflow) = spec.parameterCount.multipliedReportingOverflow(by: 4)
-        let (total, overflowAgain) = values.addingReportingOverflow(4096)
-        return overflow || overflowAgain || total > WireProtocol.maximumMessageBytes ? nil : total
-    }
+    /// Its connections without the run secret's proof: counted, and bounded by the
+    /// worker's `ServerGate`.
+    let unproven: UnprovenConnections
+    var loggedUnprovenClose = false
+    var loggedRefusal = false
 
     /// Binds `bindEndpoint` (port 0 picks one); with `curve`, as a CURVE server with a
     /// fresh key pair. A peer that sends a message over `maximumMessageBytes` is
@@ -117,20 +113,6 @@ public final class ParameterServer {
                 reject(identity, "\(error)")
             }
             if admitted.contains(identity) { unproven.proven(frames[1].sourceDescriptor) }
-        }
-    }
-
-    /// Connections closed before their peer proved the run secret: those libzmq cut off for
-    /// a message over `maximumMessageBytes`, and strangers that left.
-    public func unprovenConnectionsClosed() -> Int {
-        noteConnections()
-        return unproven.closed
-    }
-
-    private func noteConnections() {
-        let before = unproven.closed
-        if unproven.update() > 0 && before == 0 {
-            logger.warning("parameter server: a connection closed before its peer proved the run secret (libzmq cuts off one that sends more than \(maximumMessageBytes) bytes; further ones are counted, not logged)")
         }
     }
 

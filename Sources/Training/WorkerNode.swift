@@ -68,6 +68,8 @@ public final class WorkerNode {
     /// serve, and until its first welcome: it binds once the model, and so the largest
     /// message a peer may send it, is known (`WorkerSession.swift`).
     public internal(set) var parameterServer: ParameterServer?
+    /// With a server: the ZAP handler that bounds its connections without the proof.
+    var serverGate: ServerGate?
     /// Links to the parameter servers of the coordinator's last map (none: weights and
     /// results go through the coordinator).
     var serverLinks: [ServerLink] = []
@@ -107,7 +109,10 @@ public final class WorkerNode {
     /// Serves the coordinator until it ends the run (or is gone); throws `WorkerFailure`
     /// when this worker itself fails.
     public func run() throws -> WorkerExit {
-        defer { host?.stop(reason: "the host's agent ended") }
+        defer {
+            host?.stop(reason: "the host's agent ended")
+            serverGate?.stop()
+        }
         if let exit = try connect() { return exit }
         while true {
             if let parent = options.parentPID, getppid() != parent { return .parentExited }

@@ -138,9 +138,12 @@ extension WorkerNode {
         if let parameterServer, parameterServer.maximumMessageBytes >= cap { return parameterServer }
         parameterServer = nil  // its socket closes before the new one binds
         let server = try WorkerFailure.during("serving a parameter range at \(escapedForLog(endpoint))") {
-            try ParameterServer(context: context, bindEndpoint: endpoint, curve: options.curveServerKey != nil,
-                                maximumMessageBytes: cap, logger: logger)
+            if serverGate == nil { serverGate = try ServerGate(context: context) }
+            serverGate?.watch(nil)
+            return try ParameterServer(context: context, bindEndpoint: endpoint, curve: options.curveServerKey != nil,
+                                       maximumMessageBytes: cap, logger: logger)
         }
+        serverGate?.watch(server.unproven)
         parameterServer = server
         logger.notice("serving a parameter range at \(server.endpoint) (messages up to \(cap) bytes)")
         return server

@@ -1,6 +1,6 @@
 import Foundation
 import NeuralNet
-import Training
+@testable import Training
 import Wire
 import XCTest
 
@@ -198,15 +198,17 @@ final class ParameterServiceTests: SyntheticDataTestCase {
     /// it takes (a gradient range of every parameter in fp32). A stranger's message one byte
     /// over the cap is cut off by libzmq before anything is allocated for it, and the server
     /// counts the connection closed; one at the cap arrives and is refused as any malformed
-    /// message, and that connection stays (its hello still gets a challenge). The run ends
-    /// with `--local`'s weights.
-    func testAMessageOverTheServersCapIsCutOffAndCounted() throws {
-        let local = try runCoordinator(common + ["--max-steps", "400", "--local"])
+    /// message, and that connection stays (its hello still gets a challenge). Then more
+    /// connections without the proof than a server keeps open: those beyond the bound are
+    /// refused at their handshake and counted, and one of the first still gets its challenge.
+    /// The run ends with `--local`'s weights.
+    func testAServersConnectionsWithoutTheProofAreCappedAndBounded() throws {
+        let local = try runCoordinator(common + ["--max-steps", "1000", "--local"])
         let port = freePort()
         let secretPath = scratchFolder + "ps-cap-secret-\(getpid())"
         let summary = scratchFolder + "ps-cap-\(getpid()).json"
         defer { try? FileManager.default.removeItem(atPath: summary) }
-        let coordinator = try Child("coordinator", logged + ["--max-steps", "400",
+        let coordinator = try Child("coordinator", logged + ["--max-steps", "1000",
             "--workers", "2", "--parameter-servers", "1", "--bind", "tcp://127.0.0.1:\(port)", "--secret-file", secretPath,
             "--summary", summary])
         let serving = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "server", "--serve", "tcp://127.0.0.1:0",
@@ -230,6 +232,22 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         try atCap.send(Hello(pid: 3, name: "at-cap").encode())
         XCTAssertNotNil(try atCap.receive(timeoutMilliseconds: 5000), "the connection at the cap was closed too")
 
+        // One connection in first (it gets a challenge), then more than the bound.
+        let first = try ZMQSocket(context: context, type: .dealer)
+        try first.connect(endpoint)
+        try first.send(Hello(pid: 4, name: "first").encode())
+        XCTAssertNotNil(try first.receive(timeoutMilliseconds: 5000))
+        let crowd = try (0..<UnprovenConnections.limit).map { _ in
+            let socket = try ZMQSocket(context: context, type: .dealer)
+            try socket.connect(endpoint)
+            return socket
+        }
+        XCTAssertTrue(serving.waitFor("refusing new connections while \(UnprovenConnections.limit) have not proven", seconds: 30),
+                      serving.errors)
+        try first.send(Hello(pid: 4, name: "first").encode())
+        XCTAssertNotNil(try first.receive(timeoutMilliseconds: 5000), "a connection within the bound was closed")
+        XCTAssertEqual(crowd.count, UnprovenConnections.limit)
+
         XCTAssertEqual(coordinator.wait(seconds: 240), 0, coordinator.errors)
         XCTAssertEqual(readSummary(summary)["weights_sha256"] as? String, local.sha)
         XCTAssertEqual(serving.wait(seconds: 30), 0, serving.errors)
@@ -238,7 +256,10 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         let refused = Int(closing.components(separatedBy: "refused ").dropFirst().first?.prefix { $0.isNumber } ?? "") ?? 0
         let closed = Int(closing.components(separatedBy: "stale; ").dropFirst().first?.prefix { $0.isNumber } ?? "") ?? 0
         XCTAssertGreaterThanOrEqual(refused, 1, serving.errors)
-        XCTAssertEqual(closed, 1, "only the connection over the cap closed unproven: " + serving.errors)
+        let refusedConnections = Int(closing.components(separatedBy: "(").last?.prefix { $0.isNumber } ?? "") ?? 0
+        XCTAssertGreaterThanOrEqual(refusedConnections, 3, serving.errors)
+        // The one over the cap, and each refused connection (refusals close it).
+        XCTAssertGreaterThanOrEqual(closed, 1 + refusedConnections, serving.errors)
     }
 
     /// A worker whose gradient ranges hold NaN with a finite loss (a broken worker, from a
