@@ -83,7 +83,7 @@ final class HostProcessesTests: SyntheticDataTestCase {
     /// the late shards, whose ranges may reach the servers before the block (which then
     /// replaces them), and the hash stays `--local`'s.
     func testAHostWhoseProcessesStallKeepsItsLinkAliveAndTheServiceItsBits() throws {
-        let steps = 200
+        let steps = 1000
         let local = try runCoordinator(common(steps: steps) + ["--local", "--quiet"])
         let (coordinator, port, summaryPath) = try coordinator(common(steps: steps) + ["--parameter-servers", "2"], workers: 2)
         let hosts = try ["host-a", "host-b"].map { try host($0, port: port, ["--serve", "tcp://127.0.0.1:0"]) }
