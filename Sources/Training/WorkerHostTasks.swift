@@ -73,14 +73,20 @@ extension WorkerNode {
     /// While the host's processes compute, what the agent's loop does that reads no message
     /// (the messages wait for the loop): a heartbeat upstream when nothing went there for
     /// `heartbeatSeconds`, exactly as the loop sends one, so a long step does not look like
-    /// a silent host; and this host's parameter server, if it serves, kept serving.
+    /// a silent host; and this host's parameter server, if it serves, kept serving. A
+    /// message waiting on the socket is word from the coordinator all the same: a step
+    /// longer than `--coordinator-timeout` does not make the host say hello again.
     func keepUpstreamAlive() throws {
         if let parameterServer {
             parameterServer.drain()
             try flushServerOutbox()
         }
-        if MonotonicClock.now - lastSent > heartbeatSeconds, try send(Heartbeat.encode(), what: "a heartbeat") {
+        let now = MonotonicClock.now
+        if now - lastSent > heartbeatSeconds, try send(Heartbeat.encode(), what: "a heartbeat") {
             heartbeatsWhileComputing += 1
+        }
+        if try WorkerFailure.during("polling the coordinator's socket", { try socket.waitForInput(timeoutMilliseconds: 0) }) {
+            lastHeard = now
         }
     }
 

@@ -79,14 +79,17 @@ final class HostProcessesTests: SyntheticDataTestCase {
     }
 
     /// Both processes of a host stopped (SIGSTOP) for 2.5 s while they compute its block: the
-    /// host's agent goes on sending heartbeats upstream meanwhile, the other host re-runs
-    /// the late shards, whose ranges may reach the servers before the block (which then
-    /// replaces them), and the hash stays `--local`'s.
+    /// host's agent goes on sending heartbeats upstream meanwhile, and takes the messages
+    /// waiting from the coordinator as word from it (with `--coordinator-timeout 2` it does
+    /// not say hello again); the other host re-runs the late shards, whose ranges may reach
+    /// the servers before the block (which then replaces them); the hash stays `--local`'s.
     func testAHostWhoseProcessesStallKeepsItsLinkAliveAndTheServiceItsBits() throws {
         let steps = 1000
         let local = try runCoordinator(common(steps: steps) + ["--local", "--quiet"])
         let (coordinator, port, summaryPath) = try coordinator(common(steps: steps) + ["--parameter-servers", "2"], workers: 2)
-        let hosts = try ["host-a", "host-b"].map { try host($0, port: port, ["--serve", "tcp://127.0.0.1:0"]) }
+        let hosts = try ["host-a", "host-b"].map {
+            try host($0, port: port, ["--serve", "tcp://127.0.0.1:0", "--coordinator-timeout", "2"])
+        }
         let children = ["worker-0", "worker-1"].compactMap { waitForWorkerPID($0, in: hosts[0]) }
         XCTAssertEqual(children.count, 2, hosts[0].errors)
         XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output + coordinator.errors)
@@ -99,6 +102,7 @@ final class HostProcessesTests: SyntheticDataTestCase {
         let heartbeats = hosts[0].errors.components(separatedBy: " heartbeats sent upstream while").first?
             .split(separator: " ").last.flatMap { Int($0) } ?? 0
         XCTAssertGreaterThanOrEqual(heartbeats, 1, hosts[0].errors)
+        XCTAssertFalse(hosts[0].errors.contains("saying hello again"), hosts[0].errors)
     }
 
     /// With a parameter service: a host's compute process killed (replaced on its host), then
