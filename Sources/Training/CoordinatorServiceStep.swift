@@ -71,13 +71,13 @@ extension CoordinatorServer {
             // worker that holds them can be blamed (the report names the sender).
             guard verdict == .accept else { return counters.staleResults += 1 }
             counters.rejectedMessages += 1
-            apply(.linkFailed(report.worker, reason: "parameter server \(name(of: service.servers[server])) refused its gradient of shards \(shards): \(escapedForLog(message.refusal))"))
+            apply(.linkFailed(report.worker, reason: "parameter server \(name(of: service.servers[server])) refused its gradient of \(report.shardsDescription): \(escapedForLog(message.refusal))"))
             return
         }
         let serverPeer = peersByIndex[service.servers[server]]?.identity ?? []
         let samples = shards.map { batch.sampleCount(ofShard: $0) }
         guard !samples.contains(0), report.sampleCount == samples.reduce(0, +) else {
-            return reject(from: serverPeer, reason: "receipt for shards \(shards) counts \(report.sampleCount) samples; they have \(samples)")
+            return reject(from: serverPeer, reason: "receipt for \(report.shardsDescription) counts \(report.sampleCount) samples; they have \(samples)")
         }
         guard shards.contains(where: { service.receipts[$0][server] == nil }) else { return counters.staleResults += 1 }
         if case let .reject(reason) = verdict {

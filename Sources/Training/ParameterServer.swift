@@ -193,8 +193,8 @@ public final class ParameterServer {
         let expected = shards.count > 1 ? WirePrecision.fp32 : precision
         // What is wrong in any step first, then whether it is this step's.
         guard header.range == update.range else { return reject(identity, "gradient range \(header.range), this server owns \(update.range)") }
-        guard header.precision == expected else { return reject(identity, "gradient of shards \(shards) in \(header.precision), expected \(expected)") }
-        guard shards.upperBound <= update.shardCount else { return reject(identity, "shards \(shards), but a step has \(update.shardCount)") }
+        guard header.precision == expected else { return reject(identity, "gradient of \(report.shardsDescription) in \(header.precision), expected \(expected)") }
+        guard shards.upperBound <= update.shardCount else { return reject(identity, "\(report.shardsDescription), but a step has \(update.shardCount)") }
         guard header.generation == generation, envelope.step == step else {
             if header.generation > generation || (header.generation == generation && envelope.step > step) {
                 return reject(identity, "gradient for step \(envelope.step) (generation \(header.generation)); this server is at step \(step) (generation \(generation))")
@@ -221,7 +221,7 @@ public final class ParameterServer {
         // taken as it is, so that the coordinator stops the run with the usual error.
         guard finite || !report.lossSum.isFinite else {
             spareBuffers.append(buffer)
-            reject(identity, "NaN or infinite gradient for shards \(shards) of step \(step)")
+            reject(identity, "NaN or infinite gradient for \(report.shardsDescription) of step \(step)")
             outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "NaN or infinite gradient range").encode())
             return
         }

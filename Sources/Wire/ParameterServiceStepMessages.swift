@@ -25,6 +25,9 @@ public struct ShardReport: Equatable, Sendable {
     /// The shards this report answers for.
     public var shards: Range<Int> { shard..<(shard + blockCount) }
 
+    /// "shard 3", or "shards 4..<8" for a block, for log lines.
+    public var shardsDescription: String { blockCount == 1 ? "shard \(shard)" : "shards \(shards)" }
+
     func write(to meta: inout ByteWriter) {
         meta.write(UInt32(shard))
         meta.write(UInt32(blockCount))

@@ -136,6 +136,31 @@ final class HostProcessesTests: SyntheticDataTestCase {
         XCTAssertTrue(spare.errors.contains("parameter server: serving parameters"), "the spare took the lost range:\n\(spare.errors)")
     }
 
+    /// With a parameter service and eight shards over three hosts of two processes (two of
+    /// them serving): the host that does not serve killed with SIGKILL mid-run (agent and
+    /// processes) loses its blocks to the others, shard by shard, no rollback; `--local`'s hash.
+    func testWithAServiceAKilledHostsShardsMoveShardByShard() throws {
+        let steps = 600
+        var arguments = common(steps: steps)
+        arguments[arguments.firstIndex(of: "--shards")! + 1] = "8"
+        let local = try runCoordinator(arguments + ["--local", "--quiet"])
+        let (coordinator, port, summaryPath) = try coordinator(arguments + ["--parameter-servers", "2", "--worker-timeout", "2"],
+                                                               workers: 3)
+        let servers = try ["host-a", "host-b"].map { try host($0, port: port, ["--serve", "tcp://127.0.0.1:0"]) }
+        let plain = try host("host-c", port: port)
+        let children = ["worker-0", "worker-1"].compactMap { waitForWorkerPID($0, in: plain) }
+        XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output + coordinator.errors)
+        kill(plain.pid, SIGKILL)
+        for pid in children { kill(pid, SIGKILL) }
+        XCTAssertTrue(coordinator.waitFor("host-c is lost", seconds: 30), coordinator.errors)
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
+        for host in servers { XCTAssertEqual(host.wait(seconds: 30), 0, host.errors) }
+        let summary = readSummary(summaryPath)
+        XCTAssertEqual(summary["weights_sha256"] as? String, local.sha, coordinator.errors)
+        XCTAssertEqual((summary["parameter_service"] as? [String: Any])?["rollbacks"] as? Int, 0, coordinator.errors)
+        XCTAssertGreaterThanOrEqual(summary["lost_workers"] as? Int ?? 0, 1)
+    }
+
     /// A compute process killed with SIGKILL mid-run is replaced on its host; a whole host
     /// (agent and processes) killed with SIGKILL loses its block's shards to the others,
     /// shard by shard. The hash stays `--local`'s.
