@@ -85,9 +85,10 @@ extension WorkerNode {
         if now - lastSent > heartbeatSeconds, try send(Heartbeat.encode(), what: "a heartbeat") {
             heartbeatsWhileComputing += 1
         }
-        if try WorkerFailure.during("polling the coordinator's socket", { try socket.waitForInput(timeoutMilliseconds: 0) }) {
-            lastHeard = now
-        }
+        // Through the pipe too, when the coordinator shares this host (its end closing reads
+        // as input as well: the loop finds out at once after the step).
+        let waiting = try WorkerFailure.during("polling the coordinator's socket") { try socket.waitForInput(timeoutMilliseconds: 0) }
+        if waiting || (pipesActive && fromCoordinator?.hasInput == true) { lastHeard = now }
     }
 
     /// One group on the host's processes, answered with one gradient: a block's sum in fp32,
