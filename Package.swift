@@ -62,7 +62,8 @@ let package = Package(
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "MNISTDataTests", dependencies: ["MNISTData", "NeuralNet", "CZlib"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "NeuralNet"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "NeuralNet", "MNISTData", "Wire"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "NeuralNet", "MNISTData", "Wire",
+                                                         .product(name: "Logging", package: "swift-log")]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -16,7 +16,7 @@
 #   scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
 #                     [--modes "coordinator service"] [--batch-size 512 | --batch-size-per-worker B]
 #                     [--steps 150] [--model SPEC] [--no-ddp] [--python PATH] [--burst BYTES]
-#                     [--json PATH] [--worker-data]
+#                     [--json PATH] [--worker-data] [--host-cpus FRACTION]
 #
 # --modes: how the project moves weights and gradients, each run for every N and precision:
 #   coordinator  the coordinator's link carries them (no --parameter-servers): N·P·v each way;
@@ -42,6 +42,12 @@
 #   a bucket that small held one TCP stream to 0.71-0.86 of a 1gbit link's rate, 1 ms to
 #   0.93, 2 ms to 0.95 (the most 1500-byte frames allow); a large one lets a whole weights
 #   message through at once after every compute phase, and the link looks faster than it is.
+# --host-cpus FRACTION: give every simulated host (each worker's namespace: the project's worker,
+#   its server and its DDP rank alike) that share of one CPU, with a CPU cgroup quota (cgroup v1
+#   cpu.cfs_quota_us or v2 cpu.max, over a 10 ms period), so that N hosts have N times one
+#   host's compute as on a real cluster instead of sharing this machine's cores. Keep N times
+#   FRACTION below the machine's CPUs (0.4 for 4 hosts on 2 cores leaves the rest to the
+#   coordinator and the kernel's network work). The model then counts FRACTION of a core per host.
 # --json PATH (default .build/netsim/netsim.json): every run, both systems, the side-by-side
 #   ratios and the bytes per step; scripts/plot.py netsim PATH draws it.
 #
@@ -52,7 +58,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" modes=coordinator batch=512 per_worker="" steps=150
-model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst="" worker_data=()
+model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst="" worker_data=() host_cpus=""
 json=.build/netsim/netsim.json
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -69,6 +75,7 @@ while [ $# -gt 0 ]; do
         --burst) burst=$2; shift 2 ;;
         --json) json=$2; shift 2 ;;
         --worker-data) worker_data=(--data data); shift ;;
+        --host-cpus) host_cpus=$2; shift 2 ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "netsim.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -80,6 +87,9 @@ positive --batch-size "$batch"
 [ -z "$burst" ] || positive --burst "$burst"
 [ -z "$per_worker" ] || [ "$batch_given" = 0 ] || { echo "netsim.sh: --batch-size and --batch-size-per-worker both set the batch: give one" >&2; exit 2; }
 for n in $counts; do positive --workers "$n"; done
+if [ -n "$host_cpus" ]; then
+    [[ $host_cpus =~ ^(0?\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(\.[0-9]+)?)$ ]] || { echo "netsim.sh: --host-cpus takes a positive share of a CPU, e.g. 0.4 (got '$host_cpus')" >&2; exit 2; }
+fi
 for mode in $modes; do
     case "$mode" in coordinator|service|coordinator-curve|service-curve) ;;
         *) echo "netsim.sh: --modes takes coordinator, service, coordinator-curve, service-curve (got '$mode')" >&2; exit 2 ;;
@@ -121,6 +131,41 @@ max=$(echo $counts | tr ' ' '\n' | sort -n | tail -1)
 cleanup() { for ns in $(ip netns list | awk '{print $1}' | grep "^$tag" || true); do ip netns del "$ns"; done; }
 trap cleanup EXIT
 
+# Each simulated host's CPU share (--host-cpus): a CPU cgroup per worker host.
+cgroups=""
+cpu_period=10000
+if [ -n "$host_cpus" ]; then
+    quota=$(python3 -c "print(round(float('$host_cpus') * $cpu_period))")
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then  # cgroup v2
+        grep -qw cpu /sys/fs/cgroup/cgroup.controllers || { echo "netsim.sh: --host-cpus needs the cgroup cpu controller" >&2; exit 1; }
+        echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        cgroups=/sys/fs/cgroup
+    elif [ -d /sys/fs/cgroup/cpu ]; then  # cgroup v1
+        cgroups=/sys/fs/cgroup/cpu
+    else
+        echo "netsim.sh: --host-cpus needs a CPU cgroup (/sys/fs/cgroup/cpu or cgroup v2)" >&2; exit 1
+    fi
+    hosts_cpus=$(python3 -c "print(float('$host_cpus') * $max)")
+    python3 -c "import os,sys; sys.exit(float('$hosts_cpus') > os.cpu_count())" ||
+        echo "netsim.sh: warning: $max hosts of $host_cpus CPU need $hosts_cpus CPUs; this machine has $(nproc)" >&2
+fi
+cleanup_cgroups() { [ -z "$cgroups" ] || for group in "$cgroups"/${tag}w*; do [ -d "$group" ] && rmdir "$group" 2>/dev/null || true; done; }
+trap 'cleanup; cleanup_cgroups' EXIT
+make_cgroup() {  # host: its CPU cgroup with the --host-cpus quota
+    local group=$cgroups/$1
+    mkdir -p "$group"
+    if [ -f "$group/cpu.max" ]; then echo "$quota $cpu_period" > "$group/cpu.max"
+    else echo "$cpu_period" > "$group/cpu.cfs_period_us"; echo "$quota" > "$group/cpu.cfs_quota_us"; fi
+}
+on_host() {  # namespace, command...: run it in the host's namespace (and its CPU cgroup)
+    local ns=$1; shift
+    if [ -n "$cgroups" ] && [ "$ns" != ${tag}c ]; then
+        sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cgroups/$ns" ip netns exec "$ns" "$@"
+    else
+        ip netns exec "$ns" "$@"
+    fi
+}
+
 # The switch, the coordinator's host and one host per worker.
 ip netns add ${tag}sw
 ip -n ${tag}sw link add br0 type bridge
@@ -140,6 +185,7 @@ connect() {  # namespace, address: a veth from the host to the switch
 hosts="${tag}c $(seq -f "${tag}w%g" 1 "$max" | tr '\n' ' ')"
 connect ${tag}c 10.203.0.1
 for i in $(seq 1 "$max"); do connect ${tag}w$i 10.203.0.$((10 + i)); done
+[ -z "$cgroups" ] || for i in $(seq 1 "$max"); do make_cgroup ${tag}w$i; done
 
 limit() {  # rate: every link, both directions (host side and switch side)
     local rate=$1 bytes bucket
@@ -195,7 +241,7 @@ run() {  # rate, mode, precision, workers
     for i in $(seq 1 "$n"); do
         local serve=()
         [[ $mode != service* ]] || serve=(--serve tcp://10.203.0.$((10 + i)):5600)
-        ip netns exec ${tag}w$i "$bin/worker" --connect tcp://10.203.0.1:$port --name "w$i" --log-level warning \
+        on_host ${tag}w$i "$bin/worker" --connect tcp://10.203.0.1:$port --name "w$i" --log-level warning \
             "${worker_security[@]}" "${serve[@]}" "${worker_data[@]}" &
         pids+=($!)
     done
@@ -214,7 +260,7 @@ ddp_run() {  # rate, workers: DDP on worker hosts 1..N, rank 0 on the first
     for i in $(seq 1 "$n"); do
         local summary=()
         [ "$i" != 1 ] || summary=(--summary "$out/$name.json")
-        ip netns exec ${tag}w$i env GLOO_SOCKET_IFNAME=${tag}w${i}e "$python" scripts/ddp_mnist.py \
+        on_host ${tag}w$i env GLOO_SOCKET_IFNAME=${tag}w${i}e "$python" scripts/ddp_mnist.py \
             --rank $((i - 1)) --world-size "$n" --master 10.203.0.11:$port --batch-size "$(global_batch "$n")" \
             --steps "$steps" --model "${model:-dense128,dense10}" --cache "$out/ddp-cache" "${summary[@]}" &
         pids+=($!)
@@ -240,4 +286,4 @@ done
 
 python3 scripts/netsim_report.py --out "$out" --json "$json" --rates "$rates" --precisions "$precisions" --modes "$modes" \
     --workers "$counts" --batch-size "$batch" --batch-size-per-worker "${per_worker:-0}" --ddp "$ddp" \
-    --burst "${burst:-0}"
+    --burst "${burst:-0}" --host-cpus "${host_cpus:-0}"

@@ -55,6 +55,7 @@ def arguments():
     parser.add_argument("--batch-size-per-worker", type=int, default=0, help="0: strong scaling")
     parser.add_argument("--ddp", type=int, default=1)
     parser.add_argument("--burst", type=int, default=0, help="tc tbf's bucket in bytes (0: netsim.sh's default)")
+    parser.add_argument("--host-cpus", type=float, default=0, help="each worker host's share of a CPU (0: no quota, the machine's cores shared)")
     return parser.parse_args()
 
 
@@ -83,9 +84,17 @@ def main():
         # compute: the hops through loopback, the receipts and the step plans.
         unit = parameters * value_bytes(precision) * 8 / bits(rate)
         wire = 2 * (n - 1) / n * unit if mode.startswith("service") else 2 * n * unit
-        # The service's fixed cost is work of the hosts' CPUs, shared by them like the compute.
-        share = min(n, 2) if mode.startswith("service") else 1
-        return global_batch(n) / (compute_per_sample * global_batch(n) / min(n, 2) + wire + fixed / share)
+        # The service's fixed cost is work of the hosts' CPUs, shared by them like the compute;
+        # with --host-cpus every host does its own share on its own CPU share, as measured.
+        share = 1 if args.host_cpus or not mode.startswith("service") else min(n, 2)
+        return global_batch(n) / (compute_seconds(global_batch(n), n) + wire + fixed / share)
+
+    def compute_seconds(batch, n):
+        # The batch split over n hosts: with --host-cpus each has that share of a core; without,
+        # they share this machine's 2 cores.
+        if args.host_cpus:
+            return compute_per_sample * batch / (n * args.host_cpus)
+        return compute_per_sample * batch / min(n, 2)
 
     def fixed_cost(rate, mode, precision):
         if not mode.startswith("service"):
@@ -94,7 +103,7 @@ def main():
         first = json.load(open(f"{out}/{rate}-{mode}-{precision}-{n}.json"))
         unit = parameters * value_bytes(precision) * 8 / bits(rate)
         step = first["batch_size"] / first["samples_per_second"]
-        return max(0.0, step - compute_per_sample * global_batch(n) / min(n, 2) - 2 * (n - 1) / n * unit)
+        return max(0.0, step - compute_seconds(global_batch(n), n) - 2 * (n - 1) / n * unit)
 
     def expected_busier_way(n, precision, mode, batch, pixel_share):
         # Down the coordinator's link: the pixels (a byte each) of the shards of workers that do
@@ -148,7 +157,8 @@ def main():
                     if (r["system"], r["mode"], r["link"], r["precision"], r["workers"]) == (system, mode, rate, precision, n))
 
     scaling = f"weak scaling, {args.batch_size_per_worker} samples per worker" if weak else f"strong scaling, batch {args.batch_size}"
-    print(f"\n{local['model']}, {parameters} parameters, {scaling}; efficiency against {counts[0]} worker(s)")
+    cpus = f"; each worker host {args.host_cpus:g} of a CPU (cgroup quota)" if args.host_cpus else ""
+    print(f"\n{local['model']}, {parameters} parameters, {scaling}; efficiency against {counts[0]} worker(s){cpus}")
     print(f"{'link':<8}{'mode':<18}{'wire':<6}{'workers':>8}{'batch':>7}{'samples/s':>11}{'model':>9}{'ratio':>7}{'effic.':>8}"
           + (f"{'DDP fp32':>10}{'effic.':>8}{'x DDP':>7}" if args.ddp else ""))
     for rate in rates:
@@ -185,7 +195,7 @@ def main():
     result = dict(model=local["model"], parameters=parameters, scaling="weak" if weak else "strong",
                   batch_size=None if weak else args.batch_size,
                   batch_size_per_worker=args.batch_size_per_worker if weak else None,
-                  tbf_burst_bytes=args.burst or "default", compute_seconds_per_sample_one_core=compute_per_sample, runs=runs, comparisons=comparisons)
+                  tbf_burst_bytes=args.burst or "default", host_cpus=args.host_cpus or None, compute_seconds_per_sample_one_core=compute_per_sample, runs=runs, comparisons=comparisons)
     with open(args.json, "w") as file:
         json.dump(result, file, indent=2)
     print(f"\nfigures written to {args.json}")

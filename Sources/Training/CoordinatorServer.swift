@@ -31,6 +31,9 @@ public final class CoordinatorServer: ShardGradientSource {
     var aheadBatch: BatchView?
     /// Restarts the workers this process spawned that have exited; returns how many.
     public var respawnExitedWorkers: (() -> Int)?
+    /// Called at every turn of a step's wait for its results: a host agent's own coordinator
+    /// keeps the agent's link upstream alive from here (`worker --processes K`).
+    var whileWaitingForResults: (() throws -> Void)?
     private let weightsPool: SharedBufferPool
     /// Weights and batches in shared memory, for workers on this host (nil: shared memory
     /// is off, or could not be made).
@@ -145,6 +148,7 @@ public final class CoordinatorServer: ShardGradientSource {
         while !results.isComplete {
             if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }
             try pump(timeoutMilliseconds: 50)
+            try whileWaitingForResults?()
             if !nextSent && results.completeCount > completeBefore && !results.isComplete {
                 nextSent = true
                 sendNextBatchAheadAndAwaitTheRest(next, step: step)

@@ -39,12 +39,19 @@ extension CoordinatorServer {
             apply(.tick)
             blameServersLateWith(step: step, results: results, service: service)
         }
+        settleStatistics(results, service: service)
         let slowest = peers.values.map(\.stepComputeSeconds).max() ?? 0
         timing.computeSeconds += slowest
         timing.networkWaitSeconds += max(0, MonotonicClock.now - mark - slowest)
         for peer in peers.values where peer.lastStepCounted == step { peer.stepsDone += 1 }
     }
 
+    /// A server's receipt or refusal, for one shard or a host's aligned block of shards.
+    ///
+    /// The receipts mirror what each server holds: a server takes a range unless it holds
+    /// every shard of it already (a block replaces the shards of it it held), and its
+    /// messages arrive in order, so a receipt is recorded for each of its shards unless that
+    /// server's receipts cover them all (then it acknowledges a late copy: stale).
     func take(_ message: ShardVerdictMessage, fromServer server: Int, service: ParameterServiceState) {
         let report = message.report
         if message.refusal.isEmpty, peersByIndex[report.worker] != nil {
@@ -55,42 +62,68 @@ extension CoordinatorServer {
         if Int(message.step) == currentStep + 1 && service.early.count < 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount) {
             return service.early.append((server, message))
         }
+        let shards = report.shards
         guard Int(message.step) == currentStep, let results = currentResults, let batch = currentBatch,
-              report.shard < results.shardCount else { return counters.staleResults += 1 }
+              shards.upperBound <= results.shardCount else { return counters.staleResults += 1 }
+        let verdict = scheduler.verdict(from: report.worker, step: currentStep, shards: shards, shardCount: results.shardCount)
         if !message.refusal.isEmpty {
-            // The coordinator cannot recompute here: the shard goes to another worker. Only a
-            // worker that holds the shard can be blamed (the report names the sender).
-            guard scheduler.verdict(from: report.worker, step: currentStep, shard: report.shard,
-                                    shardCount: results.shardCount) == .accept else { return counters.staleResults += 1 }
+            // The coordinator cannot recompute here: the shards go to another worker. Only a
+            // worker that holds them can be blamed (the report names the sender).
+            guard verdict == .accept else { return counters.staleResults += 1 }
             counters.rejectedMessages += 1
-            apply(.linkFailed(report.worker, reason: "parameter server \(name(of: service.servers[server])) refused its gradient of shard \(report.shard): \(escapedForLog(message.refusal))"))
+            apply(.linkFailed(report.worker, reason: "parameter server \(name(of: service.servers[server])) refused its gradient of \(report.shardsDescription): \(escapedForLog(message.refusal))"))
             return
         }
-        guard report.sampleCount == batch.sampleCount(ofShard: report.shard) else {
-            return reject(from: peersByIndex[service.servers[server]]?.identity ?? [], reason: "receipt for shard \(report.shard) counts \(report.sampleCount) samples; the shard has \(batch.sampleCount(ofShard: report.shard))")
+        let serverPeer = peersByIndex[service.servers[server]]?.identity ?? []
+        let samples = shards.map { batch.sampleCount(ofShard: $0) }
+        guard !samples.contains(0), report.sampleCount == samples.reduce(0, +) else {
+            return reject(from: serverPeer, reason: "receipt for \(report.shardsDescription) counts \(report.sampleCount) samples; they have \(samples)")
         }
-        guard service.receipts[report.shard][server] == nil else { return counters.staleResults += 1 }
-        service.receipts[report.shard][server] = report
+        guard shards.contains(where: { service.receipts[$0][server] == nil }) else { return counters.staleResults += 1 }
+        if case let .reject(reason) = verdict {
+            // A server took the range of a worker that was not given these shards: it cannot
+            // be undone there (an admitted worker computes as any other would), but it is
+            // counted and named.
+            reject(from: serverPeer, reason: "a receipt for \(name(of: report.worker)): \(reason)")
+        }
+        for shard in shards { service.receipts[shard][server] = report }
         service.receiptCount += 1
-        if service.receipts[report.shard].count == service.serverCount && !results.isComplete(report.shard) {
-            results.complete(report.shard, statistics: BatchStatistics(sampleCount: report.sampleCount, lossSum: report.lossSum,
-                                                                       correctCount: report.correctCount))
+        for shard in shards where service.receipts[shard].count == service.serverCount && !results.isComplete(shard) {
+            results.complete(shard, statistics: BatchStatistics())  // the statistics once the step is done
         }
-        // The scheduler hears of the shard from its first receipt naming a worker it gave the
-        // shard to: that worker did its part, and a server that then does not finish the step
-        // is the one to blame (`blameServersLateWith`), not the workers.
-        guard !service.accepted.contains(report.shard), let peer = peersByIndex[report.worker],
-              scheduler.verdict(from: report.worker, step: currentStep, shard: report.shard,
-                                shardCount: results.shardCount) == .accept else { return }
-        service.accepted.insert(report.shard)
+        acceptForScheduler(report, results: results, service: service)
+    }
+
+    /// The scheduler hears of each shard from its first receipt naming a worker it gave the
+    /// shard to: that worker did its part, and a server that then does not finish the step
+    /// is the one to blame (`blameServersLateWith`), not the workers.
+    private func acceptForScheduler(_ report: ShardReport, results: ShardResults, service: ParameterServiceState) {
+        guard let peer = peersByIndex[report.worker] else { return }
+        var accepted = 0
+        for shard in report.shards where !service.accepted.contains(shard) {
+            guard scheduler.verdict(from: report.worker, step: currentStep, shard: shard,
+                                    shardCount: results.shardCount) == .accept else { continue }
+            service.accepted.insert(shard)
+            accepted += 1
+            apply(.resultAccepted(report.worker, shard: shard))
+        }
+        guard accepted > 0 else { return }
         if service.accepted.count == service.pending.count { service.allAcceptedAt = MonotonicClock.now }
-        let sender = report.worker
-        peer.shardsDone += 1
+        peer.shardsDone += accepted
         let compute = Double(report.computeMicroseconds) / 1e6
         peer.computeSeconds += compute
         peer.stepComputeSeconds += compute
         peer.lastStepCounted = currentStep
-        apply(.resultAccepted(sender, shard: report.shard))
+    }
+
+    /// The batch's statistics as the first server holds the step: each of its receipts (a
+    /// shard's, or a block's, counted at the block's first shard) once.
+    private func settleStatistics(_ results: ShardResults, service: ParameterServiceState) {
+        for shard in service.pending {
+            guard let report = service.receipts[shard][0] else { continue }
+            results.complete(shard, statistics: report.shard != shard ? BatchStatistics()
+                : BatchStatistics(sampleCount: report.sampleCount, lossSum: report.lossSum, correctCount: report.correctCount))
+        }
     }
 
     /// Every shard's gradient reached a server `workerTimeoutSeconds` ago, yet the step is

@@ -69,12 +69,16 @@ final class HostCompute {
     /// Computes `tasks` (of one step, consecutive shards, an aligned block when more than
     /// one) on the local processes at `model`'s weights: the group's results, complete, whose
     /// `reduce()` is the group's sum in `ShardTree` order. Valid until the next call.
-    func compute(_ tasks: [ValidatedTask], step: UInt64, model: Sequential) throws -> ShardResults {
+    /// `meanwhile` runs at every turn of the wait (the agent's heartbeats upstream).
+    func compute(_ tasks: [ValidatedTask], step: UInt64, model: Sequential,
+                 meanwhile: @escaping () throws -> Void) throws -> ShardResults {
         let batch = Self.batch(of: tasks, featureCount: spec.inputSize)
         if resultsBySize[tasks.count] == nil {
             resultsBySize[tasks.count] = ShardResults(shardCount: tasks.count, parameterCount: spec.parameterCount)
         }
         let results = resultsBySize[tasks.count]!
+        server.whileWaitingForResults = meanwhile
+        defer { server.whileWaitingForResults = nil }
         try WorkerFailure.during("computing shards \(batch.firstShard)..<\(batch.firstShard + tasks.count) on this host's processes") {
             try server.computeShards(step: Int(step), model: model, batch: batch, next: { nil }, results: results)
         }

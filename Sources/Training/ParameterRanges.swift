@@ -80,11 +80,14 @@ public final class RangeUpdate {
         RangeState(range: range, iteration: optimizer.iteration, parameters: parameters, optimizerState: optimizer.state)
     }
 
-    /// One step: `gradient(shard)` is that shard's gradient range (nil: an empty shard).
-    public func apply(sampleCount: Int, gradient: (Int) -> UnsafePointer<Float>?) {
+    /// One step: `gradient(shard)` is that shard's gradient range (nil: an empty shard), or
+    /// where `blockSize(shard)` is k > 1, the range of the aligned block `shard..<shard + k`'s
+    /// sum (`ShardTree.sum`).
+    public func apply(sampleCount: Int, gradient: (Int) -> UnsafePointer<Float>?, blockSize: ((Int) -> Int)? = nil) {
         zeros.withUnsafeBufferPointer { zeros in
             sum.withUnsafeMutableBufferPointer { sum in
-                tree.sum(count: range.count, values: { gradient($0) ?? zeros.baseAddress! }, into: sum.baseAddress!)
+                tree.sum(count: range.count, values: { gradient($0) ?? zeros.baseAddress! }, blockSize: blockSize,
+                         into: sum.baseAddress!)
                 parameters.withUnsafeBufferPointer { p in
                     L2Regularization.addGradient(coefficient: settings.l2, spec: spec, range: range.lower..<range.upper,
                                                  parameters: p.baseAddress!, sampleCount: sampleCount, to: sum.baseAddress!)

@@ -30,6 +30,9 @@ public final class ParameterServer {
     public private(set) var rejectedMessages = 0
     public private(set) var staleMessages = 0
     public private(set) var stepsApplied = 0
+    /// Gradient ranges taken (a host's block counts once): with hosts of K processes, about
+    /// a K-th of the shards.
+    public private(set) var rangesAccepted = 0
     /// Seconds spent summing, updating and sending the weights, over the steps applied: this
     /// server's serial time per step (it waits for the slowest gradient before it).
     public private(set) var applySeconds = 0.0
@@ -40,9 +43,14 @@ public final class ParameterServer {
     /// The step whose gradients are being collected (its weights are out).
     private var step: UInt64 = 0
     private var plan: StepPlan?
-    /// Each accepted shard's gradient range (`update.range.count` floats), and buffers kept
-    /// for the next ones: only what admitted peers sent is ever allocated.
+    /// Each accepted shard's gradient range (`update.range.count` floats), or a host's
+    /// block's (keyed by its first shard, its size in `blockSizes`), and buffers kept for
+    /// the next ones: only what admitted peers sent is ever allocated.
     private var gradients: [Int: UnsafeMutablePointer<Float>] = [:]
+    /// Blocks of more than one shard held in `gradients`, by first shard; and for every
+    /// shard a held gradient covers, the first shard of that gradient.
+    private var blockSizes: [Int: Int] = [:]
+    private var coveredBy: [Int: Int] = [:]
     private var spareBuffers: [UnsafeMutablePointer<Float>] = []
     private var bufferCount = 0
     private var weightsPool = SharedBufferPool(byteCount: 0)
@@ -158,7 +166,7 @@ public final class ParameterServer {
                 return
             }
             self.plan = plan
-            for shard in gradients.keys where !plan.nonEmpty[shard] { release(shard) }
+            for first in Array(gradients.keys) where shards(from: first).contains(where: { !plan.nonEmpty[$0] }) { release(first) }
             completeIfReady()
         case .snapshotRequest:
             let requested = try GenerationMessage.decode(envelope)
@@ -189,24 +197,34 @@ public final class ParameterServer {
         if let update { sendWeights(update, generation: assignment.generation, to: Array(admitted)) }
     }
 
-    /// Checks a gradient range through and through; keeps the first finite one per shard.
+    /// Checks a gradient range through and through; keeps the first finite one per shard
+    /// (a host's block counts for each of its shards).
     private func gradientRange(_ envelope: Envelope, from identity: [UInt8]) throws {
         guard let update, let generation, let spec else { return staleMessages += 1 }
         let header = try RangeValuesHeader(envelope, parameterCount: spec.parameterCount)
         guard let report = header.report else { throw ProtocolError.unexpected(envelope.type) }
+        let shards = report.shards
+        // A block's sum travels in fp32: rounding it would change the tree's bits.
+        let expected = shards.count > 1 ? WirePrecision.fp32 : precision
         // What is wrong in any step first, then whether it is this step's.
         guard header.range == update.range else { return reject(identity, "gradient range \(header.range), this server owns \(update.range)") }
-        guard header.precision == precision else { return reject(identity, "gradient in \(header.precision), this run uses \(precision)") }
-        guard report.shard < update.shardCount else { return reject(identity, "shard \(report.shard), but a step has \(update.shardCount)") }
+        guard header.precision == expected else { return reject(identity, "gradient of \(report.shardsDescription) in \(header.precision), expected \(expected)") }
+        guard shards.upperBound <= update.shardCount else { return reject(identity, "\(report.shardsDescription), but a step has \(update.shardCount)") }
         guard header.generation == generation, envelope.step == step else {
             if header.generation > generation || (header.generation == generation && envelope.step > step) {
                 return reject(identity, "gradient for step \(envelope.step) (generation \(header.generation)); this server is at step \(step) (generation \(generation))")
             }
             return acknowledgeStale(report, step: envelope.step, generation: header.generation)
         }
-        if let plan, !plan.nonEmpty[report.shard] { return reject(identity, "shard \(report.shard) has no samples in step \(step)") }
-        // A re-run: the first one counts.
-        guard gradients[report.shard] == nil else { return acknowledgeStale(report, step: step, generation: generation) }
+        if let plan, let empty = shards.first(where: { !plan.nonEmpty[$0] }) {
+            return reject(identity, "shard \(empty) has no samples in step \(step)")
+        }
+        // A re-run: the first one counts. A block some of whose shards are here already (their
+        // re-runs won the race here, maybe not at the other servers) replaces them: its node is
+        // their sum along the tree, the same bits, and every server then holds every shard of
+        // it, which the coordinator, told of the block by the first receipt, counts on. Aligned
+        // blocks nest, so whatever is held inside it lies wholly inside it.
+        guard shards.contains(where: { coveredBy[$0] == nil }) else { return acknowledgeStale(report, step: step, generation: generation) }
         let buffer = spareBuffers.popLast() ?? .allocate(capacity: bufferCount)
         let finite: Bool
         do { finite = try header.decodeValues(envelope, into: buffer) } catch {
@@ -218,11 +236,15 @@ public final class ParameterServer {
         // taken as it is, so that the coordinator stops the run with the usual error.
         guard finite || !report.lossSum.isFinite else {
             spareBuffers.append(buffer)
-            reject(identity, "NaN or infinite gradient for shard \(report.shard) of step \(step)")
+            reject(identity, "NaN or infinite gradient for \(report.shardsDescription) of step \(step)")
             outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "NaN or infinite gradient range").encode())
             return
         }
+        for first in Set(shards.compactMap { coveredBy[$0] }) { release(first) }
         gradients[report.shard] = buffer
+        if shards.count > 1 { blockSizes[report.shard] = shards.count }
+        for shard in shards { coveredBy[shard] = report.shard }
+        rangesAccepted += 1
         outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
         completeIfReady()
     }
@@ -238,10 +260,11 @@ public final class ParameterServer {
     /// and `applied` to the coordinator.
     private func completeIfReady() {
         guard let plan, let update, let generation else { return }
-        for (shard, full) in plan.nonEmpty.enumerated() where full && gradients[shard] == nil { return }
+        for (shard, full) in plan.nonEmpty.enumerated() where full && coveredBy[shard] == nil { return }
         let start = MonotonicClock.now
         defer { applySeconds += MonotonicClock.now - start }
-        update.apply(sampleCount: plan.sampleCount, gradient: { self.gradients[$0].map { UnsafePointer($0) } })
+        update.apply(sampleCount: plan.sampleCount, gradient: { self.gradients[$0].map { UnsafePointer($0) } },
+                     blockSize: { self.blockSizes[$0] ?? 1 })
         for shard in Array(gradients.keys) { release(shard) }
         self.plan = nil
         outbox.append(GenerationMessage.encode(.applied, step: step, generation: generation))
@@ -250,8 +273,14 @@ public final class ParameterServer {
         sendWeights(update, generation: generation, to: Array(admitted))
     }
 
-    private func release(_ shard: Int) {
-        if let buffer = gradients.removeValue(forKey: shard) { spareBuffers.append(buffer) }
+    /// The shards a held gradient keyed `first` covers.
+    private func shards(from first: Int) -> Range<Int> { first..<(first + (blockSizes[first] ?? 1)) }
+
+    /// Lets go of the gradient keyed `first` (a shard's or a block's).
+    private func release(_ first: Int) {
+        for shard in shards(from: first) { coveredBy[shard] = nil }
+        blockSizes[first] = nil
+        if let buffer = gradients.removeValue(forKey: first) { spareBuffers.append(buffer) }
     }
 
     /// The weights range of the current step, in the wire precision, to `peers`; a peer that

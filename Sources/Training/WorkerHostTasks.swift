@@ -70,45 +70,51 @@ extension WorkerNode {
         return groups
     }
 
-    /// One group on the host's processes, answered upstream: to the coordinator a block's
-    /// sum in fp32, one shard's gradient in the run's precision (as any worker's); to a
-    /// parameter service each shard's gradient ranges, as any worker sends them.
+    /// While the host's processes compute, what the agent's loop does that reads no message
+    /// (the messages wait for the loop): a heartbeat upstream when nothing went there for
+    /// `heartbeatSeconds`, exactly as the loop sends one, so a long step does not look like
+    /// a silent host; and this host's parameter server, if it serves, kept serving. A
+    /// message waiting on the socket is word from the coordinator all the same: a step
+    /// longer than `--coordinator-timeout` does not make the host say hello again.
+    func keepUpstreamAlive() throws {
+        if let parameterServer {
+            parameterServer.drain()
+            try flushServerOutbox()
+        }
+        let now = MonotonicClock.now
+        if now - lastSent > heartbeatSeconds, try send(Heartbeat.encode(), what: "a heartbeat") {
+            heartbeatsWhileComputing += 1
+        }
+        // Through the pipe too, when the coordinator shares this host (its end closing reads
+        // as input as well: the loop finds out at once after the step).
+        let waiting = try WorkerFailure.during("polling the coordinator's socket") { try socket.waitForInput(timeoutMilliseconds: 0) }
+        if waiting || (pipesActive && fromCoordinator?.hasInput == true) { lastHeard = now }
+    }
+
+    /// One group on the host's processes, answered with one gradient: a block's sum in fp32,
+    /// one shard's gradient in the run's precision (as any worker's). To the coordinator as
+    /// one result; to a parameter service as one range per server, for the whole group.
     private func computeOnHost(_ group: [ValidatedTask], step: UInt64, model: Sequential, host: HostCompute) throws {
         let start = MonotonicClock.now
-        let results = try host.compute(group, step: step, model: model)
+        let results = try host.compute(group, step: step, model: model) { [unowned self] in try keepUpstreamAlive() }
         let microseconds = UInt64(min((MonotonicClock.now - start) * 1e6, Double(WireLimits.computeMicroseconds.upperBound)))
         tasksDone += group.count
-        if !serverLinks.isEmpty {
-            return try sendShardRanges(of: results, first: Int(group[0].header.shard), step: step,
-                                       microseconds: Int(microseconds) / group.count)
-        }
         let count = model.spec.parameterCount
         let resultPrecision = group.count > 1 ? WirePrecision.fp32 : precision
         let gradient = SharedBuffer(byteCount: count * resultPrecision.bytesPerValue)
         resultPrecision.encode(results.reduce(), count: count, into: gradient.pointer)
         let statistics = results.batchStatistics
+        let first = Int(group[0].header.shard)
+        if !serverLinks.isEmpty {
+            let report = ShardReport(shard: first, worker: workerIndex, sampleCount: statistics.sampleCount,
+                                     lossSum: statistics.lossSum, correctCount: statistics.correctCount,
+                                     computeMicroseconds: Int(microseconds), blockCount: group.count)
+            return try sendGradientRanges(step: step, report: report, gradient: gradient, rangePrecision: resultPrecision)
+        }
         var result = ResultHeader(shard: group[0].header.shard, sampleCount: UInt32(statistics.sampleCount),
                                   lossSum: statistics.lossSum, correctCount: UInt32(statistics.correctCount),
                                   parameterCount: UInt32(count), precision: resultPrecision, computeMicroseconds: microseconds)
         result.blockCount = UInt32(group.count)
         try send(result.encode(step: step, gradient: gradient), what: "the result of step \(step) shards \(result.shards)")
-    }
-
-    /// With a parameter service: each shard's gradient, in the run's precision, as ranges to
-    /// the servers (they add the shards along the tree themselves; a host does not pre-sum
-    /// its block for them yet).
-    private func sendShardRanges(of results: ShardResults, first: Int, step: UInt64, microseconds: Int) throws {
-        let count = results.parameterCount
-        for index in 0..<results.shardCount {
-            // The sum was checked finite, so every shard is; the copy is this process's own.
-            _ = results.copyInPlaceGradient(index)
-            guard let statistics = results.statistics[index] else { continue }
-            let gradient = SharedBuffer(byteCount: count * precision.bytesPerValue)
-            precision.encode(results.gradient(index), count: count, into: gradient.pointer)
-            let report = ShardReport(shard: first + index, worker: workerIndex, sampleCount: statistics.sampleCount,
-                                     lossSum: statistics.lossSum, correctCount: statistics.correctCount,
-                                     computeMicroseconds: microseconds)
-            try sendGradientRanges(step: step, report: report, gradient: gradient)
-        }
     }
 }

@@ -82,6 +82,8 @@ public final class WorkerNode {
     var hostTasks: [ValidatedTask] = []
     /// When the last of `hostTasks` arrived: the rest of a block comes right behind it.
     var lastHostTaskAt = 0.0
+    /// Heartbeats sent upstream while the host's processes computed (`keepUpstreamAlive`).
+    public internal(set) var heartbeatsWhileComputing = 0
 
     public init(options: WorkerOptions, logger: Logger) throws {
         self.options = options

@@ -145,9 +145,12 @@ extension WorkerNode {
         }
     }
 
-    /// A result as R gradient ranges, one to each server.
-    func sendGradientRanges(step: UInt64, report: ShardReport, gradient: SharedBuffer) throws {
+    /// A result as R gradient ranges, one to each server; `gradient` is in `rangePrecision`
+    /// (the run's for one shard, fp32 for a host's block).
+    func sendGradientRanges(step: UInt64, report: ShardReport, gradient: SharedBuffer,
+                            rangePrecision: WirePrecision? = nil) throws {
         guard let serviceGeneration else { return }
+        let precision = rangePrecision ?? precision
         for link in serverLinks {
             let header = RangeValuesHeader(generation: serviceGeneration, report: report, range: link.entry.range, precision: precision)
             let frames = header.encode(step: step, values: gradient, offset: link.entry.range.lower * precision.bytesPerValue)

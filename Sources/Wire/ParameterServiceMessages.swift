@@ -22,8 +22,11 @@ import NeuralNet
 /// | 21 snapshot answer | s→c  | generation · lower · count · iteration UInt64 · shards · …  | as the assignment      |
 /// | 22 range refused   | s→c  | generation · shard report · reason string                   | –                      |
 ///
-/// A shard report is shard UInt32 · worker index UInt32 · samples UInt32 · loss sum Float64 ·
-/// correct UInt32 · compute µs UInt64. The step is the header's. A server's messages to the
+/// A shard report is shard UInt32 · block count UInt32 · worker index UInt32 · samples UInt32 ·
+/// loss sum Float64 · correct UInt32 · compute µs UInt64: a block count k > 1 (a host's
+/// `worker --processes K`) answers for the aligned block `shard..<shard + k` (k a power of two,
+/// `shard` a multiple of k), whose gradient range then carries the block's subtree of the
+/// shard tree in fp32 whatever the run's precision. The step is the header's. A server's messages to the
 /// coordinator travel over its own worker's link; a worker says hello to a server exactly as
 /// to the coordinator (hello, challenge, hello with the proof for the server's nonce).
 

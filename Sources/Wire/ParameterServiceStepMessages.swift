@@ -2,23 +2,35 @@ import NeuralNet
 
 /// The per-step messages of the parameter service (layouts in `ParameterServiceMessages.swift`).
 
-/// Who computed a shard and what its samples gave: carried by a gradient range, and by the
-/// receipt a server sends the coordinator for it.
+/// Who computed a shard, or an aligned block of shards summed on one host (`worker
+/// --processes K`), and what its samples gave: carried by a gradient range, and by the receipt
+/// a server sends the coordinator for it.
 public struct ShardReport: Equatable, Sendable {
+    /// The first shard; with `blockCount` > 1 the block `shard..<shard + blockCount`, whose
+    /// range holds the block's subtree of `ShardTree` in fp32.
     public var shard: Int
+    public var blockCount: Int
     public var worker: Int
     public var sampleCount: Int
     public var lossSum: Double
     public var correctCount: Int
     public var computeMicroseconds: Int
 
-    public init(shard: Int, worker: Int, sampleCount: Int, lossSum: Double, correctCount: Int, computeMicroseconds: Int) {
-        (self.shard, self.worker, self.sampleCount) = (shard, worker, sampleCount)
+    public init(shard: Int, worker: Int, sampleCount: Int, lossSum: Double, correctCount: Int, computeMicroseconds: Int,
+                blockCount: Int = 1) {
+        (self.shard, self.blockCount, self.worker, self.sampleCount) = (shard, blockCount, worker, sampleCount)
         (self.lossSum, self.correctCount, self.computeMicroseconds) = (lossSum, correctCount, computeMicroseconds)
     }
 
+    /// The shards this report answers for.
+    public var shards: Range<Int> { shard..<(shard + blockCount) }
+
+    /// "shard 3", or "shards 4..<8" for a block, for log lines.
+    public var shardsDescription: String { blockCount == 1 ? "shard \(shard)" : "shards \(shards)" }
+
     func write(to meta: inout ByteWriter) {
         meta.write(UInt32(shard))
+        meta.write(UInt32(blockCount))
         meta.write(UInt32(worker))
         meta.write(UInt32(sampleCount))
         meta.write(lossSum)
@@ -27,12 +39,20 @@ public struct ShardReport: Equatable, Sendable {
     }
 
     static func read(from reader: inout ByteReader, type: MessageType) throws -> ShardReport {
-        let report = ShardReport(shard: try reader.readInt(UInt32.self, "shard", in: 0...(ParameterServiceLimits.maximumShards - 1)),
+        let shard = try reader.readInt(UInt32.self, "shard", in: 0...(ParameterServiceLimits.maximumShards - 1))
+        let blockCount = try reader.readInt(UInt32.self, "block shard count", in: 1...ParameterServiceLimits.maximumShards)
+        // Aligned (a power of two starting at a multiple of itself), so inside 0..<maximumShards;
+        // whether it lies inside the step's shards is the receiver's check.
+        guard blockCount & (blockCount - 1) == 0, shard % blockCount == 0 else {
+            throw ProtocolError.malformed(type, "shards \(shard)..<\(shard + blockCount) are no aligned block")
+        }
+        let report = ShardReport(shard: shard,
                                  worker: try reader.readInt(UInt32.self, "worker index", in: 0...Int(UInt32.max)),
                                  sampleCount: try reader.readInt(UInt32.self, "sample count", in: 1...Int(UInt32.max)),
                                  lossSum: try reader.readDouble(),
                                  correctCount: try reader.readInt(UInt32.self, "correct count", in: 0...Int(UInt32.max)),
-                                 computeMicroseconds: try reader.readInt(UInt64.self, "compute µs", in: WireLimits.computeMicroseconds))
+                                 computeMicroseconds: try reader.readInt(UInt64.self, "compute µs", in: WireLimits.computeMicroseconds),
+                                 blockCount: blockCount)
         // A NaN or infinite loss passes: the coordinator decides whether the run diverged.
         guard !(report.lossSum < 0), report.correctCount <= report.sampleCount else {
             throw ProtocolError.malformed(type, "impossible statistics (loss \(report.lossSum), \(report.correctCount) of \(report.sampleCount) correct)")
@@ -80,7 +100,8 @@ public struct StepPlan: Equatable, Sendable {
 }
 
 /// A range of values in the wire precision: a server's weights for a step, or a worker's
-/// gradient range of one shard (with the shard's report).
+/// gradient range of one shard or of a host's aligned block (with its report; a block's
+/// values are fp32).
 public struct RangeValuesHeader: Equatable, Sendable {
     public var generation: UInt32
     public var report: ShardReport?

@@ -75,7 +75,7 @@ import NeuralNet
 /// (see `PipeChannel`).
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
-    public static let version: UInt16 = 8
+    public static let version: UInt16 = 9
     public static let headerSize = 24
     /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
     /// `ZMQ_MAXMSGSIZE` and again by the decoder.

@@ -49,18 +49,116 @@ final class HostProcessesTests: SyntheticDataTestCase {
         }
     }
 
-    /// The same two hosts, each also serving a range of a two-server parameter service:
-    /// `--local`'s hash.
+    /// The same two hosts, each also serving a range of a two-server parameter service,
+    /// plain and with fp16 on the wire: `--local`'s hash, and each host sends each server one
+    /// range of its block per step (fp32), not one per shard: a server takes two ranges a
+    /// step, the coordinator counts two receipts per server a step (four shards: eight if
+    /// they came shard by shard; a re-run that reaches a server before its block adds one).
     func testTwoHostsServingAParameterServiceReproduceTheLocalRun() throws {
         let steps = 20
+        for extra in [[], ["--wire-precision", "fp16"]] {
+            let local = try runCoordinator(common(steps: steps) + extra + ["--local", "--quiet"])
+            let (coordinator, port, summaryPath) = try coordinator(common(steps: steps) + extra + ["--quiet", "--parameter-servers", "2"],
+                                                                   workers: 2)
+            let hosts = try ["host-a", "host-b"].map { try host($0, port: port, ["--serve", "tcp://127.0.0.1:0"]) }
+            XCTAssertEqual(coordinator.wait(), 0, coordinator.errors)
+            for host in hosts { XCTAssertEqual(host.wait(seconds: 30), 0, host.errors) }
+            let log = coordinator.errors + hosts.map(\.errors).joined()
+            let summary = readSummary(summaryPath)
+            XCTAssertEqual(summary["weights_sha256"] as? String, local.sha, "\(extra)\n\(log)")
+            let receipts = (summary["parameter_service"] as? [String: Any])?["receipts"] as? Int ?? 0
+            XCTAssertGreaterThanOrEqual(receipts, 2 * 2 * steps, log)
+            XCTAssertLessThan(receipts, 2 * 2 * steps + steps, "one receipt per host's block and server, \(extra)\n\(log)")
+            for host in hosts {
+                let ranges = host.errors.components(separatedBy: "steps from ").dropFirst().first?.prefix { $0.isNumber }
+                let taken = Int(ranges ?? "") ?? 0
+                XCTAssertGreaterThanOrEqual(taken, 2 * steps, host.errors)
+                XCTAssertLessThan(taken, 2 * steps + steps / 2, "two ranges a step, one per host:\n\(host.errors)")
+            }
+        }
+    }
+
+    /// Both processes of a host stopped (SIGSTOP) for 2.5 s while they compute its block: the
+    /// host's agent goes on sending heartbeats upstream meanwhile, and takes the messages
+    /// waiting from the coordinator as word from it (with `--coordinator-timeout 2` it does
+    /// not say hello again); the other host re-runs the late shards, whose ranges may reach
+    /// the servers before the block (which then replaces them); the hash stays `--local`'s.
+    func testAHostWhoseProcessesStallKeepsItsLinkAliveAndTheServiceItsBits() throws {
+        let steps = 1000
         let local = try runCoordinator(common(steps: steps) + ["--local", "--quiet"])
-        let (coordinator, port, summaryPath) = try coordinator(common(steps: steps) + ["--quiet", "--parameter-servers", "2"],
-                                                               workers: 2)
-        let hosts = try ["host-a", "host-b"].map { try host($0, port: port, ["--serve", "tcp://127.0.0.1:0"]) }
-        XCTAssertEqual(coordinator.wait(), 0, coordinator.errors)
+        let (coordinator, port, summaryPath) = try coordinator(common(steps: steps) + ["--parameter-servers", "2"], workers: 2)
+        let hosts = try ["host-a", "host-b"].map {
+            try host($0, port: port, ["--serve", "tcp://127.0.0.1:0", "--coordinator-timeout", "2"])
+        }
+        let children = ["worker-0", "worker-1"].compactMap { waitForWorkerPID($0, in: hosts[0]) }
+        XCTAssertEqual(children.count, 2, hosts[0].errors)
+        XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output + coordinator.errors)
+        for child in children { kill(child, SIGSTOP) }
+        usleep(2_500_000)
+        for child in children { kill(child, SIGCONT) }
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
         for host in hosts { XCTAssertEqual(host.wait(seconds: 30), 0, host.errors) }
-        XCTAssertEqual(readSummary(summaryPath)["weights_sha256"] as? String, local.sha,
-                       coordinator.errors + hosts.map(\.errors).joined())
+        XCTAssertEqual(readSummary(summaryPath)["weights_sha256"] as? String, local.sha, coordinator.errors)
+        let heartbeats = hosts[0].errors.components(separatedBy: " heartbeats sent upstream while").first?
+            .split(separator: " ").last.flatMap { Int($0) } ?? 0
+        XCTAssertGreaterThanOrEqual(heartbeats, 1, hosts[0].errors)
+        XCTAssertFalse(hosts[0].errors.contains("saying hello again"), hosts[0].errors)
+    }
+
+    /// With a parameter service: a host's compute process killed (replaced on its host), then
+    /// a whole host that serves a range killed (its shards go to the others shard by shard,
+    /// its range to the spare serving host, and the run rolls back and replays): the hash
+    /// stays `--local`'s.
+    func testWithAServiceAKilledProcessHostAndServerLeaveTheHash() throws {
+        let steps = 300
+        let local = try runCoordinator(common(steps: steps) + ["--local", "--quiet"])
+        let (coordinator, port, summaryPath) = try coordinator(common(steps: steps) + ["--parameter-servers", "2",
+                                                                                       "--worker-timeout", "2", "--snapshot-every", "10"],
+                                                               workers: 3)
+        let hosts = try ["host-a", "host-b", "host-c"].map { try host($0, port: port, ["--serve", "tcp://127.0.0.1:0"]) }
+        XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output + coordinator.errors)
+        let servers = hosts.filter { $0.errors.contains("parameter server: serving parameters") }
+        let spare = try XCTUnwrap(hosts.first { !$0.errors.contains("parameter server: serving parameters") }, coordinator.errors)
+        XCTAssertEqual(servers.count, 2, coordinator.errors)
+        let child = try XCTUnwrap(waitForWorkerPID("worker-0", in: spare), spare.errors)
+        kill(child, SIGKILL)
+        XCTAssertTrue(spare.waitFor("restarted a compute process of this host", seconds: 30), spare.errors)
+        let victim = servers[0]
+        let victimChildren = ["worker-0", "worker-1"].compactMap { waitForWorkerPID($0, in: victim) }
+        kill(victim.pid, SIGKILL)
+        for pid in victimChildren { kill(pid, SIGKILL) }
+        XCTAssertTrue(coordinator.waitFor("rolling back to the last snapshot", seconds: 60), coordinator.errors)
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
+        for host in hosts where host !== victim { XCTAssertEqual(host.wait(seconds: 30), 0, host.errors) }
+        let summary = readSummary(summaryPath)
+        XCTAssertEqual(summary["weights_sha256"] as? String, local.sha, coordinator.errors)
+        XCTAssertGreaterThanOrEqual((summary["parameter_service"] as? [String: Any])?["rollbacks"] as? Int ?? 0, 1)
+        XCTAssertTrue(spare.errors.contains("parameter server: serving parameters"), "the spare took the lost range:\n\(spare.errors)")
+    }
+
+    /// With a parameter service and eight shards over three hosts of two processes (two of
+    /// them serving): the host that does not serve killed with SIGKILL mid-run (agent and
+    /// processes) loses its blocks to the others, shard by shard, no rollback; `--local`'s hash.
+    func testWithAServiceAKilledHostsShardsMoveShardByShard() throws {
+        let steps = 600
+        var arguments = common(steps: steps)
+        arguments[arguments.firstIndex(of: "--shards")! + 1] = "8"
+        let local = try runCoordinator(arguments + ["--local", "--quiet"])
+        let (coordinator, port, summaryPath) = try coordinator(arguments + ["--parameter-servers", "2", "--worker-timeout", "2"],
+                                                               workers: 3)
+        let servers = try ["host-a", "host-b"].map { try host($0, port: port, ["--serve", "tcp://127.0.0.1:0"]) }
+        let plain = try host("host-c", port: port)
+        let children = ["worker-0", "worker-1"].compactMap { waitForWorkerPID($0, in: plain) }
+        XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output + coordinator.errors)
+        kill(plain.pid, SIGKILL)
+        for pid in children { kill(pid, SIGKILL) }
+        XCTAssertTrue(coordinator.waitFor("host-c is lost", seconds: 30), coordinator.errors)
+        XCTAssertEqual(coordinator.wait(seconds: 300), 0, coordinator.errors)
+        for host in servers { XCTAssertEqual(host.wait(seconds: 30), 0, host.errors) }
+        let summary = readSummary(summaryPath)
+        XCTAssertEqual(summary["weights_sha256"] as? String, local.sha, coordinator.errors)
+        XCTAssertEqual((summary["parameter_service"] as? [String: Any])?["rollbacks"] as? Int, 0, coordinator.errors)
+        XCTAssertGreaterThanOrEqual(summary["lost_workers"] as? Int ?? 0, 1)
     }
 
     /// A compute process killed with SIGKILL mid-run is replaced on its host; a whole host

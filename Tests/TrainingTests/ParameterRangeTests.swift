@@ -68,4 +68,74 @@ final class ParameterRangeTests: XCTestCase {
             }
         }
     }
+
+    /// A host's block as one range: shards 0..<2 and 4..<8 of eight pre-summed along their
+    /// subtrees (as a host's processes sum them) and given to the range's update as blocks,
+    /// the others one by one (shard 3 empty): the same bits as eight shards one by one.
+    func testABlocksRangeUpdatesAsItsShardsWould() throws {
+        let spec = try ModelSpec.mlp(inputSize: 20, hidden: [7], classes: 3)
+        let count = spec.parameterCount
+        var config = TrainingConfig()
+        config.l2 = 1e-3
+        var generator = SeededGenerator(seed: 5)
+        let parameters = (0..<count).map { _ in Float.random(in: -1...1, using: &generator) }
+        let optimizer = config.makeOptimizer(parameterCount: count)
+        let range = try XCTUnwrap(ParameterRanges.split(parameterCount: count, into: 2)).last!
+        func update() -> RangeUpdate {
+            RangeUpdate(state: RangeState(range: range, iteration: 0, parameters: Array(parameters[range.lower..<range.upper]),
+                                          optimizerState: optimizer.state.map { Array($0[range.lower..<range.upper]) }),
+                        settings: config.rangeOptimizerSettings, spec: spec, shardCount: 8)
+        }
+        let shards = (0..<8).map { shard in (0..<count).map { _ in shard == 3 ? 0 : Float.random(in: -5...5, using: &generator) } }
+        func blockSum(_ block: Range<Int>) -> [Float] {
+            var sum = [Float](repeating: 0, count: count)
+            shards.withUnsafeBufferPointers { pointers in
+                sum.withUnsafeMutableBufferPointer {
+                    ShardTree(shardCount: block.count).sum(count: count, values: { pointers[block.lowerBound + $0] }, into: $0.baseAddress!)
+                }
+            }
+            return sum
+        }
+        let blocks = [0: blockSum(0..<2), 4: blockSum(4..<8)]
+        let oneByOne = update()
+        let withBlocks = update()
+        for _ in 0..<2 {
+            shards.withUnsafeBufferPointers { pointers in
+                oneByOne.apply(sampleCount: 70) { $0 == 3 ? nil : pointers[$0] + range.lower }
+            }
+            blocks[0]!.withUnsafeBufferPointer { first in
+                blocks[4]!.withUnsafeBufferPointer { second in
+                    shards.withUnsafeBufferPointers { pointers in
+                        withBlocks.apply(sampleCount: 70, gradient: { shard in
+                            switch shard {
+                            case 0: first.baseAddress! + range.lower
+                            case 4: second.baseAddress! + range.lower
+                            case 3: nil
+                            default: pointers[shard] + range.lower
+                            }
+                        }, blockSize: { [0: 2, 4: 4][$0] ?? 1 })
+                    }
+                }
+            }
+            XCTAssertEqual(withBlocks.parameters.map(\.bitPattern), oneByOne.parameters.map(\.bitPattern))
+        }
+        // The block sums differ from a plain left-to-right sum somewhere, or this proves little.
+        let leftToRight = (0..<count).map { i in (4..<8).reduce(Float(0)) { $0 + shards[$1][i] } }
+        XCTAssertNotEqual(leftToRight.map(\.bitPattern), blocks[4]!.map(\.bitPattern))
+    }
+}
+
+private extension Array where Element == [Float] {
+    /// Each inner array's base address, valid inside `body` (the arrays are not changed).
+    func withUnsafeBufferPointers<R>(_ body: ([UnsafePointer<Float>]) -> R) -> R {
+        var pointers: [UnsafePointer<Float>] = []
+        func nest(_ index: Int) -> R {
+            guard index < count else { return body(pointers) }
+            return self[index].withUnsafeBufferPointer { buffer in
+                pointers.append(buffer.baseAddress!)
+                return nest(index + 1)
+            }
+        }
+        return nest(0)
+    }
 }

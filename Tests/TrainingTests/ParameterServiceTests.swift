@@ -161,16 +161,20 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         let weights = try Envelope(frames: try XCTUnwrap(peer.receive(timeoutMilliseconds: 5000))[...])
         let header = try RangeValuesHeader(weights, parameterCount: 784 * 32 + 32 + 32 * 10 + 10)
         let range = header.range
-        let bad: [(ParameterRange, WirePrecision, Int)] = [
-            (ParameterRange(lower: 16, count: range.count - 16), .fp32, 0),  // not its range
-            (ParameterRange(lower: 0, count: range.count - 1), .fp32, 0),
-            (range, .fp16, 0),  // not the run's precision
-            (range, .fp32, 3),  // shard beyond the step's
-            (range, .fp32, 60000),
+        let bad: [(ParameterRange, WirePrecision, Int, blockCount: Int)] = [
+            (ParameterRange(lower: 16, count: range.count - 16), .fp32, 0, 1),  // not its range
+            (ParameterRange(lower: 0, count: range.count - 1), .fp32, 0, 1),
+            (range, .fp16, 0, 1),  // not the run's precision
+            (range, .fp32, 3, 1),  // shard beyond the step's
+            (range, .fp32, 60000, 1),
+            (range, .fp32, 2, 2),  // a block past the step's three shards
+            (range, .fp16, 0, 2),  // a block not in fp32
+            (range, .fp32, 1, 2),  // a block that is not aligned
         ]
-        for (badRange, precision, shard) in bad {
+        for (badRange, precision, shard, blockCount) in bad {
             var mutated = report
             mutated.shard = shard
+            mutated.blockCount = blockCount
             try peer.send(RangeValuesHeader(generation: header.generation, report: mutated, range: badRange, precision: precision)
                 .encode(step: weights.step, values: values, offset: 0))
         }

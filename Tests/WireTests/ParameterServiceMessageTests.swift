@@ -58,7 +58,7 @@ final class ParameterServiceMessageTests: XCTestCase {
             XCTAssertEqual(try ShardVerdictMessage(envelope(bytes(message.encode()))), message)
         }
         var impossible = bytes(ShardVerdictMessage(generation: 3, step: 4, report: report).encode())
-        patch(&impossible[1], at: 4 + 12 + 8, UInt32(21))  // more correct than samples
+        patch(&impossible[1], at: 4 + 16 + 8, UInt32(21))  // more correct than samples
         XCTAssertThrowsError(try ShardVerdictMessage(envelope(impossible)))
         XCTAssertEqual(try GenerationMessage.decode(envelope(bytes(GenerationMessage.encode(.applied, step: 4, generation: 3)))), 3)
     }
@@ -76,18 +76,53 @@ final class ParameterServiceMessageTests: XCTestCase {
         XCTAssertTrue(try out.withUnsafeMutableBufferPointer { try decoded.decodeValues(envelope(frames), into: $0.baseAddress!) })
         XCTAssertEqual(out, Array(floats[32..<48]))
         // Out of the model, empty, oversized, an unknown precision: refused.
-        for (offset, value) in [(36, UInt32(64)), (40, UInt32(0)), (40, UInt32(33)), (40, UInt32.max)] {
+        for (offset, value) in [(40, UInt32(64)), (44, UInt32(0)), (44, UInt32(33)), (44, UInt32.max)] {
             var bad = frames
             patch(&bad[1], at: offset, value)
             XCTAssertThrowsError(try RangeValuesHeader(envelope(bad), parameterCount: 64), "offset \(offset) value \(value)")
         }
         var precision = frames
-        precision[1][44] = 9
+        precision[1][48] = 9
         XCTAssertThrowsError(try RangeValuesHeader(envelope(precision), parameterCount: 64))
         var short = frames
         short[2].removeLast(2)
         patch(&short[0], at: 16, UInt64(short[1].count + short[2].count))
         XCTAssertThrowsError(try RangeValuesHeader(envelope(short), parameterCount: 64))
+    }
+
+    /// A host's block (`worker --processes K`) in a gradient range and its receipt: it
+    /// round-trips; a block that is not aligned (a power of two of shards from a multiple of
+    /// it), empty, or past the largest shard count is refused by the codec, in any message.
+    func testBlockReportsRoundTripAndOnlyAlignedBlocksDecode() throws {
+        let block = ShardReport(shard: 4, worker: 1, sampleCount: 40, lossSum: 7, correctCount: 30, computeMicroseconds: 80,
+                                blockCount: 4)
+        XCTAssertEqual(block.shards, 4..<8)
+        let receipt = ShardVerdictMessage(generation: 2, step: 3, report: block)
+        XCTAssertEqual(try ShardVerdictMessage(envelope(bytes(receipt.encode()))), receipt)
+        let values = SharedBuffer(byteCount: 16 * 4)
+        let range = RangeValuesHeader(generation: 2, report: block, range: ParameterRange(lower: 0, count: 16), precision: .fp32)
+        XCTAssertEqual(try RangeValuesHeader(envelope(bytes(range.encode(step: 3, values: values, offset: 0))), parameterCount: 16), range)
+        // Meta: generation (4), then the report: shard (4), block count (4), …
+        let maximum = UInt32(ParameterServiceLimits.maximumShards)
+        let bad: [(shard: UInt32, count: UInt32)] = [(2, 4), (4, 3), (6, 0), (0, maximum * 2), (maximum - 1, 2), (4, 12)]
+        for (shard, count) in bad {
+            for var frames in [bytes(receipt.encode()), bytes(range.encode(step: 3, values: values, offset: 0))] {
+                patch(&frames[1], at: 4, shard)
+                patch(&frames[1], at: 8, count)
+                XCTAssertThrowsError(try decodeReport(envelope(frames)), "shards \(shard) + \(count)")
+            }
+        }
+        // One shard is a block of one; the largest aligned block decodes.
+        for (shard, count) in [(UInt32(5), UInt32(1)), (0, maximum)] {
+            var frames = bytes(receipt.encode())
+            patch(&frames[1], at: 4, shard)
+            patch(&frames[1], at: 8, count)
+            XCTAssertEqual(try ShardVerdictMessage(envelope(frames)).report.shards, Int(shard)..<Int(shard + count))
+        }
+    }
+
+    private func decodeReport(_ envelope: Envelope) throws {
+        if envelope.type == .gradientRange { _ = try RangeValuesHeader(envelope, parameterCount: 16) } else { _ = try ShardVerdictMessage(envelope) }
     }
 
     /// Truncations and random bytes in every message's meta: errors, never a trap.

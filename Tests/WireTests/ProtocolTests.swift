@@ -226,8 +226,8 @@ final class ProtocolTests: XCTestCase {
         badMagic[0] = UInt8(ascii: "X")
         XCTAssertEqual(try refusal([badMagic, meta]), .badMagic)
         var badVersion = header
-        badVersion[4] = 9
-        XCTAssertEqual(try refusal([badVersion, meta]), .unsupportedVersion(9))
+        badVersion[4] = UInt8(WireProtocol.version - 1)
+        XCTAssertEqual(try refusal([badVersion, meta]), .unsupportedVersion(WireProtocol.version - 1))
         var badType = header
         badType[6] = 200
         XCTAssertEqual(try refusal([badType, meta]), .unknownType(200))
