@@ -18,7 +18,8 @@ final class ParameterServiceState {
     /// Receipts for the next step, which come while this one waits for its last `applied`
     /// (a server that applied a step sends the next weights at once): kept for that step.
     var early: [(server: Int, message: ShardVerdictMessage)] = []
-    /// Set when a serving worker is lost: the step loop rolls back.
+    /// Set when a serving worker is lost, or a lost worker's gradient reached some servers
+    /// only: the step loop rolls back (and a lost server's range goes to a spare).
     var lostServer: String?
     /// Workers lost while serving: never picked to serve again in this run.
     var lostServers: Set<WorkerID> = []

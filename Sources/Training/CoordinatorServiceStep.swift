@@ -126,17 +126,43 @@ extension CoordinatorServer {
         }
     }
 
-    /// Every shard's gradient reached a server `workerTimeoutSeconds` ago, yet the step is
-    /// not done: the servers still missing a receipt or `applied` are lost (and the run rolls
-    /// back). The workers did their part; a stopped or cut-off server holds everyone up.
+    /// Every shard's gradient reached a server a while ago, yet the step is not done: the
+    /// servers still missing a receipt or `applied` are lost (and the run rolls back). The
+    /// workers did their part; a stopped or cut-off server holds everyone up. Unless the
+    /// worker that sent the missing ranges was lost midway (a host killed between its sends
+    /// to the servers): then the run rolls back with every server kept. The shards cannot
+    /// simply go to another worker, since a server that has them all applied the step, and
+    /// no worker holds that range of the step's weights any more. The wait is long enough
+    /// for a dead sender to be declared lost first (silence, `max(timeout, 3 beats)`).
     private func blameServersLateWith(step: Int, results: ShardResults, service: ParameterServiceState) {
-        guard let since = service.allAcceptedAt, MonotonicClock.now - since > options.scheduling.workerTimeoutSeconds else { return }
+        guard let since = service.allAcceptedAt else { return }
+        if let (sender, shards) = lostSenderOfMissingRanges(service: service) {
+            service.allAcceptedAt = nil
+            service.lostServer = "worker \(name(of: sender)) was lost after its gradient of shards \(shards) of step \(step) reached only some parameter servers"
+            return
+        }
+        let scheduling = options.scheduling
+        let patience = max(scheduling.workerTimeoutSeconds, 3 * scheduling.heartbeatSeconds) + scheduling.heartbeatSeconds
+        guard MonotonicClock.now - since > patience else { return }
         service.allAcceptedAt = nil
         for (index, server) in service.servers.enumerated() {
             let missing = service.pending.filter { service.receipts[$0][index] == nil }
             guard !missing.isEmpty || !service.applied.contains(index) else { continue }
             let what = missing.isEmpty ? "has not applied it" : "has no gradient of shards \(missing)"
-            apply(.linkFailed(server, reason: String(format: "parameter server of step %d %@ %.1f s after every shard reached a server", step, what, options.scheduling.workerTimeoutSeconds)))
+            apply(.linkFailed(server, reason: String(format: "parameter server of step %d %@ %.1f s after every shard reached a server", step, what, patience)))
         }
+    }
+
+    /// Shards some server still misses whose every sender is no longer live, and one such
+    /// sender; nil when there are none.
+    private func lostSenderOfMissingRanges(service: ParameterServiceState) -> (WorkerID, [Int])? {
+        let orphaned = service.pending.filter { shard in
+            let receipts = service.receipts[shard]
+            return receipts.count < service.serverCount && !receipts.isEmpty
+                && !receipts.values.contains { scheduler.isReachable($0.worker) }
+        }
+        let senders = orphaned.flatMap { service.receipts[$0].values.map(\.worker) }
+        guard let sender = senders.min() else { return nil }
+        return (sender, orphaned)
     }
 }

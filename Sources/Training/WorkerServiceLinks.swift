@@ -158,6 +158,24 @@ extension WorkerNode {
                 try link.socket.send(frames, dontWait: true)
             }
             if !sent { logger.warning("the parameter server at \(escapedForLog(link.entry.endpoint)) is not reading; a gradient range was dropped") }
+            #if DEBUG
+            exitIfInjected()
+            #endif
         }
     }
 }
+
+#if DEBUG
+/// Debug builds only: with `ZMQT_EXIT_AFTER_GRADIENT_RANGES=N` in the environment, the worker
+/// exits right after its Nth gradient range, before the next server gets its own, as a host
+/// killed between its sends would: tests drive that race with it.
+nonisolated(unsafe) private var gradientRangesBeforeExit = getenv("ZMQT_EXIT_AFTER_GRADIENT_RANGES").flatMap { Int(String(cString: $0)) }
+
+private func exitIfInjected() {
+    guard let left = gradientRangesBeforeExit else { return }
+    gradientRangesBeforeExit = left - 1
+    guard left <= 1 else { return }
+    usleep(300_000)  // libzmq's I/O thread sends the range meanwhile
+    _exit(9)
+}
+#endif

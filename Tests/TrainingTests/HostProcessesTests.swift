@@ -138,7 +138,9 @@ final class HostProcessesTests: SyntheticDataTestCase {
 
     /// With a parameter service and eight shards over three hosts of two processes (two of
     /// them serving): the host that does not serve killed with SIGKILL mid-run (agent and
-    /// processes) loses its blocks to the others, shard by shard, no rollback; `--local`'s hash.
+    /// processes) loses its blocks to the others, shard by shard; `--local`'s hash. No server
+    /// is lost: the run rolls back only if the kill fell between the host's sends to the two
+    /// servers (`testAWorkerLostBetweenItsSendsToTheServersLosesNoServer` forces that case).
     func testWithAServiceAKilledHostsShardsMoveShardByShard() throws {
         let steps = 600
         var arguments = common(steps: steps)
@@ -157,7 +159,10 @@ final class HostProcessesTests: SyntheticDataTestCase {
         for host in servers { XCTAssertEqual(host.wait(seconds: 30), 0, host.errors) }
         let summary = readSummary(summaryPath)
         XCTAssertEqual(summary["weights_sha256"] as? String, local.sha, coordinator.errors)
-        XCTAssertEqual((summary["parameter_service"] as? [String: Any])?["rollbacks"] as? Int, 0, coordinator.errors)
+        let service = summary["parameter_service"] as? [String: Any] ?? [:]
+        XCTAssertLessThanOrEqual(service["rollbacks"] as? Int ?? 99, 1, coordinator.errors)
+        XCTAssertEqual(service["generation"] as? Int, 1 + (service["rollbacks"] as? Int ?? 0), coordinator.errors)
+        XCTAssertFalse(coordinator.errors.contains("parameter server host-"), coordinator.errors)
         XCTAssertGreaterThanOrEqual(summary["lost_workers"] as? Int ?? 0, 1)
     }
 

@@ -121,6 +121,35 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         for (index, worker) in workers.enumerated() where index != server { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }
     }
 
+    /// A worker that dies between its sends to the servers (one has its range and applied
+    /// the step, the other never will): no server is blamed, the run rolls back with both
+    /// and replays, and ends with `--local`'s hash. Before, the second server was declared
+    /// lost, and with no spare the run stopped.
+    func testAWorkerLostBetweenItsSendsToTheServersLosesNoServer() throws {
+        let local = try runCoordinator(common + ["--local"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let port = freePort()
+        let summary = scratchFolder + "ps-midsend-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let coordinator = try Child("coordinator", logged + [
+            "--workers", "3", "--parameter-servers", "2", "--bind", "tcp://127.0.0.1:\(port)", "--worker-timeout", "2",
+            "--summary", summary])
+        let servers = try (0..<2).map { index in
+            try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "s\(index)", "--serve", "tcp://127.0.0.1:0"])
+        }
+        let dying = try Child(executable: try executable("worker"), ["--connect", "tcp://127.0.0.1:\(port)", "--name", "dies"],
+                              environment: ["ZMQT_EXIT_AFTER_GRADIENT_RANGES": "1"])
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        XCTAssertNotEqual(dying.wait(seconds: 10), 0)
+        XCTAssertTrue(coordinator.errors.contains("reached only some parameter servers: rolling back"), coordinator.errors)
+        let result = readSummary(summary)
+        XCTAssertEqual(result["weights_sha256"] as? String, local.sha, coordinator.errors)
+        let service = result["parameter_service"] as? [String: Any] ?? [:]
+        XCTAssertEqual(service["rollbacks"] as? Int, 1, coordinator.errors)
+        XCTAssertEqual((service["servers"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }.sorted(), ["s0", "s1"])
+        for server in servers { XCTAssertEqual(server.wait(seconds: 30), 0, server.errors) }
+    }
+
     /// A peer without the proof is refused; malformed, out-of-range and mutated gradient
     /// ranges from a peer with it are refused and counted; the run is not disturbed.
     func testHostilePeersAreRefusedAndCounted() throws {
