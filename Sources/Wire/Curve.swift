@@ -115,70 +115,27 @@ extension ZMQSocket {
     }
 }
 
-/// A ZAP handler (RFC 27) on `inproc://zeromq.zap.01`: admits CURVE clients whose public key
-/// is in the allow-list and refuses everyone else, on a thread of its own so handshakes
-/// never wait for the training loop.
+/// A ZAP handler that admits CURVE clients whose public key is in the allow-list and refuses
+/// everyone else.
 public final class ZAPAuthenticator: @unchecked Sendable {
-    private let socket: ZMQSocket
-    private let allowed: Set<String>
-    private let lock = NSLock()
-    private var stopped = false
-    private var thread: Thread?
-    private let onRefusal: @Sendable (String, String) -> Void
-    private let done = DispatchSemaphore(value: 0)
+    private let handler: ZAPHandler
 
     /// - Parameter onRefusal: called with the peer's address and key for every refused client.
     public init(context: ZMQContext, allowedKeys: Set<String>, onRefusal: @escaping @Sendable (String, String) -> Void) throws {
-        socket = try ZMQSocket(context: context, type: .rep)
-        try socket.bind("inproc://zeromq.zap.01")
-        allowed = allowedKeys
-        self.onRefusal = onRefusal
-        let thread = Thread { [unowned self] in self.serve() }
-        thread.name = "zap"
-        self.thread = thread
-        thread.start()
+        handler = try ZAPHandler(context: context, name: "zap") { request in
+            guard request.mechanism == "CURVE", let key = request.credentials.first, key.count == 32 else {
+                onRefusal(request.address, "(\(request.mechanism), no CURVE key)")
+                return "not authorised"
+            }
+            let text = CurveKeys.z85(key)
+            guard allowedKeys.contains(text) else {
+                onRefusal(request.address, text)
+                return "not authorised"
+            }
+            return nil
+        }
     }
 
     /// Stops the thread; call before the context goes away.
-    public func stop() {
-        lock.lock()
-        let wasStopped = stopped
-        stopped = true
-        lock.unlock()
-        if !wasStopped && thread != nil { done.wait() }
-    }
-
-    private var isStopped: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopped
-    }
-
-    private func serve() {
-        defer { done.signal() }
-        while !isStopped {
-            guard let frames = try? socket.receive(timeoutMilliseconds: 100) else { continue }
-            let parts = frames.map(\.bytes)
-            // version, request id, domain, address, routing id, mechanism, credentials…
-            guard parts.count >= 6 else { continue }
-            let requestID = parts[1]
-            let address = String(decoding: parts[3], as: UTF8.self)
-            let mechanism = String(decoding: parts[5], as: UTF8.self)
-            var status = "400", text = "not authorised"
-            if mechanism == "CURVE", parts.count >= 7, parts[6].count == 32 {
-                let key = CurveKeys.z85(parts[6])
-                if allowed.contains(key) {
-                    status = "200"
-                    text = "OK"
-                } else {
-                    onRefusal(address, key)
-                }
-            } else {
-                onRefusal(address, "(\(mechanism), no CURVE key)")
-            }
-            let reply: [OutgoingFrame] = [.bytes(Array("1.0".utf8)), .bytes(requestID), .bytes(Array(status.utf8)),
-                                          .bytes(Array(text.utf8)), .bytes([]), .bytes([])]
-            _ = try? socket.send(reply)
-        }
-    }
+    public func stop() { handler.stop() }
 }

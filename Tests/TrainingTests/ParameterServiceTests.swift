@@ -150,24 +150,33 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         for server in servers { XCTAssertEqual(server.wait(seconds: 30), 0, server.errors) }
     }
 
-    /// A peer without the proof is refused; malformed, out-of-range and mutated gradient
-    /// ranges from a peer with it are refused and counted; the run is not disturbed.
-    func testHostilePeersAreRefusedAndCounted() throws {
-        let local = try runCoordinator(common + ["--max-steps", "400", "--local"])
+    /// A coordinator with one serving worker and one plain worker, sharing the run secret in
+    /// `ps-TAG-secret-PID` (summary: the same path + `.json`), for hostile peers to knock at
+    /// the server: the processes, and the server's log line from its endpoint on, once the
+    /// service's first generation started.
+    private func servedRunToAttack(steps: Int, tag: String) throws -> (Child, Child, Child, String) {
         let port = freePort()
-        let secretPath = scratchFolder + "ps-secret-\(getpid())"
-        let summary = scratchFolder + "ps-hostile-\(getpid()).json"
-        defer { try? FileManager.default.removeItem(atPath: summary) }
-        let coordinator = try Child("coordinator", logged + ["--max-steps", "400",
+        let secretPath = scratchFolder + "ps-\(tag)-secret-\(getpid())"
+        let coordinator = try Child("coordinator", logged + ["--max-steps", "\(steps)",
             "--workers", "2", "--parameter-servers", "1", "--bind", "tcp://127.0.0.1:\(port)", "--secret-file", secretPath,
-            "--summary", summary])
+            "--summary", secretPath + ".json"])
         let serving = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "server", "--serve", "tcp://127.0.0.1:0",
                                            "--secret-file", secretPath])
         let plain = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "plain", "--secret-file", secretPath])
         XCTAssertTrue(serving.waitFor("serving a parameter range at ", seconds: 60), serving.errors)
-        let endpoint = try XCTUnwrap(serving.errors.components(separatedBy: "serving a parameter range at ").last?
-            .prefix { !$0.isWhitespace }).description
+        let announced = try XCTUnwrap(serving.errors.components(separatedBy: "serving a parameter range at ").last)
         XCTAssertTrue(coordinator.waitFor("parameter service generation 1", seconds: 60), coordinator.errors)
+        return (coordinator, serving, plain, announced)
+    }
+
+    /// A peer without the proof is refused; malformed, out-of-range and mutated gradient
+    /// ranges from a peer with it are refused and counted; the run is not disturbed.
+    func testHostilePeersAreRefusedAndCounted() throws {
+        let local = try runCoordinator(common + ["--max-steps", "400", "--local"])
+        let (coordinator, serving, plain, announced) = try servedRunToAttack(steps: 400, tag: "hostile")
+        let secretPath = scratchFolder + "ps-hostile-secret-\(getpid())", summary = secretPath + ".json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let endpoint = String(announced.prefix { !$0.isWhitespace })
 
         let context = try ZMQContext()
         // Without the proof: a gradient range, then a hello with a made-up proof.
@@ -237,22 +246,12 @@ final class ParameterServiceTests: SyntheticDataTestCase {
     /// The run ends with `--local`'s weights.
     func testAServersConnectionsWithoutTheProofAreCappedAndBounded() throws {
         let local = try runCoordinator(common + ["--max-steps", "1000", "--local"])
-        let port = freePort()
-        let secretPath = scratchFolder + "ps-cap-secret-\(getpid())"
-        let summary = scratchFolder + "ps-cap-\(getpid()).json"
+        let (coordinator, serving, plain, announced) = try servedRunToAttack(steps: 1000, tag: "cap")
+        let summary = scratchFolder + "ps-cap-secret-\(getpid()).json"
         defer { try? FileManager.default.removeItem(atPath: summary) }
-        let coordinator = try Child("coordinator", logged + ["--max-steps", "1000",
-            "--workers", "2", "--parameter-servers", "1", "--bind", "tcp://127.0.0.1:\(port)", "--secret-file", secretPath,
-            "--summary", summary])
-        let serving = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "server", "--serve", "tcp://127.0.0.1:0",
-                                           "--secret-file", secretPath])
-        let plain = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "plain", "--secret-file", secretPath])
-        XCTAssertTrue(serving.waitFor("serving a parameter range at ", seconds: 60), serving.errors)
-        let announced = try XCTUnwrap(serving.errors.components(separatedBy: "serving a parameter range at ").last)
         let endpoint = String(announced.prefix { !$0.isWhitespace })
         let cap = try XCTUnwrap(Int(announced.components(separatedBy: "messages up to ").dropFirst().first?.prefix { $0.isNumber } ?? ""))
         XCTAssertEqual(cap, (784 * 32 + 32 + 32 * 10 + 10) * 4 + 4096)
-        XCTAssertTrue(coordinator.waitFor("parameter service generation 1", seconds: 60), coordinator.errors)
 
         let context = try ZMQContext()
         let atCap = try ZMQSocket(context: context, type: .dealer)
