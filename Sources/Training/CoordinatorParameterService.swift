@@ -29,6 +29,19 @@ final class ParameterServiceState {
     var allAcceptedAt: Double?
     var receiptCount = 0
     var rollbacks = 0
+    /// On one host: each server's weights segment, by range, with its generation
+    /// (`CoordinatorSharedService.swift`), and scratch for checking 16-bit values.
+    var rangeSegments: [Int: (generation: UInt32, segment: SharedSegment)] = [:]
+    var weightsScratch: [Float] = []
+    /// Steps whose weights and gradients went through shared memory, and the generation
+    /// that last said so in the log.
+    var sharedSteps = 0
+    var sharedLoggedGeneration: UInt32 = 0
+    /// Results beyond a worker's slots: copied into these, `overflowUsed` slots so far in
+    /// `overflowStep`.
+    var overflowSegments: [SharedSegment] = []
+    var overflowStep = -1
+    var overflowUsed = 0
 
     init(serverCount: Int) { self.serverCount = serverCount }
 
@@ -46,6 +59,8 @@ public struct ParameterServiceSummary: Codable, Sendable, Equatable {
     public var generation: Int
     public var receipts: Int
     public var rollbacks: Int
+    /// Steps whose bulk values went through shared memory (servers on the coordinator's host).
+    public var sharedMemorySteps: Int
 }
 
 extension CoordinatorServer {
@@ -55,12 +70,12 @@ extension CoordinatorServer {
         guard let service else { return nil }
         return ParameterServiceSummary(servers: zip(service.servers, service.ranges).map { .init(name: name(of: $0), parameters: $1.count) },
                                        generation: Int(service.generation), receipts: service.receiptCount,
-                                       rollbacks: service.rollbacks)
+                                       rollbacks: service.rollbacks, sharedMemorySteps: service.sharedSteps)
     }
 
     /// Workers that offered to serve, by index: live, or suspect but still heard from (a
     /// stalled server makes every worker miss its deadline), and never one lost while serving.
-    private var servingCandidates: [WorkerPeer] {
+    var servingCandidates: [WorkerPeer] {
         peersByIndex.keys.sorted().compactMap { peersByIndex[$0] }.filter { peer in
             guard peer.serveOffer != nil, !(service?.lostServers.contains(peer.index) ?? false),
                   let state = scheduler.workers[peer.index] else { return false }
@@ -97,6 +112,7 @@ extension CoordinatorServer {
             }
             service.ranges = ranges
         }
+        try respawnLostServers(service)
         var spares = servingCandidates.map(\.index).filter { !service.servers.contains($0) }
         let candidates = Set(servingCandidates.map(\.index))
         service.servers = try (0..<service.serverCount).map { range in
@@ -157,6 +173,10 @@ extension CoordinatorServer {
             let answer = try SnapshotAnswer(envelope, parameterCount: spec.parameterCount)
             guard let server = current(answer.generation, peer, service) else { return }
             service.snapshots[server] = answer
+        case .rangeSegment:
+            let message = try RangeSegmentMessage(envelope, parameterCount: spec.parameterCount)
+            guard let server = current(message.generation, peer, service) else { return }
+            try takeRangeSegment(message, server: server, service: service)
         default:
             throw ProtocolError.unexpected(envelope.type)
         }

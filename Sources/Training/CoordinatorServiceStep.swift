@@ -22,6 +22,9 @@ extension CoordinatorServer {
         let plan = StepPlan(generation: service.generation, step: UInt64(step), sampleCount: batch.sampleCount,
                             nonEmpty: (0..<results.shardCount).map { batch.sampleCount(ofShard: $0) > 0 })
         for server in service.servers { if let peer = peersByIndex[server] { sendEvenIfSuspect(plan.encode(), to: peer) } }
+        // On one host the weights go to the workers here through shared memory.
+        stepWeights = try sharedServiceWeights(step: step, service: service)
+        defer { stepWeights = nil }
         apply(.stepStarted(step: step, shards: pending))
         let early = service.early
         service.early = []

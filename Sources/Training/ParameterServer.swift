@@ -17,7 +17,7 @@ public final class ParameterServer {
     public let endpoint: String
     /// This server's CURVE public key ("" when the run is plain text): fresh at every start.
     public let curvePublicKey: String
-    private let logger: Logger
+    let logger: Logger
     private let nonce: [UInt8] = (0..<Challenge.nonceBytes).map { _ in UInt8.random(in: 0...255) }
     /// Set once this worker joined the run (it proved the secret itself then).
     var runSecret: RunSecret?
@@ -26,19 +26,19 @@ public final class ParameterServer {
     private var admitted: Set<[UInt8]> = []
     private var loggedPeers: Set<[UInt8]> = []
     /// Messages for the coordinator, sent by the worker after each `drain`/`handle`.
-    public private(set) var outbox: [[OutgoingFrame]] = []
-    public private(set) var rejectedMessages = 0
-    public private(set) var staleMessages = 0
+    public internal(set) var outbox: [[OutgoingFrame]] = []
+    public internal(set) var rejectedMessages = 0
+    public internal(set) var staleMessages = 0
     public private(set) var stepsApplied = 0
     /// Seconds spent summing, updating and sending the weights, over the steps applied: this
     /// server's serial time per step (it waits for the slowest gradient before it).
     public private(set) var applySeconds = 0.0
 
     // The range being served, from the last assignment.
-    private var generation: UInt32?
-    private var update: RangeUpdate?
+    var generation: UInt32?
+    var update: RangeUpdate?
     /// The step whose gradients are being collected (its weights are out).
-    private var step: UInt64 = 0
+    var step: UInt64 = 0
     private var plan: StepPlan?
     /// Each accepted shard's gradient range (`update.range.count` floats), and buffers kept
     /// for the next ones: only what admitted peers sent is ever allocated.
@@ -46,6 +46,17 @@ public final class ParameterServer {
     private var spareBuffers: [UnsafeMutablePointer<Float>] = []
     private var bufferCount = 0
     private var weightsPool = SharedBufferPool(byteCount: 0)
+    /// On the coordinator's host (`ParameterServerSharedMemory.swift`): set by the worker once
+    /// it shares memory with its coordinator; the range's weights by step parity, for the
+    /// coordinator to copy; the workers' gradient segments opened so far, by name; the workers
+    /// whose refused segment was logged.
+    var sharesHost = false
+    var weightsSegment: SharedSegment?
+    var gradientSegments: [String: SharedSegment] = [:]
+    var loggedSegmentWorkers: Set<Int> = []
+    /// Messages of a generation whose assignment has not come yet (it is large, so on this
+    /// host it takes the socket while they take the pipe): handled right after it.
+    var heldForAssignment: [Envelope] = []
 
     /// Binds `bindEndpoint` (port 0 picks one); with `curve`, as a CURVE server with a
     /// fresh key pair.
@@ -132,9 +143,11 @@ public final class ParameterServer {
     /// A message from the coordinator (through this worker's link).
     func handleFromCoordinator(_ envelope: Envelope) throws {
         guard let spec else { throw ProtocolError.unexpected(envelope.type) }
+        if envelope.type != .serveAssignment, overtookItsAssignment(envelope) { return }
         switch envelope.type {
         case .serveAssignment:
             assign(try ServeAssignment(envelope, parameterCount: spec.parameterCount), spec: spec)
+            handleHeldMessages()
         case .stepPlan:
             guard let update else { throw ProtocolError.unexpected(envelope.type) }
             let plan = try StepPlan(envelope, shardCount: update.shardCount)
@@ -152,6 +165,8 @@ public final class ParameterServer {
                 return
             }
             outbox.append(SnapshotAnswer(generation: generation, step: step, state: update.state).encode())
+        case .shardInSegment:
+            try shardInSegment(ShardInSegment(envelope))
         default:
             throw ProtocolError.unexpected(envelope.type)
         }
@@ -171,7 +186,9 @@ public final class ParameterServer {
         }
         weightsPool = SharedBufferPool(byteCount: assignment.state.range.count * precision.bytesPerValue)
         logger.notice("parameter server: serving parameters \(assignment.state.range) from step \(step) (generation \(assignment.generation))")
-        if let update { sendWeights(update, generation: assignment.generation, to: Array(admitted)) }
+        guard let update else { return }
+        if sharesHost { offerWeightsSegment(update, generation: assignment.generation) }
+        sendWeights(update, generation: assignment.generation, to: Array(admitted))
     }
 
     /// Checks a gradient range through and through; keeps the first finite one per shard.
@@ -189,12 +206,19 @@ public final class ParameterServer {
             }
             return acknowledgeStale(report, step: envelope.step, generation: header.generation)
         }
-        if let plan, !plan.nonEmpty[report.shard] { return reject(identity, "shard \(report.shard) has no samples in step \(step)") }
+        try take(report, generation: generation, refuse: { reject(identity, $0) }) { try header.decodeValues(envelope, into: $0) }
+    }
+
+    /// Keeps the first gradient range of a shard of this step (`decode` writes it and says
+    /// whether every value is finite), from a message or a worker's shared segment.
+    func take(_ report: ShardReport, generation: UInt32, refuse: (String) -> Void,
+              decode: (UnsafeMutablePointer<Float>) throws -> Bool) throws {
+        if let plan, !plan.nonEmpty[report.shard] { return refuse("shard \(report.shard) has no samples in step \(step)") }
         // A re-run: the first one counts.
         guard gradients[report.shard] == nil else { return acknowledgeStale(report, step: step, generation: generation) }
         let buffer = spareBuffers.popLast() ?? .allocate(capacity: bufferCount)
         let finite: Bool
-        do { finite = try header.decodeValues(envelope, into: buffer) } catch {
+        do { finite = try decode(buffer) } catch {
             spareBuffers.append(buffer)
             throw error
         }
@@ -203,7 +227,7 @@ public final class ParameterServer {
         // taken as it is, so that the coordinator stops the run with the usual error.
         guard finite || !report.lossSum.isFinite else {
             spareBuffers.append(buffer)
-            reject(identity, "NaN or infinite gradient for shard \(report.shard) of step \(step)")
+            refuse("NaN or infinite gradient for shard \(report.shard) of step \(step)")
             outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "NaN or infinite gradient range").encode())
             return
         }
@@ -214,7 +238,7 @@ public final class ParameterServer {
 
     /// A late or duplicate gradient is not used, but the coordinator hears that its worker
     /// answered (its deadline for that task is met), as from a stale result.
-    private func acknowledgeStale(_ report: ShardReport, step: UInt64, generation: UInt32) {
+    func acknowledgeStale(_ report: ShardReport, step: UInt64, generation: UInt32) {
         staleMessages += 1
         outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
     }
@@ -229,8 +253,9 @@ public final class ParameterServer {
         update.apply(sampleCount: plan.sampleCount, gradient: { self.gradients[$0].map { UnsafePointer($0) } })
         for shard in Array(gradients.keys) { release(shard) }
         self.plan = nil
-        outbox.append(GenerationMessage.encode(.applied, step: step, generation: generation))
         step += 1
+        writeWeightsSegment(update)  // before `applied`: the coordinator copies it then
+        outbox.append(GenerationMessage.encode(.applied, step: step - 1, generation: generation))
         stepsApplied += 1
         sendWeights(update, generation: generation, to: Array(admitted))
     }

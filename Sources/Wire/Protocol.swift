@@ -90,6 +90,8 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     // The parameter service (`ParameterServiceMessages.swift`).
     case serveOffer, serverMap, serveAssignment, stepPlan, weightsRange, gradientRange, receipt, applied
     case snapshotRequest, snapshotAnswer, rangeRefused
+    // The parameter service through shared memory on one host (`SharedServiceMessages.swift`).
+    case rangeSegment, shardInSegment
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

@@ -20,16 +20,23 @@ final class ParameterServiceTests: SyntheticDataTestCase {
                                              "--bind", "tcp://127.0.0.1:*", "--snapshot-every", "7"])
     }
 
-    /// One and two servers, plain, fp16 on the wire, and Adam with L2: `--local`'s hash.
+    /// One and two servers, plain, fp16 on the wire, and Adam with L2: `--local`'s hash, with
+    /// the bulk values in shared memory (spawned workers share the coordinator's host) and,
+    /// with `--no-shared-memory`, through the servers' sockets.
     func testServedRunsReproduceTheLocalRunBitForBit() throws {
         for extra in [[], ["--wire-precision", "fp16"], ["--optimizer", "adam", "--learning-rate", "0.002", "--l2", "1e-4"]] {
             let local = try runCoordinator(common + extra + ["--local"])
             XCTAssertEqual(local.status, 0, local.errors)
-            for (workers, servers) in [(2, 1), (3, 2)] where extra.isEmpty || servers == 2 {
-                let run = try spawned(workers, servers: servers, extra)
+            for (workers, servers, shared) in [(2, 1, true), (2, 1, false), (3, 2, true), (3, 2, false)]
+            where extra.isEmpty || servers == 2 {
+                let run = try spawned(workers, servers: servers, extra + (shared ? [] : ["--no-shared-memory"]))
                 XCTAssertEqual(run.status, 0, run.errors)
-                XCTAssertEqual(run.sha, local.sha, "\(workers) workers, \(servers) servers, \(extra):\n\(run.errors)")
+                XCTAssertEqual(run.sha, local.sha, "\(workers) workers, \(servers) servers, \(extra), shared \(shared):\n\(run.errors)")
                 let service = run.summary["parameter_service"] as? [String: Any] ?? [:]
+                // Through shared memory from the first step whose servers had all attached
+                // (the first may still go through the sockets); never without it.
+                let sharedSteps = service["shared_memory_steps"] as? Int ?? -1
+                if shared { XCTAssertGreaterThanOrEqual(sharedSteps, 39, run.errors) } else { XCTAssertEqual(sharedSteps, 0) }
                 let served = (service["servers"] as? [[String: Any]] ?? []).compactMap { $0["parameters"] as? Int }
                 XCTAssertEqual(served.count, servers)
                 XCTAssertEqual(served.reduce(0, +), run.summary["parameters"] as? Int)
@@ -56,6 +63,9 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         let service = run.summary["parameter_service"] as? [String: Any] ?? [:]
         XCTAssertEqual(service["receipts"] as? Int, 12 * 96)
         XCTAssertEqual(service["rollbacks"] as? Int, 0)
+        // 16 shards a worker and step, 4 gradient slots each: the rest through the
+        // coordinator's overflow segments, in shared memory as well.
+        XCTAssertGreaterThanOrEqual(service["shared_memory_steps"] as? Int ?? 0, 11, run.errors)
     }
 
     /// CURVE on every link, the servers' too (each with a fresh key pair): the same hash.

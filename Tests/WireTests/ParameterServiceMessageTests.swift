@@ -90,6 +90,33 @@ final class ParameterServiceMessageTests: XCTestCase {
         XCTAssertThrowsError(try RangeValuesHeader(envelope(short), parameterCount: 64))
     }
 
+    /// The two messages of the service on one host round-trip; a range outside the model, a
+    /// slot outside the segment, a missing segment and every truncation are refused.
+    func testSharedMemoryMessagesRoundTripAndAreChecked() throws {
+        let segment = SharedSegmentInfo(name: "/proc/12/fd/7", nonce: Array(0..<16), slotCount: 4, slotBytes: 256)
+        let announced = RangeSegmentMessage(generation: 2, step: 8, range: ParameterRange(lower: 16, count: 48), segment: segment)
+        XCTAssertEqual(try RangeSegmentMessage(envelope(bytes(announced.encode())), parameterCount: 64), announced)
+        XCTAssertThrowsError(try RangeSegmentMessage(envelope(bytes(announced.encode())), parameterCount: 63))
+        var none = bytes(announced.encode())
+        none[1] = Array(none[1].prefix(12)) + [0, 0, 0, 0]  // an empty name: no segment
+        patch(&none[0], at: 16, UInt64(none[1].count))
+        XCTAssertThrowsError(try RangeSegmentMessage(envelope(none), parameterCount: 64))
+        let report = ShardReport(shard: 3, worker: 1, sampleCount: 20, lossSum: 2, correctCount: 5, computeMicroseconds: 7)
+        let ready = ShardInSegment(generation: 2, step: 8, report: report, segment: segment, slot: 3)
+        let frames = bytes(ready.encode())
+        XCTAssertEqual(try ShardInSegment(envelope(frames)), ready)
+        XCTAssertEqual(try envelope(frames).leadingGeneration, 2)
+        var outside = frames
+        patch(&outside[1], at: outside[1].count - 4, UInt32(4))  // slot 4 of 4
+        XCTAssertThrowsError(try ShardInSegment(envelope(outside)))
+        for cut in 0..<frames[1].count {
+            var truncated = frames
+            truncated[1] = Array(frames[1].prefix(cut))
+            patch(&truncated[0], at: 16, UInt64(cut))
+            XCTAssertThrowsError(try ShardInSegment(envelope(truncated)), "cut at \(cut)")
+        }
+    }
+
     /// Truncations and random bytes in every message's meta: errors, never a trap.
     func testTruncatedAndRandomMetaIsRefused() throws {
         let state = RangeState(range: ParameterRange(lower: 0, count: 2), iteration: 0, parameters: [1, 2], optimizerState: [[0, 0]])

@@ -1,0 +1,132 @@
+import Foundation
+import Logging
+import NeuralNet
+import Wire
+
+/// A parameter server on its coordinator's host (`sharesHost`): bulk values stay in shared
+/// memory. Each worker's gradient stays in that worker's own sealed segment, where the
+/// coordinator says it is (`ShardInSegment`); the server reads its range of it there. The
+/// range's new weights go into a sealed segment of the server's own (two slots by step
+/// parity), which the coordinator copies into its weights slot for the workers on this host.
+///
+/// Why the workers' segments and not one board the coordinator owns: a board slot would be
+/// written by whichever worker computes the shard, a re-run or late copy included, while a
+/// server reads it; a worker's own segment is written only by that worker, for its own
+/// results, and a step's slots are written again only once every server applied the step.
+/// Everything read from a segment is checked as a message would be: its layout against the
+/// model, sealed against shrinking before it is mapped, the slot and range inside it, and
+/// every value finite.
+extension ParameterServer {
+    /// Gradient segments kept open at once (a run has one per worker on this host).
+    static let maximumOpenSegments = 1024
+
+    /// After an assignment: the seed's weights into our segment's slot of its step, and the
+    /// segment offered to the coordinator. Without it the weights go through the socket only.
+    func offerWeightsSegment(_ update: RangeUpdate, generation: UInt32) {
+        let byteCount = update.range.count * precision.bytesPerValue
+        do {
+            if weightsSegment?.info.slotBytes != byteCount {
+                weightsSegment = try SharedSegment(slotCount: 2, slotBytes: byteCount, sealed: true)
+            }
+            guard let segment = weightsSegment, segment.cannotShrink else {
+                throw SharedSegmentError(name: weightsSegment?.info.name ?? "", reason: "memfd sealing is not available")
+            }
+            writeWeightsSegment(update)
+            outbox.append(RangeSegmentMessage(generation: generation, step: step, range: update.range, segment: segment.info).encode())
+        } catch {
+            weightsSegment = nil
+            logger.notice("parameter server: no shared memory for the weights (\(error)); they go through the socket")
+        }
+    }
+
+    /// The range's weights of `step` into the slot of its parity.
+    func writeWeightsSegment(_ update: RangeUpdate) {
+        guard let weightsSegment else { return }
+        update.parameters.withUnsafeBufferPointer {
+            precision.encode($0.baseAddress!, count: $0.count, into: weightsSegment.slot(Int(step % 2)))
+        }
+    }
+
+    /// A worker's gradient of one shard in its segment: checked as a gradient range is, then
+    /// our range of it read from the mapping. A segment that fails its checks is that
+    /// worker's fault: refused (the coordinator gives the shard to another).
+    func shardInSegment(_ message: ShardInSegment) throws {
+        guard let update, let generation, let spec else { return staleMessages += 1 }
+        let report = message.report
+        guard report.shard < update.shardCount else {
+            throw ProtocolError.malformed(.shardInSegment, "shard \(report.shard), but a step has \(update.shardCount)")
+        }
+        guard message.generation == generation, message.step == step else {
+            if message.generation > generation || (message.generation == generation && message.step > step) {
+                throw ProtocolError.malformed(.shardInSegment, "step \(message.step) (generation \(message.generation)); this server is at step \(step) (generation \(generation))")
+            }
+            return acknowledgeStale(report, step: message.step, generation: message.generation)
+        }
+        let values: UnsafeRawPointer
+        do {
+            values = try mappedGradientRange(message, range: update.range, parameterCount: spec.parameterCount)
+        } catch {
+            noteRefusedSegment(report, "\(error)")
+            outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "\(error)").encode())
+            return
+        }
+        try take(report, generation: generation, refuse: { noteRefusedSegment(report, $0) }) {
+            precision.decode(values, count: update.range.count, into: $0)
+        }
+    }
+
+    /// Our range of the slot the message names, mapped read-only from the worker's segment
+    /// (opened once, and only if it is exactly a gradient's layout and sealed).
+    private func mappedGradientRange(_ message: ShardInSegment, range: ParameterRange, parameterCount: Int) throws -> UnsafeRawPointer {
+        let info = message.segment
+        // parameterCount ≤ WireLimits.maximumParameters: these products fit.
+        let gradientBytes = parameterCount * precision.bytesPerValue
+        guard info.slotBytes == gradientBytes else {
+            throw SharedSegmentError(name: info.name, reason: "slots of \(info.slotBytes) bytes; a gradient here is \(gradientBytes)")
+        }
+        let segment: SharedSegment
+        if let open = gradientSegments[info.name], open.info == info {
+            segment = open
+        } else {
+            if gradientSegments.count >= Self.maximumOpenSegments { gradientSegments = [:] }
+            let opened = try SharedSegment(opening: info)
+            // A segment that can shrink would fault this process where it is mapped.
+            guard opened.cannotShrink else { throw SharedSegmentError(name: info.name, reason: "not sealed against shrinking") }
+            gradientSegments[info.name] = opened
+            segment = opened
+        }
+        return try segment.mapped(slot: message.slot, offset: range.lower * precision.bytesPerValue,
+                                  byteCount: range.count * precision.bytesPerValue)
+    }
+
+    /// Counted; the first refusal per worker logged, naming it.
+    private func noteRefusedSegment(_ report: ShardReport, _ reason: String) {
+        rejectedMessages += 1
+        guard loggedSegmentWorkers.insert(report.worker).inserted else { return }
+        logger.warning("parameter server: refused worker #\(report.worker)'s gradient of shard \(report.shard) in shared memory: \(escapedForLog(reason, maximumLength: 400)) (further refusals for it are counted, not logged)")
+    }
+}
+
+extension ParameterServer {
+    /// Messages held for an assignment, at most (older ones are dropped first).
+    static let maximumHeldMessages = 4096
+
+    /// Holds a message of a generation newer than the one served (or of any, before the
+    /// first assignment); true if held.
+    func overtookItsAssignment(_ envelope: Envelope) -> Bool {
+        guard let incoming = envelope.leadingGeneration, generation.map({ incoming > $0 }) ?? true else { return false }
+        heldForAssignment.append(envelope)
+        if heldForAssignment.count > Self.maximumHeldMessages { heldForAssignment.removeFirst() }
+        return true
+    }
+
+    /// After an assignment: the messages that came ahead of it, in order; those of a
+    /// generation still newer wait on, the others are handled (what fails is counted).
+    func handleHeldMessages() {
+        let held = heldForAssignment
+        heldForAssignment = []
+        for envelope in held {
+            do { try handleFromCoordinator(envelope) } catch { rejectedMessages += 1 }
+        }
+    }
+}
