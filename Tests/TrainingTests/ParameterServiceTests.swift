@@ -101,6 +101,38 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         }
     }
 
+    /// Spawned workers, so the service goes through shared memory: a serving worker killed
+    /// with SIGKILL is started again by the coordinator, which seeds its range from the last
+    /// snapshot and replays the steps since, again through shared memory; the hash stays.
+    func testAKilledSpawnedServerIsStartedAgainAndTheHashStays() throws {
+        let steps = ["--max-steps", "400"]
+        let local = try runCoordinator(common + steps + ["--local"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let summary = scratchFolder + "ps-spawn-kill-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let coordinator = try Child("coordinator", logged + steps + [
+            "--spawn-workers", "3", "--parameter-servers", "2", "--bind", "tcp://127.0.0.1:*", "--snapshot-every", "10",
+            "--worker-timeout", "2", "--log-level", "info", "--summary", summary])
+        XCTAssertTrue(coordinator.waitFor("generation 1 from step 0: through shared memory", seconds: 60), coordinator.errors)
+        // "parameter service generation 1 from step 0: worker-1 12736, worker-0 12714 parameters"
+        let lines = coordinator.errors.components(separatedBy: "\n")
+        let map = try XCTUnwrap(lines.first { $0.contains("generation 1 from step 0: worker-") })
+        let server = try XCTUnwrap(map.components(separatedBy: "from step 0: ").last?.prefix { $0 != " " }).description
+        let joined = try XCTUnwrap(lines.first { $0.contains("worker \(server) (pid ") })
+        let pid = try XCTUnwrap(Int32(joined.components(separatedBy: "(pid ").last?.prefix { $0.isNumber } ?? ""))
+        XCTAssertTrue(coordinator.waitFor("epoch  2/", seconds: 120), coordinator.output)
+        kill(pid, SIGKILL)
+        XCTAssertEqual(coordinator.wait(seconds: 240), 0, coordinator.errors)
+        let result = readSummary(summary)
+        XCTAssertEqual(result["weights_sha256"] as? String, local.sha, coordinator.errors)
+        let service = result["parameter_service"] as? [String: Any] ?? [:]
+        XCTAssertGreaterThanOrEqual(service["rollbacks"] as? Int ?? 0, 1, coordinator.errors)
+        XCTAssertGreaterThanOrEqual(service["generation"] as? Int ?? 0, 2)
+        XCTAssertTrue(coordinator.errors.contains("restarted a spawned serving worker"), coordinator.errors)
+        XCTAssertTrue(coordinator.errors.contains(": through shared memory on this host"), coordinator.errors)
+        XCTAssertGreaterThan(service["shared_memory_steps"] as? Int ?? 0, 400, "the replayed steps through shared memory too")
+    }
+
     private func loseAServer(_ disturb: (Int32) -> Void) throws {
         let steps = ["--max-steps", "400"]
         let local = try runCoordinator(common + steps + ["--local"])
