@@ -1,0 +1,128 @@
+import Logging
+import NeuralNet
+import Wire
+import XCTest
+@testable import Training
+
+/// A parameter server on its coordinator's host, alone: messages handed to it as its worker
+/// would, segments of this process standing for a worker's. What it reads from shared memory
+/// is checked as a message would be, and its weights go into its own sealed segment.
+final class ParameterServerSharedMemoryTests: XCTestCase {
+    private var server: ParameterServer!
+    private var spec: ModelSpec!
+    private var count: Int { spec.parameterCount }
+    private let report = { (shard: Int) in
+        ShardReport(shard: shard, worker: 3, sampleCount: 10, lossSum: 2, correctCount: 4, computeMicroseconds: 1)
+    }
+
+    override func setUpWithError() throws {
+        spec = try ModelSpec.mlp(inputSize: 20, hidden: [7], classes: 3)
+        server = try ParameterServer(context: ZMQContext(), bindEndpoint: "tcp://127.0.0.1:0", curve: false,
+                                     logger: Logger(label: "test"))
+        server.spec = spec
+        server.sharesHost = true
+    }
+
+    private func deliver(_ frames: [OutgoingFrame]) throws {
+        let bytes = frames.map { frame -> [UInt8] in
+            switch frame {
+            case let .bytes(bytes): bytes
+            case let .shared(buffer, offset, count): Array(UnsafeRawBufferPointer(start: buffer.pointer + offset, count: count))
+            }
+        }
+        try server.handleFromCoordinator(Envelope(frames: bytes.map { b in b.withUnsafeBytes { ZMQMessage(copying: $0) } }[...]))
+    }
+
+    private func sentTypes() throws -> [MessageType] {
+        try server.takeOutbox().map { frames in
+            guard case let .bytes(header) = frames[0] else { throw ProtocolError.badMagic }
+            return try XCTUnwrap(MessageType(rawValue: UInt16(header[6]) | UInt16(header[7]) << 8))
+        }
+    }
+
+    private func assign(generation: UInt32, parameters: [Float]) throws {
+        let settings = RangeOptimizerSettings(kind: .sgd, learningRate: 0.1, decay: 0, momentum: 0.9,
+                                              beta1: 0.9, beta2: 0.999, epsilon: 1e-8, l2: 0)
+        let state = RangeState(range: ParameterRange(lower: 0, count: count), iteration: 0, parameters: parameters,
+                               optimizerState: [Array(repeating: 0, count: count)])
+        try deliver(ServeAssignment(generation: generation, step: 0, state: state, shardCount: 2, precision: .fp32, optimizer: settings).encode())
+    }
+
+    /// A worker's sealed gradient segment with `values` in slot 1.
+    private func gradientSegment(_ values: [Float], slotBytes: Int? = nil, sealed: Bool = true) throws -> SharedSegment {
+        let segment = try SharedSegment(slotCount: 4, slotBytes: slotBytes ?? count * 4, sealed: sealed)
+        values.withUnsafeBytes { segment.slot(1).copyMemory(from: $0.baseAddress!, byteCount: min($0.count, segment.info.slotBytes)) }
+        return segment
+    }
+
+    func testGradientsAreReadWhereTheyLieAndTheWeightsGoIntoTheServersSegment() throws {
+        let seed = (0..<count).map { Float($0 % 13) / 13 }
+        try assign(generation: 1, parameters: seed)
+        XCTAssertEqual(try sentTypes(), [.rangeSegment])
+        let weights = try XCTUnwrap(server.weightsSegment)
+        XCTAssertTrue(weights.cannotShrink)
+        let seeded = Array(UnsafeBufferPointer(start: weights.slot(0).assumingMemoryBound(to: Float.self), count: count))
+        XCTAssertEqual(seeded, seed, "the seed's weights in the slot of step 0")
+
+        let gradients = [(0..<count).map { Float($0 % 5) }, (0..<count).map { -Float($0 % 3) }]
+        let first = try gradientSegment(gradients[0])
+        try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: first.info, slot: 1).encode())
+        XCTAssertEqual(try sentTypes(), [.receipt])
+        try deliver(StepPlan(generation: 1, step: 0, sampleCount: 20, nonEmpty: [true, true]).encode())
+        let second = try gradientSegment(gradients[1])
+        try deliver(ShardInSegment(generation: 1, step: 0, report: report(1), segment: second.info, slot: 1).encode())
+        XCTAssertEqual(try sentTypes(), [.receipt, .applied])
+        // The same update as the range's own, in the slot of step 1.
+        let expected = RangeUpdate(state: RangeState(range: ParameterRange(lower: 0, count: count), iteration: 0, parameters: seed,
+                                                     optimizerState: [Array(repeating: 0, count: count)]),
+                                   settings: RangeOptimizerSettings(kind: .sgd, learningRate: 0.1, decay: 0, momentum: 0.9,
+                                                                    beta1: 0.9, beta2: 0.999, epsilon: 1e-8, l2: 0),
+                                   spec: spec, shardCount: 2)
+        gradients[0].withUnsafeBufferPointer { g0 in
+            gradients[1].withUnsafeBufferPointer { g1 in expected.apply(sampleCount: 20) { $0 == 0 ? g0.baseAddress! : g1.baseAddress! } }
+        }
+        let written = Array(UnsafeBufferPointer(start: weights.slot(1).assumingMemoryBound(to: Float.self), count: count))
+        XCTAssertEqual(written, expected.parameters)
+        XCTAssertNotEqual(written, seed)
+        XCTAssertEqual(server.rejectedMessages, 0)
+    }
+
+    /// A segment of the wrong size, one that can shrink, and NaN in a gradient with a finite
+    /// loss: each refused back to the coordinator (which gives the shard to another) and
+    /// counted; a good one after them is taken.
+    func testSegmentsThatDoNotFitAreRefused() throws {
+        try assign(generation: 1, parameters: Array(repeating: 0.5, count: count))
+        _ = server.takeOutbox()
+        let values = Array(repeating: Float(1), count: count)
+        let oversized = try gradientSegment(values, slotBytes: count * 4 + 64)
+        let unsealed = try gradientSegment(values, sealed: false)
+        var poisoned = values
+        poisoned[count / 2] = .nan
+        let nan = try gradientSegment(poisoned)
+        for segment in [oversized, unsealed, nan] {
+            try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: segment.info, slot: 1).encode())
+            XCTAssertEqual(try sentTypes(), [.rangeRefused], segment.info.name)
+        }
+        XCTAssertEqual(server.rejectedMessages, 3)
+        // A slot past the segment's end never reaches the mapping: the decoder refuses it.
+        var outside = ShardInSegment(generation: 1, step: 0, report: report(0), segment: nan.info, slot: 3)
+        outside.segment.slotCount = 3
+        XCTAssertThrowsError(try deliver(outside.encode()))
+        let good = try gradientSegment(values)
+        try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: good.info, slot: 1).encode())
+        XCTAssertEqual(try sentTypes(), [.receipt])
+    }
+
+    /// On one host the assignment (large) takes the socket and what follows it the pipe: a
+    /// plan and a gradient of the new generation that overtook it wait for it.
+    func testMessagesThatOvertakeTheirAssignmentWaitForIt() throws {
+        let values = Array(repeating: Float(1), count: count)
+        let segment = try gradientSegment(values)
+        try deliver(StepPlan(generation: 1, step: 0, sampleCount: 10, nonEmpty: [true, false]).encode())
+        try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: segment.info, slot: 1).encode())
+        XCTAssertEqual(try sentTypes(), [])
+        try assign(generation: 1, parameters: Array(repeating: 0.5, count: count))
+        XCTAssertEqual(try sentTypes(), [.rangeSegment, .receipt, .applied])
+        XCTAssertEqual(server.stepsApplied, 1)
+    }
+}
