@@ -101,6 +101,33 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         }
     }
 
+    /// Mixed: two servers and a worker on the coordinator's host (shared memory), and a
+    /// worker as if on another host (`--no-shared-memory`: sockets, to the servers too).
+    /// The same hash as `--local`, every step through shared memory on this host.
+    func testSharedMemoryAndSocketWorkersTogether() throws {
+        let local = try runCoordinator(common + ["--local"])
+        XCTAssertEqual(local.status, 0, local.errors)
+        let port = freePort()
+        let summary = scratchFolder + "ps-mixed-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: summary) }
+        let coordinator = try Child("coordinator", common + [
+            "--workers", "3", "--parameter-servers", "2", "--bind", "tcp://127.0.0.1:\(port)", "--summary", summary])
+        let workers = try ["--serve", "--serve", "--no-shared-memory"].enumerated().map { index, role in
+            try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "m\(index)"]
+                + (role == "--serve" ? ["--serve", "tcp://127.0.0.1:0"] : [role]))
+        }
+        XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
+        let result = readSummary(summary)
+        XCTAssertEqual(result["weights_sha256"] as? String, local.sha, coordinator.errors)
+        let service = result["parameter_service"] as? [String: Any] ?? [:]
+        XCTAssertGreaterThanOrEqual(service["shared_memory_steps"] as? Int ?? 0, 39, coordinator.errors)
+        // The socket worker computed its share (its gradients reached the servers by socket).
+        let stats = result["worker_stats"] as? [[String: Any]] ?? []
+        let remote = try XCTUnwrap(stats.first { $0["name"] as? String == "m2" })
+        XCTAssertGreaterThan(remote["shards_done"] as? Int ?? 0, 0, "\(stats)")
+        for worker in workers { XCTAssertEqual(worker.wait(seconds: 30), 0, worker.errors) }
+    }
+
     /// Spawned workers, so the service goes through shared memory: a serving worker killed
     /// with SIGKILL is started again by the coordinator, which seeds its range from the last
     /// snapshot and replays the steps since, again through shared memory; the hash stays.
