@@ -9,7 +9,7 @@ extension CoordinatorServer {
 
     func computeShardsRemotely(step: Int, batch: BatchView, next: () -> BatchView?, results: ShardResults,
                                service: ParameterServiceState) throws {
-        let mark = MonotonicClock.now
+        var mark = MonotonicClock.now
         var pending: [Int] = []
         for shard in 0..<results.shardCount {
             if batch.sampleCount(ofShard: shard) == 0 { results.complete(shard, statistics: BatchStatistics()) } else { pending.append(shard) }
@@ -22,15 +22,19 @@ extension CoordinatorServer {
         let plan = StepPlan(generation: service.generation, step: UInt64(step), sampleCount: batch.sampleCount,
                             nonEmpty: (0..<results.shardCount).map { batch.sampleCount(ofShard: $0) > 0 })
         for server in service.servers { if let peer = peersByIndex[server] { sendEvenIfSuspect(plan.encode(), to: peer) } }
-        // On one host the weights go to the workers here through shared memory.
+        // On one host the weights go to the workers here through shared memory (the copy
+        // counts as sending, not the wait for the servers' segments of a new generation).
+        timing.sendSeconds += MonotonicClock.now - mark
         stepWeights = try sharedServiceWeights(step: step, service: service)
         defer { stepWeights = nil }
+        mark = MonotonicClock.now
         apply(.stepStarted(step: step, shards: pending))
         let early = service.early
         service.early = []
         for (server, message) in early where message.generation == service.generation { take(message, fromServer: server, service: service) }
         if let next = next() { prefetch(next, step: step + 1) }
         timing.sendSeconds += MonotonicClock.now - mark
+        mark = MonotonicClock.now
         while !results.isComplete || service.applied.count < service.serverCount {
             if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }
             if let lost = service.lostServer {

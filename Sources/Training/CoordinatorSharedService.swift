@@ -38,6 +38,8 @@ extension CoordinatorServer {
     /// run rolls back); the workers then take the weights from the servers' sockets.
     func sharedServiceWeights(step: Int, service: ParameterServiceState) throws -> StepWeights? {
         guard let feed, serversShareThisHost(service), try awaitRangeSegments(service) else { return nil }
+        let start = MonotonicClock.now
+        defer { timing.sendSeconds += MonotonicClock.now - start }
         let precision = options.precision
         let slot = step % 2
         let destination = feed.weights.slot(slot)
@@ -92,6 +94,8 @@ extension CoordinatorServer {
         guard stepWeights != nil else {
             return reject(from: peer.identity, reason: "a result sent to the coordinator, but this run's gradients go to its parameter servers")
         }
+        let start = MonotonicClock.now
+        defer { timing.receiveSeconds += MonotonicClock.now - start }
         let header: ResultHeader
         let gradient: ZMQMessage?
         do {
