@@ -113,18 +113,19 @@ extension WorkerNode {
         workerIndex = Int(welcome.workerIndex)
         serverLinks = []
         serviceGeneration = nil
+        logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
+        try startHostProcesses(for: welcome)
+        try attachSharedMemory(welcome)
         if let parameterServer {
             // A new session: whatever it served belongs to the last one (the coordinator
-            // seeds it again if it serves in this one).
+            // seeds it again if it serves in this one). After the attach: a coordinator on
+            // this host then knows, when it picks its servers, that they share its memory.
             parameterServer.spec = welcome.spec
             parameterServer.precision = welcome.precision
             parameterServer.runSecret = try? loadRunSecret()
             try send(ServeOffer(endpoint: parameterServer.endpoint, curvePublicKey: parameterServer.curvePublicKey).encode(),
                      what: "the offer to serve")
         }
-        logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
-        try startHostProcesses(for: welcome)
-        try attachSharedMemory(welcome)
     }
 
     func loadRunSecret() throws -> RunSecret {
