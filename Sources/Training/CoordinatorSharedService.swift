@@ -47,13 +47,14 @@ extension CoordinatorServer {
             guard let segment = service.rangeSegments[index]?.segment else { return nil }
             let source = try segment.mapped(slot: slot, offset: 0, byteCount: range.count * precision.bytesPerValue)
             let target = destination + range.lower * precision.bytesPerValue
+            // Copied first, then checked where it now lies: the server cannot change it since.
             let finite: Bool
             if precision == .fp32 {
                 finite = precision.decode(source, count: range.count, into: target.assumingMemoryBound(to: Float.self))
             } else {
+                BulkCopy.copy(to: target, from: source, byteCount: range.count * precision.bytesPerValue)
                 if service.weightsScratch.count < range.count { service.weightsScratch = Array(repeating: 0, count: range.count) }
-                finite = service.weightsScratch.withUnsafeMutableBufferPointer { precision.decode(source, count: range.count, into: $0.baseAddress!) }
-                if finite { BulkCopy.copy(to: target, from: source, byteCount: range.count * precision.bytesPerValue) }
+                finite = service.weightsScratch.withUnsafeMutableBufferPointer { precision.decode(target, count: range.count, into: $0.baseAddress!) }
             }
             guard finite else {
                 apply(.linkFailed(service.servers[index], reason: "its weights of step \(step) in shared memory are not all finite"))
