@@ -113,6 +113,31 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
         XCTAssertEqual(try sentTypes(), [.receipt])
     }
 
+    /// The coordinator's side: a server's weights segment is taken only with exactly its
+    /// range's layout and sealed; otherwise refused with an error naming the segment.
+    func testTheCoordinatorTakesOnlyAWeightsSegmentThatFits() throws {
+        var options = CoordinatorOptions()
+        options.bindEndpoint = "tcp://127.0.0.1:*"
+        options.parameterServers = 1
+        let coordinator = try CoordinatorServer(options: options, spec: spec, logger: Logger(label: "test"))
+        let service = try XCTUnwrap(coordinator.service)
+        let range = ParameterRange(lower: 0, count: count)
+        service.ranges = [range]
+        func offer(_ segment: SharedSegment, range offered: ParameterRange? = nil) -> String {
+            let message = RangeSegmentMessage(generation: 1, step: 0, range: offered ?? range, segment: segment.info)
+            do { try coordinator.takeRangeSegment(message, server: 0, service: service) } catch { return "\(error)" }
+            return "taken"
+        }
+        let wrongSize = try SharedSegment(slotCount: 2, slotBytes: count * 4 + 4, sealed: true)
+        XCTAssertTrue(offer(wrongSize).contains(wrongSize.info.name), offer(wrongSize))
+        XCTAssertTrue(offer(try SharedSegment(slotCount: 2, slotBytes: count * 4)).contains("not sealed"))
+        let fits = try SharedSegment(slotCount: 2, slotBytes: count * 4, sealed: true)
+        XCTAssertTrue(offer(fits, range: ParameterRange(lower: 16, count: count - 16)).contains("range"))
+        XCTAssertNil(service.rangeSegments[0])
+        XCTAssertEqual(offer(fits), "taken")
+        XCTAssertEqual(service.rangeSegments[0]?.generation, 1)
+    }
+
     /// On one host the assignment (large) takes the socket and what follows it the pipe: a
     /// plan and a gradient of the new generation that overtook it wait for it.
     func testMessagesThatOvertakeTheirAssignmentWaitForIt() throws {
