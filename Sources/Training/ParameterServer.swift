@@ -30,9 +30,10 @@ public final class ParameterServer {
     public internal(set) var rejectedMessages = 0
     public internal(set) var staleMessages = 0
     public private(set) var stepsApplied = 0
-    /// Seconds spent summing, updating and sending the weights, over the steps applied: this
+    /// Seconds spent summing, updating and sending the weights, over the steps applied (on
+    /// the coordinator's host also reading each gradient range from shared memory): this
     /// server's serial time per step (it waits for the slowest gradient before it).
-    public private(set) var applySeconds = 0.0
+    public internal(set) var applySeconds = 0.0
 
     // The range being served, from the last assignment.
     var generation: UInt32?

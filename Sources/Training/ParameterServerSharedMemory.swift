@@ -70,8 +70,11 @@ extension ParameterServer {
             outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "\(error)").encode())
             return
         }
-        try take(report, generation: generation, refuse: { noteRefusedSegment(report, $0) }) {
-            precision.decode(values, count: update.range.count, into: $0)
+        try take(report, generation: generation, refuse: { noteRefusedSegment(report, $0) }) { buffer in
+            // Part of this server's serial work (the socket path's decode happens as messages come).
+            let start = MonotonicClock.now
+            defer { applySeconds += MonotonicClock.now - start }
+            return precision.decode(values, count: update.range.count, into: buffer)
         }
     }
 
