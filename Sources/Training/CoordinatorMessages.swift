@@ -7,6 +7,7 @@ extension CoordinatorServer {
     /// Receives and handles whatever arrives within the timeout, on the socket and on the
     /// links' own inputs (pipes of workers on this host).
     func pump(timeoutMilliseconds: Int) throws {
+        defer { sendShardNotices() }
         var watched: [Int32: WorkerPeer] = [:]
         for peer in peers.values { if let descriptor = peer.link.inputDescriptor { watched[descriptor] = peer } }
         let ready = try socket.waitForInput(timeoutMilliseconds: timeoutMilliseconds, alsoWatching: Array(watched.keys))

@@ -42,6 +42,8 @@ final class ParameterServiceState {
     var overflowSegments: [SharedSegment] = []
     var overflowStep = -1
     var overflowUsed = 0
+    /// Results relayed in this round of the message loop, not yet told to the servers.
+    var notices: ShardsInSegments?
 
     init(serverCount: Int) { self.serverCount = serverCount }
 

@@ -4,8 +4,8 @@ import Wire
 
 /// The parameter service on the coordinator's host: no bulk value goes through a socket.
 /// Workers here keep the coordinator's batch and weights slots (`SharedStepFeed`) and leave
-/// each gradient in their own sealed segment; the coordinator tells every server where it is
-/// (`ShardInSegment`), and each server sums and updates its range and writes the new weights
+/// each gradient in their own sealed segment; the coordinator tells every server where they are
+/// (`ShardsInSegments`, one message per round of its message loop), and each server sums and updates its range and writes the new weights
 /// into a segment of its own, which the coordinator copies, range by range, into its weights
 /// slot before the next step's weights notice. The servers do the O(N·P) work; what stays
 /// here is O(P) per step (the copy) and small messages.
@@ -88,7 +88,7 @@ extension CoordinatorServer {
     }
 
     /// A result from a worker: with this step's weights in shared memory, every server hears
-    /// where its gradient lies: in the worker's segment, or (a result beyond the worker's
+    /// (with the round's other results, `sendShardNotices`) where its gradient lies: in the worker's segment, or (a result beyond the worker's
     /// slots, which brings the values) in a slot of the coordinator's overflow segment.
     /// Checked first as any result is: step, shard, sample count, precision.
     func relayResult(_ envelope: Envelope, from peer: WorkerPeer, service: ParameterServiceState) {
@@ -121,8 +121,22 @@ extension CoordinatorServer {
         } else {
             return reject(from: peer.identity, reason: "a result of shard \(shard) whose gradient is in no segment the servers can read")
         }
-        let message = ShardInSegment(generation: service.generation, step: envelope.step, report: report,
-                                     segment: place.segment, slot: place.slot).encode()
+        if let notices = service.notices, notices.generation != service.generation || notices.step != envelope.step {
+            sendShardNotices()
+        }
+        if service.notices == nil { service.notices = ShardsInSegments(generation: service.generation, step: envelope.step, entries: []) }
+        service.notices?.entries.append(ShardsInSegments.Entry(report: report, segment: place.segment, slot: place.slot))
+        if service.notices?.entries.count == ShardsInSegments.maximumEntries { sendShardNotices() }
+    }
+
+    /// The results relayed since the last call, in one message to every server: called at
+    /// the end of each round of the message loop (`pump`), so none waits longer than that.
+    func sendShardNotices() {
+        guard let service, let notices = service.notices else { return }
+        service.notices = nil
+        let start = MonotonicClock.now
+        defer { timing.sendSeconds += MonotonicClock.now - start }
+        let message = notices.encode()
         for server in service.servers { if let target = peersByIndex[server] { sendEvenIfSuspect(message, to: target) } }
     }
 

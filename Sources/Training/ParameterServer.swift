@@ -166,8 +166,8 @@ public final class ParameterServer {
                 return
             }
             outbox.append(SnapshotAnswer(generation: generation, step: step, state: update.state).encode())
-        case .shardInSegment:
-            try shardInSegment(ShardInSegment(envelope))
+        case .shardsInSegments:
+            try shardsInSegments(ShardsInSegments(envelope))
         default:
             throw ProtocolError.unexpected(envelope.type)
         }

@@ -5,7 +5,7 @@ import Wire
 
 /// A parameter server on its coordinator's host (`sharesHost`): bulk values stay in shared
 /// memory. Each worker's gradient stays in that worker's own sealed segment, where the
-/// coordinator says it is (`ShardInSegment`); the server reads its range of it there. The
+/// coordinator says it is (`ShardsInSegments`); the server reads its range of it there. The
 /// range's new weights go into a sealed segment of the server's own (two slots by step
 /// parity), which the coordinator copies into its weights slot for the workers on this host.
 ///
@@ -47,24 +47,37 @@ extension ParameterServer {
         }
     }
 
-    /// A worker's gradient of one shard in its segment: checked as a gradient range is, then
-    /// our range of it read from the mapping. A segment that fails its checks is that
-    /// worker's fault: refused (the coordinator gives the shard to another).
-    func shardInSegment(_ message: ShardInSegment) throws {
+    /// Workers' gradients of shards in their segments: the message checked as a whole first
+    /// (every shard of a step, the step not ahead of ours), then each checked as a gradient
+    /// range is and our range of it read from the mapping. A segment that fails its checks
+    /// is that worker's fault: refused (the coordinator gives the shard to another).
+    func shardsInSegments(_ message: ShardsInSegments) throws {
         guard let update, let generation, let spec else { return staleMessages += 1 }
-        let report = message.report
-        guard report.shard < update.shardCount else {
-            throw ProtocolError.malformed(.shardInSegment, "shard \(report.shard), but a step has \(update.shardCount)")
+        if let report = message.entries.first(where: { $0.report.shard >= update.shardCount })?.report {
+            throw ProtocolError.malformed(.shardsInSegments, "shard \(report.shard), but a step has \(update.shardCount)")
         }
         guard message.generation == generation, message.step == step else {
             if message.generation > generation || (message.generation == generation && message.step > step) {
-                throw ProtocolError.malformed(.shardInSegment, "step \(message.step) (generation \(message.generation)); this server is at step \(step) (generation \(generation))")
+                throw ProtocolError.malformed(.shardsInSegments, "step \(message.step) (generation \(message.generation)); this server is at step \(step) (generation \(generation))")
             }
-            return acknowledgeStale(report, step: message.step, generation: message.generation)
+            for entry in message.entries { acknowledgeStale(entry.report, step: message.step, generation: message.generation) }
+            return
         }
+        for entry in message.entries {
+            // The step may complete with an entry before the last (the rest are re-runs).
+            guard message.step == step else {
+                acknowledgeStale(entry.report, step: message.step, generation: generation)
+                continue
+            }
+            try shardInSegment(entry, update: update, generation: generation, parameterCount: spec.parameterCount)
+        }
+    }
+
+    private func shardInSegment(_ entry: ShardsInSegments.Entry, update: RangeUpdate, generation: UInt32, parameterCount: Int) throws {
+        let report = entry.report
         let values: UnsafeRawPointer
         do {
-            values = try mappedGradientRange(message, range: update.range, parameterCount: spec.parameterCount)
+            values = try mappedGradientRange(entry, range: update.range, parameterCount: parameterCount)
         } catch {
             noteRefusedSegment(report, "\(error)")
             outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "\(error)").encode())
@@ -80,7 +93,7 @@ extension ParameterServer {
 
     /// Our range of the slot the message names, mapped read-only from the worker's segment
     /// (opened once, and only if it is exactly a gradient's layout and sealed).
-    private func mappedGradientRange(_ message: ShardInSegment, range: ParameterRange, parameterCount: Int) throws -> UnsafeRawPointer {
+    private func mappedGradientRange(_ message: ShardsInSegments.Entry, range: ParameterRange, parameterCount: Int) throws -> UnsafeRawPointer {
         let info = message.segment
         // parameterCount ≤ WireLimits.maximumParameters: these products fit.
         let gradientBytes = parameterCount * precision.bytesPerValue

@@ -58,7 +58,7 @@ extension WorkerNode {
                 if let exit = try connect(rejoining: true) { return exit }
             case .heartbeat, .welcome, .challenge:
                 break
-            case .serverMap, .serveAssignment, .stepPlan, .snapshotRequest, .shardInSegment:
+            case .serverMap, .serveAssignment, .stepPlan, .snapshotRequest, .shardsInSegments:
                 try handleParameterService(envelope)
             case .hello, .result, .attach, .serveOffer, .weightsRange, .gradientRange, .receipt, .applied,
                  .snapshotAnswer, .rangeRefused, .rangeSegment:

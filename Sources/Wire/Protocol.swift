@@ -91,7 +91,7 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     case serveOffer, serverMap, serveAssignment, stepPlan, weightsRange, gradientRange, receipt, applied
     case snapshotRequest, snapshotAnswer, rangeRefused
     // The parameter service through shared memory on one host (`SharedServiceMessages.swift`).
-    case rangeSegment, shardInSegment
+    case rangeSegment, shardsInSegments
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

@@ -6,15 +6,15 @@ import NeuralNet
 /// | type               | dir  | meta                                                              | bulk |
 /// |--------------------|------|-------------------------------------------------------------------|------|
 /// | 23 range segment   | s→c  | generation UInt32 · lower UInt32 · count UInt32 · segment         | –    |
-/// | 24 shard in segment| c→s  | generation · shard report · segment · slot UInt32                 | –    |
+/// | 24 shards in segments | c→s | generation · count UInt32 · count × (shard report · segment · slot UInt32) | – |
 ///
 /// A segment is described as in the welcome (name string, nonce 16 bytes, slot count UInt32,
 /// slot size UInt64). A *range segment* is a server's own sealed memfd with two slots by step
 /// parity, each its range of the weights in the wire precision; the header's step is the one
-/// whose weights are in slot `step % 2` already (the seed). A *shard in segment* tells a server
-/// that a worker's gradient of one shard of the header's step lies in `slot` of that worker's
-/// gradient segment, whole (every parameter, in the wire precision): the server reads its
-/// range of it there.
+/// whose weights are in slot `step % 2` already (the seed). *Shards in segments* tells a server
+/// that workers' gradients of shards of the header's step lie in the named slots of those
+/// workers' gradient segments, each whole (every parameter, in the wire precision): the server
+/// reads its range of each there. Count 1...65536, and never more than the meta can hold.
 
 /// A server's weights segment, announced after its assignment.
 public struct RangeSegmentMessage: Equatable, Sendable {
@@ -46,37 +46,77 @@ public struct RangeSegmentMessage: Equatable, Sendable {
     }
 }
 
-/// Where a worker's gradient of one shard lies, for the servers.
-public struct ShardInSegment: Equatable, Sendable {
-    public var generation: UInt32
-    public var step: UInt64
-    public var report: ShardReport
-    public var segment: SharedSegmentInfo
-    public var slot: Int
+/// Where workers' gradients of shards of one step lie, for the servers: every result the
+/// coordinator accepted in one round of its message loop, in one message (a message per
+/// result woke every server once per result).
+public struct ShardsInSegments: Equatable, Sendable {
+    /// One shard's gradient: whole, in `slot` of `segment`.
+    public struct Entry: Equatable, Sendable {
+        public var report: ShardReport
+        public var segment: SharedSegmentInfo
+        public var slot: Int
 
-    public init(generation: UInt32, step: UInt64, report: ShardReport, segment: SharedSegmentInfo, slot: Int) {
-        (self.generation, self.step, self.report, self.segment, self.slot) = (generation, step, report, segment, slot)
+        public init(report: ShardReport, segment: SharedSegmentInfo, slot: Int) {
+            (self.report, self.segment, self.slot) = (report, segment, slot)
+        }
     }
 
+    /// Entries one message may carry: a step's shards, at most.
+    public static let maximumEntries = ParameterServiceLimits.maximumShards
+    /// The fewest bytes an entry takes: a shard report (32), a segment with a one-byte name
+    /// (4 + 1 + 16 + 4 + 8) and a slot (4).
+    static let minimumEntryBytes = 69
+
+    public var generation: UInt32
+    public var step: UInt64
+    public var entries: [Entry]
+
+    public init(generation: UInt32, step: UInt64, entries: [Entry]) {
+        (self.generation, self.step, self.entries) = (generation, step, entries)
+    }
+
+    /// Traps on no entries or more than `maximumEntries`: the sender batches within them.
     public func encode() -> [OutgoingFrame] {
+        precondition((1...Self.maximumEntries).contains(entries.count), "\(entries.count) entries in one shards-in-segments message")
         var meta = ByteWriter()
         meta.write(generation)
-        report.write(to: &meta)
-        meta.write(segment: segment)
-        meta.write(UInt32(slot))
-        return encodeMessage(.shardInSegment, step: step, meta: meta)
+        meta.write(UInt32(entries.count))
+        for entry in entries {
+            entry.report.write(to: &meta)
+            meta.write(segment: entry.segment)
+            meta.write(UInt32(entry.slot))
+        }
+        return encodeMessage(.shardsInSegments, step: step, meta: meta)
     }
 
     public init(_ envelope: Envelope) throws {
         try envelope.requireNoBulk()
-        let (generation, report, segment, slot) = try envelope.readMeta { reader in
-            (try reader.read(UInt32.self), try ShardReport.read(from: &reader, type: .shardInSegment), try reader.readSegment(),
-             try reader.readInt(UInt32.self, "segment slot", in: 0...63))
+        let (generation, entries) = try envelope.readMeta { reader in
+            let generation = try reader.read(UInt32.self)
+            let count = try reader.readInt(UInt32.self, "entry count", in: 1...Self.maximumEntries)
+            // Checked before anything is reserved: a count the meta cannot hold is refused.
+            let (needed, overflow) = count.multipliedReportingOverflow(by: Self.minimumEntryBytes)
+            guard !overflow, needed <= reader.remaining else {
+                throw ProtocolError.malformed(.shardsInSegments, "\(count) entries in \(reader.remaining) bytes")
+            }
+            var entries: [Entry] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count { entries.append(try Entry.read(from: &reader)) }
+            return (generation, entries)
         }
+        self.init(generation: generation, step: envelope.step, entries: entries)
+    }
+}
+
+extension ShardsInSegments.Entry {
+    static func read(from reader: inout ByteReader) throws -> Self {
+        let report = try ShardReport.read(from: &reader, type: .shardsInSegments)
+        let segment = try reader.readSegment()
+        let slot = try reader.readInt(UInt32.self, "segment slot", in: 0...63)
         guard let segment, slot < segment.slotCount else {
-            throw ProtocolError.malformed(.shardInSegment, "slot \(slot) of a segment of \(segment?.slotCount ?? 0) slots")
+            throw ProtocolError.malformed(.shardsInSegments, "slot \(slot) of a segment of \(segment?.slotCount ?? 0) slots")
         }
-        self.init(generation: generation, step: envelope.step, report: report, segment: segment, slot: slot)
+        return Self(report: report, segment: segment, slot: slot)
     }
 }
 

@@ -55,6 +55,11 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
         return segment
     }
 
+    /// One result's notice of step 0 of generation 1: its gradient in slot 1 of `segment`.
+    private func notice(_ report: ShardReport, _ segment: SharedSegment) -> [OutgoingFrame] {
+        ShardsInSegments(generation: 1, step: 0, entries: [.init(report: report, segment: segment.info, slot: 1)]).encode()
+    }
+
     func testGradientsAreReadWhereTheyLieAndTheWeightsGoIntoTheServersSegment() throws {
         let seed = (0..<count).map { Float($0 % 13) / 13 }
         try assign(generation: 1, parameters: seed)
@@ -66,11 +71,11 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
 
         let gradients = [(0..<count).map { Float($0 % 5) }, (0..<count).map { -Float($0 % 3) }]
         let first = try gradientSegment(gradients[0])
-        try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: first.info, slot: 1).encode())
+        try deliver(notice(report(0), first))
         XCTAssertEqual(try sentTypes(), [.receipt])
         try deliver(StepPlan(generation: 1, step: 0, sampleCount: 20, nonEmpty: [true, true]).encode())
         let second = try gradientSegment(gradients[1])
-        try deliver(ShardInSegment(generation: 1, step: 0, report: report(1), segment: second.info, slot: 1).encode())
+        try deliver(notice(report(1), second))
         XCTAssertEqual(try sentTypes(), [.receipt, .applied])
         // The same update as the range's own, in the slot of step 1.
         let expected = RangeUpdate(state: RangeState(range: ParameterRange(lower: 0, count: count), iteration: 0, parameters: seed,
@@ -87,6 +92,24 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
         XCTAssertEqual(server.rejectedMessages, 0)
     }
 
+    /// One message for a round's results: every entry taken in order, and an entry after the
+    /// one that completed the step (a re-run) acknowledged as stale, not taken for the next.
+    func testOneMessageCarriesARoundsResults() throws {
+        try assign(generation: 1, parameters: Array(repeating: 0.5, count: count))
+        _ = server.takeOutbox()
+        try deliver(StepPlan(generation: 1, step: 0, sampleCount: 20, nonEmpty: [true, true]).encode())
+        let first = try gradientSegment(Array(repeating: 1, count: count))
+        let second = try gradientSegment(Array(repeating: -2, count: count))
+        let entries = [ShardsInSegments.Entry(report: report(0), segment: first.info, slot: 1),
+                       ShardsInSegments.Entry(report: report(1), segment: second.info, slot: 1),
+                       ShardsInSegments.Entry(report: report(0), segment: second.info, slot: 1)]
+        try deliver(ShardsInSegments(generation: 1, step: 0, entries: entries).encode())
+        XCTAssertEqual(try sentTypes(), [.receipt, .receipt, .applied, .receipt])
+        XCTAssertEqual(server.stepsApplied, 1)
+        XCTAssertEqual(server.staleMessages, 1)
+        XCTAssertEqual(server.rejectedMessages, 0)
+    }
+
     /// A segment of the wrong size, one that can shrink, and NaN in a gradient with a finite
     /// loss: each refused back to the coordinator (which gives the shard to another) and
     /// counted; a good one after them is taken.
@@ -100,16 +123,16 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
         poisoned[count / 2] = .nan
         let nan = try gradientSegment(poisoned)
         for segment in [oversized, unsealed, nan] {
-            try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: segment.info, slot: 1).encode())
+            try deliver(notice(report(0), segment))
             XCTAssertEqual(try sentTypes(), [.rangeRefused], segment.info.name)
         }
         XCTAssertEqual(server.rejectedMessages, 3)
         // A slot past the segment's end never reaches the mapping: the decoder refuses it.
-        var outside = ShardInSegment(generation: 1, step: 0, report: report(0), segment: nan.info, slot: 3)
+        var outside = ShardsInSegments.Entry(report: report(0), segment: nan.info, slot: 3)
         outside.segment.slotCount = 3
-        XCTAssertThrowsError(try deliver(outside.encode()))
+        XCTAssertThrowsError(try deliver(ShardsInSegments(generation: 1, step: 0, entries: [outside]).encode()))
         let good = try gradientSegment(values)
-        try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: good.info, slot: 1).encode())
+        try deliver(notice(report(0), good))
         XCTAssertEqual(try sentTypes(), [.receipt])
     }
 
@@ -144,7 +167,7 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
         let values = Array(repeating: Float(1), count: count)
         let segment = try gradientSegment(values)
         try deliver(StepPlan(generation: 1, step: 0, sampleCount: 10, nonEmpty: [true, false]).encode())
-        try deliver(ShardInSegment(generation: 1, step: 0, report: report(0), segment: segment.info, slot: 1).encode())
+        try deliver(notice(report(0), segment))
         XCTAssertEqual(try sentTypes(), [])
         try assign(generation: 1, parameters: Array(repeating: 0.5, count: count))
         XCTAssertEqual(try sentTypes(), [.rangeSegment, .receipt, .applied])

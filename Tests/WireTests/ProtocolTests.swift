@@ -313,7 +313,7 @@ final class ProtocolTests: XCTestCase {
                 case .applied, .snapshotRequest: _ = try GenerationMessage.decode(envelope)
                 case .snapshotAnswer: _ = try SnapshotAnswer(envelope, parameterCount: spec.parameterCount)
                 case .rangeSegment: _ = try RangeSegmentMessage(envelope, parameterCount: spec.parameterCount)
-                case .shardInSegment: _ = try ShardInSegment(envelope)
+                case .shardsInSegments: _ = try ShardsInSegments(envelope)
                 }
             } catch is ProtocolError {
                 refused += 1
