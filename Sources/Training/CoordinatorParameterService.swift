@@ -18,6 +18,9 @@ final class ParameterServiceState {
     /// Receipts for the next step, which come while this one waits for its last `applied`
     /// (a server that applied a step sends the next weights at once): kept for that step.
     var early: [(server: Int, message: ShardVerdictMessage)] = []
+    /// The step the scheduler last started in this generation's loop (nil while the current
+    /// one waits to start): receipts of the current step before then wait in `early`.
+    var startedStep: Int?
     /// Set when a serving worker is lost: the step loop rolls back.
     var lostServer: String?
     /// Workers lost while serving: never picked to serve again in this run.

@@ -14,6 +14,7 @@ extension CoordinatorServer {
         for shard in 0..<results.shardCount {
             if batch.sampleCount(ofShard: shard) == 0 { results.complete(shard, statistics: BatchStatistics()) } else { pending.append(shard) }
         }
+        service.startedStep = nil
         service.receipts = Array(repeating: [:], count: results.shardCount)
         service.applied = []
         service.pending = pending
@@ -29,6 +30,7 @@ extension CoordinatorServer {
         defer { stepWeights = nil }
         mark = MonotonicClock.now
         apply(.stepStarted(step: step, shards: pending))
+        service.startedStep = step
         let early = service.early
         service.early = []
         for (server, message) in early where message.generation == service.generation { take(message, fromServer: server, service: service) }
@@ -54,12 +56,20 @@ extension CoordinatorServer {
 
     func take(_ message: ShardVerdictMessage, fromServer server: Int, service: ParameterServiceState) {
         let report = message.report
+        let earlyCap = 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount)
+        // Before the scheduler started this step (the coordinator may still wait for a new
+        // generation's weights segments), nothing may judge a receipt of it: it waits, as one
+        // of the next step does, and is taken right after the start.
+        if Int(message.step) == currentStep && service.startedStep != currentStep {
+            guard service.early.count < earlyCap else { return counters.staleResults += 1 }
+            return service.early.append((server, message))
+        }
         if message.refusal.isEmpty, peersByIndex[report.worker] != nil {
             // A receipt is the coordinator's only news that a worker answered a task (late or
             // re-run ones included): that meets its deadline, as a result would.
             apply(.workerHeard(report.worker, answeredTask: true))
         }
-        if Int(message.step) == currentStep + 1 && service.early.count < 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount) {
+        if Int(message.step) == currentStep + 1 && service.early.count < earlyCap {
             return service.early.append((server, message))
         }
         guard Int(message.step) == currentStep, let results = currentResults, let batch = currentBatch,

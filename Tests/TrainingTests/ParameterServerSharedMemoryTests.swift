@@ -139,11 +139,7 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
     /// The coordinator's side: a server's weights segment is taken only with exactly its
     /// range's layout and sealed; otherwise refused with an error naming the segment.
     func testTheCoordinatorTakesOnlyAWeightsSegmentThatFits() throws {
-        var options = CoordinatorOptions()
-        options.bindEndpoint = "tcp://127.0.0.1:*"
-        options.parameterServers = 1
-        let coordinator = try CoordinatorServer(options: options, spec: spec, logger: Logger(label: "test"))
-        let service = try XCTUnwrap(coordinator.service)
+        let (coordinator, service) = try coordinatorWithOneServer()
         let range = ParameterRange(lower: 0, count: count)
         service.ranges = [range]
         func offer(_ segment: SharedSegment, range offered: ParameterRange? = nil) -> String {
@@ -159,6 +155,30 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
         XCTAssertNil(service.rangeSegments[0])
         XCTAssertEqual(offer(fits), "taken")
         XCTAssertEqual(service.rangeSegments[0]?.generation, 1)
+    }
+
+    /// While a step waits to start (the coordinator may still wait for a new generation's
+    /// weights segments), a receipt of it waits for the start instead of being judged by a
+    /// scheduler that has not started the step; once started, it is judged.
+    func testAReceiptOfAStepNotYetStartedWaitsForTheStart() throws {
+        let (coordinator, service) = try coordinatorWithOneServer()
+        coordinator.currentStep = 3
+        let receipt = ShardVerdictMessage(generation: 0, step: 3, report: report(0))
+        coordinator.take(receipt, fromServer: 0, service: service)
+        XCTAssertEqual(service.early.count, 1)
+        XCTAssertEqual(coordinator.counters.staleResults, 0)
+        service.startedStep = 3
+        coordinator.take(receipt, fromServer: 0, service: service)
+        XCTAssertEqual(service.early.count, 1)
+        XCTAssertEqual(coordinator.counters.staleResults, 1, "judged once started (this coordinator has no results: stale)")
+    }
+
+    private func coordinatorWithOneServer() throws -> (CoordinatorServer, ParameterServiceState) {
+        var options = CoordinatorOptions()
+        options.bindEndpoint = "tcp://127.0.0.1:*"
+        options.parameterServers = 1
+        let coordinator = try CoordinatorServer(options: options, spec: spec, logger: Logger(label: "test"))
+        return (coordinator, try XCTUnwrap(coordinator.service))
     }
 
     /// On one host the assignment (large) takes the socket and what follows it the pipe: a
