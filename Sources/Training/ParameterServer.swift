@@ -49,11 +49,12 @@ public final class ParameterServer {
     private var weightsPool = SharedBufferPool(byteCount: 0)
     /// On the coordinator's host (`ParameterServerSharedMemory.swift`): set by the worker once
     /// it shares memory with its coordinator; the range's weights by step parity, for the
-    /// coordinator to copy; the workers' gradient segments opened so far, by name; the workers
-    /// whose refused segment was logged.
+    /// coordinator to copy; the workers' gradient segments open, by name, and the step they
+    /// were swept at; the workers whose refused segment was logged.
     var sharesHost = false
     var weightsSegment: SharedSegment?
-    var gradientSegments: [String: SharedSegment] = [:]
+    var gradientSegments: [String: OpenGradientSegment] = [:]
+    var gradientSegmentsSweptAt: UInt64?
     var loggedSegmentWorkers: Set<Int> = []
     /// Messages of a generation whose assignment has not come yet (it is large, so on this
     /// host it takes the socket while they take the pipe): handled right after it.

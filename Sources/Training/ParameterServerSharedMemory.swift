@@ -19,6 +19,19 @@ import Wire
 extension ParameterServer {
     /// Gradient segments kept open at once (a run has one per worker on this host).
     static let maximumOpenSegments = 1024
+    /// Steps a gradient segment stays open unused: a lost worker's, or one a respawned worker
+    /// replaced, is closed (unmapped) after these; a live worker idle longer is opened again.
+    static let maximumIdleSegmentSteps: UInt64 = 16
+
+    /// Once per step: the segments unused for `maximumIdleSegmentSteps`, or last used in a
+    /// step past this one (before a rollback), closed.
+    private func closeIdleGradientSegments() {
+        guard gradientSegmentsSweptAt != step else { return }
+        gradientSegmentsSweptAt = step
+        gradientSegments = gradientSegments.filter { _, open in
+            open.lastStep <= step && step - open.lastStep <= Self.maximumIdleSegmentSteps
+        }
+    }
 
     /// After an assignment: the seed's weights into our segment's slot of its step, and the
     /// segment offered to the coordinator. Without it the weights go through the socket only.
@@ -63,6 +76,7 @@ extension ParameterServer {
             for entry in message.entries { acknowledgeStale(entry.report, step: message.step, generation: message.generation) }
             return
         }
+        closeIdleGradientSegments()
         for entry in message.entries {
             // The step may complete with an entry before the last (the rest are re-runs).
             guard message.step == step else {
@@ -101,16 +115,16 @@ extension ParameterServer {
             throw SharedSegmentError(name: info.name, reason: "slots of \(info.slotBytes) bytes; a gradient here is \(gradientBytes)")
         }
         let segment: SharedSegment
-        if let open = gradientSegments[info.name], open.info == info {
-            segment = open
+        if let open = gradientSegments[info.name], open.segment.info == info {
+            segment = open.segment
         } else {
             if gradientSegments.count >= Self.maximumOpenSegments { gradientSegments = [:] }
             let opened = try SharedSegment(opening: info)
             // A segment that can shrink would fault this process where it is mapped.
             guard opened.cannotShrink else { throw SharedSegmentError(name: info.name, reason: "not sealed against shrinking") }
-            gradientSegments[info.name] = opened
             segment = opened
         }
+        gradientSegments[info.name] = OpenGradientSegment(segment: segment, lastStep: step)
         return try segment.mapped(slot: message.slot, offset: range.lower * precision.bytesPerValue,
                                   byteCount: range.count * precision.bytesPerValue)
     }
@@ -145,4 +159,10 @@ extension ParameterServer {
             do { try handleFromCoordinator(envelope) } catch { rejectedMessages += 1 }
         }
     }
+}
+
+/// A worker's gradient segment a server has mapped, and the step it last read from it.
+struct OpenGradientSegment {
+    let segment: SharedSegment
+    let lastStep: UInt64
 }

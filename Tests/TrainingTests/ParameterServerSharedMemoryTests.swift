@@ -110,6 +110,26 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
         XCTAssertEqual(server.rejectedMessages, 0)
     }
 
+    /// A segment no entry named for more than `maximumIdleSegmentSteps` steps (a lost
+    /// worker's, or one a respawned worker replaced) is closed; the one in use stays open.
+    func testIdleGradientSegmentsAreClosed() throws {
+        try assign(generation: 1, parameters: Array(repeating: 0.5, count: count))
+        let gone = try gradientSegment(Array(repeating: 1, count: count))
+        let live = try gradientSegment(Array(repeating: -1, count: count))
+        let idle = Int(ParameterServer.maximumIdleSegmentSteps)
+        for step in 0...(idle + 1) {
+            try deliver(StepPlan(generation: 1, step: UInt64(step), sampleCount: 20, nonEmpty: [true, true]).encode())
+            try deliver(ShardsInSegments(generation: 1, step: UInt64(step), entries: [
+                .init(report: report(0), segment: (step == 0 ? gone : live).info, slot: 1),
+                .init(report: report(1), segment: live.info, slot: 1),
+            ]).encode())
+            XCTAssertEqual(server.stepsApplied, step + 1)
+            XCTAssertEqual(server.gradientSegments[gone.info.name] != nil, step <= idle, "after step \(step)")
+        }
+        XCTAssertNotNil(server.gradientSegments[live.info.name])
+        XCTAssertEqual(server.rejectedMessages, 0)
+    }
+
     /// A segment of the wrong size, one that can shrink, and NaN in a gradient with a finite
     /// loss: each refused back to the coordinator (which gives the shard to another) and
     /// counted; a good one after them is taken.
