@@ -7,6 +7,7 @@ extension CoordinatorServer {
     /// Receives and handles whatever arrives within the timeout, on the socket and on the
     /// links' own inputs (pipes of workers on this host).
     func pump(timeoutMilliseconds: Int) throws {
+        defer { sendShardNotices() }
         var watched: [Int32: WorkerPeer] = [:]
         for peer in peers.values { if let descriptor = peer.link.inputDescriptor { watched[descriptor] = peer } }
         let ready = try socket.waitForInput(timeoutMilliseconds: timeoutMilliseconds, alsoWatching: Array(watched.keys))
@@ -67,7 +68,7 @@ extension CoordinatorServer {
             handleAttach(envelope, from: identity)
         case .heartbeat:
             if peers[identity] == nil { askToRegister(identity, "heartbeat") }
-        case .serveOffer, .receipt, .rangeRefused, .applied, .snapshotAnswer:
+        case .serveOffer, .receipt, .rangeRefused, .applied, .snapshotAnswer, .rangeSegment:
             handleParameterService(envelope, from: identity)
         default:
             reject(from: identity, reason: "\(ProtocolError.unexpected(envelope.type))")
@@ -163,11 +164,10 @@ extension CoordinatorServer {
             askToRegister(identity, "result")
             return
         }
-        // With parameter servers a result goes to them; one sent here (a worker without the
-        // map) is refused, and the shard's deadline gives it to another.
-        guard service == nil else {
-            return reject(from: identity, reason: "a result sent to the coordinator, but this run's gradients go to its parameter servers")
-        }
+        // With parameter servers a result goes to them: from a worker on this host through
+        // shared memory (`relayResult`); one from elsewhere is refused, and the shard's
+        // deadline gives it to another.
+        if let service { return relayResult(envelope, from: peer, service: service) }
         let start = MonotonicClock.now
         defer { timing.receiveSeconds += MonotonicClock.now - start }
         let header: ResultHeader

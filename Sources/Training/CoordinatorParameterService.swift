@@ -18,6 +18,9 @@ final class ParameterServiceState {
     /// Receipts for the next step, which come while this one waits for its last `applied`
     /// (a server that applied a step sends the next weights at once): kept for that step.
     var early: [(server: Int, message: ShardVerdictMessage)] = []
+    /// The step the scheduler last started in this generation's loop (nil while the current
+    /// one waits to start): receipts of the current step before then wait in `early`.
+    var startedStep: Int?
     /// Set when a serving worker is lost, or a lost worker's gradient reached some servers
     /// only: the step loop rolls back (and a lost server's range goes to a spare).
     var lostServer: String?
@@ -30,6 +33,21 @@ final class ParameterServiceState {
     var allAcceptedAt: Double?
     var receiptCount = 0
     var rollbacks = 0
+    /// On one host: each server's weights segment, by range, with its generation
+    /// (`CoordinatorSharedService.swift`), and scratch for checking 16-bit values.
+    var rangeSegments: [Int: (generation: UInt32, segment: SharedSegment)] = [:]
+    var weightsScratch: [Float] = []
+    /// Steps whose weights and gradients went through shared memory, and the generation
+    /// that last said so in the log.
+    var sharedSteps = 0
+    var sharedLoggedGeneration: UInt32 = 0
+    /// Results beyond a worker's slots: copied into these, `overflowUsed` slots so far in
+    /// `overflowStep`.
+    var overflowSegments: [SharedSegment] = []
+    var overflowStep = -1
+    var overflowUsed = 0
+    /// Results relayed in this round of the message loop, not yet told to the servers.
+    var notices: ShardsInSegments?
 
     init(serverCount: Int) { self.serverCount = serverCount }
 
@@ -47,6 +65,8 @@ public struct ParameterServiceSummary: Codable, Sendable, Equatable {
     public var generation: Int
     public var receipts: Int
     public var rollbacks: Int
+    /// Steps whose bulk values went through shared memory (servers on the coordinator's host).
+    public var sharedMemorySteps: Int
 }
 
 extension CoordinatorServer {
@@ -56,12 +76,12 @@ extension CoordinatorServer {
         guard let service else { return nil }
         return ParameterServiceSummary(servers: zip(service.servers, service.ranges).map { .init(name: name(of: $0), parameters: $1.count) },
                                        generation: Int(service.generation), receipts: service.receiptCount,
-                                       rollbacks: service.rollbacks)
+                                       rollbacks: service.rollbacks, sharedMemorySteps: service.sharedSteps)
     }
 
     /// Workers that offered to serve, by index: live, or suspect but still heard from (a
     /// stalled server makes every worker miss its deadline), and never one lost while serving.
-    private var servingCandidates: [WorkerPeer] {
+    var servingCandidates: [WorkerPeer] {
         peersByIndex.keys.sorted().compactMap { peersByIndex[$0] }.filter { peer in
             guard peer.serveOffer != nil, !(service?.lostServers.contains(peer.index) ?? false),
                   let state = scheduler.workers[peer.index] else { return false }
@@ -98,6 +118,7 @@ extension CoordinatorServer {
             }
             service.ranges = ranges
         }
+        try respawnLostServers(service)
         var spares = servingCandidates.map(\.index).filter { !service.servers.contains($0) }
         let candidates = Set(servingCandidates.map(\.index))
         service.servers = try (0..<service.serverCount).map { range in
@@ -158,6 +179,10 @@ extension CoordinatorServer {
             let answer = try SnapshotAnswer(envelope, parameterCount: spec.parameterCount)
             guard let server = current(answer.generation, peer, service) else { return }
             service.snapshots[server] = answer
+        case .rangeSegment:
+            let message = try RangeSegmentMessage(envelope, parameterCount: spec.parameterCount)
+            guard let server = current(message.generation, peer, service) else { return }
+            try takeRangeSegment(message, server: server, service: service)
         default:
             throw ProtocolError.unexpected(envelope.type)
         }
@@ -177,6 +202,15 @@ extension CoordinatorServer {
         return index
     }
 
+    /// The step in flight is abandoned (the scheduler waits for nobody on it) and the trainer
+    /// goes back to its last snapshot.
+    func rollBack(because lost: String, service: ParameterServiceState) -> ParameterServiceRollback {
+        apply(.stepAbandoned)
+        service.rollbacks += 1
+        logger.warning("\(lost): rolling back to the last snapshot and replaying the steps since")
+        return ParameterServiceRollback(reason: lost)
+    }
+
     /// Asks every server for its range and optimizer state and puts them into `model` and
     /// `optimizer`.
     public func bringHome(step: Int, into model: Sequential, optimizer: inout Optimizer) throws {
@@ -188,9 +222,7 @@ extension CoordinatorServer {
         while service.snapshots.count < service.serverCount {
             if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }
             if let lost = service.lostServer ?? (MonotonicClock.now - start > options.scheduling.workerTimeoutSeconds * 3 ? "the parameter servers did not answer a snapshot request" : nil) {
-                service.rollbacks += 1
-                logger.warning("\(lost): rolling back to the last snapshot and replaying the steps since")
-                throw ParameterServiceRollback(reason: lost)
+                throw rollBack(because: lost, service: service)
             }
             try pump(timeoutMilliseconds: 50)
             apply(.tick)

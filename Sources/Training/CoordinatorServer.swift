@@ -34,7 +34,7 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Called at every turn of a step's wait for its results: a host agent's own coordinator
     /// keeps the agent's link upstream alive from here (`worker --processes K`).
     var whileWaitingForResults: (() throws -> Void)?
-    private let weightsPool: SharedBufferPool
+    let weightsPool: SharedBufferPool
     /// Weights and batches in shared memory, for workers on this host (nil: shared memory
     /// is off, or could not be made).
     let feed: SharedStepFeed?
@@ -58,7 +58,7 @@ public final class CoordinatorServer: ShardGradientSource {
     /// Shards per step, known from the first step on (kept between steps).
     var stepShardCount = 0
     /// This step's weights, encoded for the links on first need.
-    private var stepWeights: StepWeights?
+    var stepWeights: StepWeights?
     /// Who sent each shard's accepted result, by shard.
     var resultSenders: [[UInt8]?] = []
     weak var currentModel: Sequential?
@@ -184,9 +184,10 @@ public final class CoordinatorServer: ShardGradientSource {
         peers.values.reduce(0) { $0 + (isAlive($1) && $1.link.computesOnThisHost ? 1 : 0) } >= cpuCount
     }
 
-    /// This step's weights through `peer`'s link.
+    /// This step's weights through `peer`'s link (with a parameter service, only to workers
+    /// on this host: the others take them from the servers).
     func sendWeights(to peer: WorkerPeer) {
-        guard let stepWeights else { return }
+        guard let stepWeights, service == nil || peer.link.computesOnThisHost else { return }
         deliver(to: peer) { try $0.sendWeights(stepWeights) }
     }
 

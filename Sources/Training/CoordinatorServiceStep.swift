@@ -9,11 +9,12 @@ extension CoordinatorServer {
 
     func computeShardsRemotely(step: Int, batch: BatchView, next: () -> BatchView?, results: ShardResults,
                                service: ParameterServiceState) throws {
-        let mark = MonotonicClock.now
+        var mark = MonotonicClock.now
         var pending: [Int] = []
         for shard in 0..<results.shardCount {
             if batch.sampleCount(ofShard: shard) == 0 { results.complete(shard, statistics: BatchStatistics()) } else { pending.append(shard) }
         }
+        service.startedStep = nil
         service.receipts = Array(repeating: [:], count: results.shardCount)
         service.applied = []
         service.pending = pending
@@ -22,19 +23,23 @@ extension CoordinatorServer {
         let plan = StepPlan(generation: service.generation, step: UInt64(step), sampleCount: batch.sampleCount,
                             nonEmpty: (0..<results.shardCount).map { batch.sampleCount(ofShard: $0) > 0 })
         for server in service.servers { if let peer = peersByIndex[server] { sendEvenIfSuspect(plan.encode(), to: peer) } }
+        // On one host the weights go to the workers here through shared memory (the copy
+        // counts as sending, not the wait for the servers' segments of a new generation).
+        timing.sendSeconds += MonotonicClock.now - mark
+        stepWeights = try sharedServiceWeights(step: step, service: service)
+        defer { stepWeights = nil }
+        mark = MonotonicClock.now
         apply(.stepStarted(step: step, shards: pending))
+        service.startedStep = step
         let early = service.early
         service.early = []
         for (server, message) in early where message.generation == service.generation { take(message, fromServer: server, service: service) }
         if let next = next() { prefetch(next, step: step + 1) }
         timing.sendSeconds += MonotonicClock.now - mark
+        mark = MonotonicClock.now
         while !results.isComplete || service.applied.count < service.serverCount {
             if let giveUpReason { throw CoordinatorError.gaveUp(reason: giveUpReason) }
-            if let lost = service.lostServer {
-                service.rollbacks += 1
-                logger.warning("\(lost): rolling back to the last snapshot and replaying the steps since")
-                throw ParameterServiceRollback(reason: lost)
-            }
+            if let lost = service.lostServer { throw rollBack(because: lost, service: service) }
             try pump(timeoutMilliseconds: 50)
             apply(.tick)
             blameServersLateWith(step: step, results: results, service: service)
@@ -54,12 +59,20 @@ extension CoordinatorServer {
     /// server's receipts cover them all (then it acknowledges a late copy: stale).
     func take(_ message: ShardVerdictMessage, fromServer server: Int, service: ParameterServiceState) {
         let report = message.report
+        let earlyCap = 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount)
+        // Before the scheduler started this step (the coordinator may still wait for a new
+        // generation's weights segments), nothing may judge a receipt of it: it waits, as one
+        // of the next step does, and is taken right after the start.
+        if Int(message.step) == currentStep && service.startedStep != currentStep {
+            guard service.early.count < earlyCap else { return counters.staleResults += 1 }
+            return service.early.append((server, message))
+        }
         if message.refusal.isEmpty, peersByIndex[report.worker] != nil {
             // A receipt is the coordinator's only news that a worker answered a task (late or
             // re-run ones included): that meets its deadline, as a result would.
             apply(.workerHeard(report.worker, answeredTask: true))
         }
-        if Int(message.step) == currentStep + 1 && service.early.count < 4 * ParameterServiceLimits.maximumServers * max(1, stepShardCount) {
+        if Int(message.step) == currentStep + 1 && service.early.count < earlyCap {
             return service.early.append((server, message))
         }
         let shards = report.shards

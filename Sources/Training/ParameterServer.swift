@@ -23,37 +23,50 @@ public final class ParameterServer {
     var runSecret: RunSecret?
     var spec: ModelSpec?
     var precision = WirePrecision.fp32
-    private var admitted: Set<[UInt8]> = []
+    var admitted: Set<[UInt8]> = []
     private var loggedPeers: Set<[UInt8]> = []
     /// Messages for the coordinator, sent by the worker after each `drain`/`handle`.
-    public private(set) var outbox: [[OutgoingFrame]] = []
-    public private(set) var rejectedMessages = 0
-    public private(set) var staleMessages = 0
-    public private(set) var stepsApplied = 0
+    public internal(set) var outbox: [[OutgoingFrame]] = []
+    public internal(set) var rejectedMessages = 0
+    public internal(set) var staleMessages = 0
+    public internal(set) var stepsApplied = 0
     /// Gradient ranges taken (a host's block counts once): with hosts of K processes, about
     /// a K-th of the shards.
-    public private(set) var rangesAccepted = 0
-    /// Seconds spent summing, updating and sending the weights, over the steps applied: this
+    public internal(set) var rangesAccepted = 0
+    /// Seconds spent summing, updating and sending the weights, over the steps applied (on
+    /// the coordinator's host also reading each gradient range from shared memory): this
     /// server's serial time per step (it waits for the slowest gradient before it).
-    public private(set) var applySeconds = 0.0
+    public internal(set) var applySeconds = 0.0
 
     // The range being served, from the last assignment.
-    private var generation: UInt32?
-    private var update: RangeUpdate?
+    var generation: UInt32?
+    var update: RangeUpdate?
     /// The step whose gradients are being collected (its weights are out).
-    private var step: UInt64 = 0
-    private var plan: StepPlan?
+    var step: UInt64 = 0
+    var plan: StepPlan?
     /// Each accepted shard's gradient range (`update.range.count` floats), or a host's
     /// block's (keyed by its first shard, its size in `blockSizes`), and buffers kept for
     /// the next ones: only what admitted peers sent is ever allocated.
-    private var gradients: [Int: UnsafeMutablePointer<Float>] = [:]
+    var gradients: [Int: UnsafeMutablePointer<Float>] = [:]
     /// Blocks of more than one shard held in `gradients`, by first shard; and for every
     /// shard a held gradient covers, the first shard of that gradient.
-    private var blockSizes: [Int: Int] = [:]
-    private var coveredBy: [Int: Int] = [:]
-    private var spareBuffers: [UnsafeMutablePointer<Float>] = []
-    private var bufferCount = 0
+    var blockSizes: [Int: Int] = [:]
+    var coveredBy: [Int: Int] = [:]
+    var spareBuffers: [UnsafeMutablePointer<Float>] = []
+    var bufferCount = 0
     private var weightsPool = SharedBufferPool(byteCount: 0)
+    /// On the coordinator's host (`ParameterServerSharedMemory.swift`): set by the worker once
+    /// it shares memory with its coordinator; the range's weights by step parity, for the
+    /// coordinator to copy; the workers' gradient segments open, by name, and the step they
+    /// were swept at; the workers whose refused segment was logged.
+    var sharesHost = false
+    var weightsSegment: SharedSegment?
+    var gradientSegments: [String: OpenGradientSegment] = [:]
+    var gradientSegmentsSweptAt: UInt64?
+    var loggedSegmentWorkers: Set<Int> = []
+    /// Messages of a generation whose assignment has not come yet (it is large, so on this
+    /// host it takes the socket while they take the pipe): handled right after it.
+    var heldForAssignment: [Envelope] = []
 
     /// The most a peer may send in one message (`ZMQ_MAXMSGSIZE`).
     public let maximumMessageBytes: Int
@@ -155,9 +168,11 @@ public final class ParameterServer {
     /// A message from the coordinator (through this worker's link).
     func handleFromCoordinator(_ envelope: Envelope) throws {
         guard let spec else { throw ProtocolError.unexpected(envelope.type) }
+        if envelope.type != .serveAssignment, overtookItsAssignment(envelope) { return }
         switch envelope.type {
         case .serveAssignment:
             assign(try ServeAssignment(envelope, parameterCount: spec.parameterCount), spec: spec)
+            handleHeldMessages()
         case .stepPlan:
             guard let update else { throw ProtocolError.unexpected(envelope.type) }
             let plan = try StepPlan(envelope, shardCount: update.shardCount)
@@ -175,6 +190,8 @@ public final class ParameterServer {
                 return
             }
             outbox.append(SnapshotAnswer(generation: generation, step: step, state: update.state).encode())
+        case .shardsInSegments:
+            try shardsInSegments(ShardsInSegments(envelope))
         default:
             throw ProtocolError.unexpected(envelope.type)
         }
@@ -194,98 +211,14 @@ public final class ParameterServer {
         }
         weightsPool = SharedBufferPool(byteCount: assignment.state.range.count * precision.bytesPerValue)
         logger.notice("parameter server: serving parameters \(assignment.state.range) from step \(step) (generation \(assignment.generation))")
-        if let update { sendWeights(update, generation: assignment.generation, to: Array(admitted)) }
-    }
-
-    /// Checks a gradient range through and through; keeps the first finite one per shard
-    /// (a host's block counts for each of its shards).
-    private func gradientRange(_ envelope: Envelope, from identity: [UInt8]) throws {
-        guard let update, let generation, let spec else { return staleMessages += 1 }
-        let header = try RangeValuesHeader(envelope, parameterCount: spec.parameterCount)
-        guard let report = header.report else { throw ProtocolError.unexpected(envelope.type) }
-        let shards = report.shards
-        // A block's sum travels in fp32: rounding it would change the tree's bits.
-        let expected = shards.count > 1 ? WirePrecision.fp32 : precision
-        // What is wrong in any step first, then whether it is this step's.
-        guard header.range == update.range else { return reject(identity, "gradient range \(header.range), this server owns \(update.range)") }
-        guard header.precision == expected else { return reject(identity, "gradient of \(report.shardsDescription) in \(header.precision), expected \(expected)") }
-        guard shards.upperBound <= update.shardCount else { return reject(identity, "\(report.shardsDescription), but a step has \(update.shardCount)") }
-        guard header.generation == generation, envelope.step == step else {
-            if header.generation > generation || (header.generation == generation && envelope.step > step) {
-                return reject(identity, "gradient for step \(envelope.step) (generation \(header.generation)); this server is at step \(step) (generation \(generation))")
-            }
-            return acknowledgeStale(report, step: envelope.step, generation: header.generation)
-        }
-        if let plan, let empty = shards.first(where: { !plan.nonEmpty[$0] }) {
-            return reject(identity, "shard \(empty) has no samples in step \(step)")
-        }
-        // A re-run: the first one counts. A block some of whose shards are here already (their
-        // re-runs won the race here, maybe not at the other servers) replaces them: its node is
-        // their sum along the tree, the same bits, and every server then holds every shard of
-        // it, which the coordinator, told of the block by the first receipt, counts on. Aligned
-        // blocks nest, so whatever is held inside it lies wholly inside it.
-        guard shards.contains(where: { coveredBy[$0] == nil }) else { return acknowledgeStale(report, step: step, generation: generation) }
-        let buffer = spareBuffers.popLast() ?? .allocate(capacity: bufferCount)
-        let finite: Bool
-        do { finite = try header.decodeValues(envelope, into: buffer) } catch {
-            spareBuffers.append(buffer)
-            throw error
-        }
-        // A finite loss with a non-finite gradient is a broken worker: refused, and the
-        // coordinator gives the shard to another. A non-finite loss is a run that diverged:
-        // taken as it is, so that the coordinator stops the run with the usual error.
-        guard finite || !report.lossSum.isFinite else {
-            spareBuffers.append(buffer)
-            reject(identity, "NaN or infinite gradient for \(report.shardsDescription) of step \(step)")
-            outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report, refusal: "NaN or infinite gradient range").encode())
-            return
-        }
-        for first in Set(shards.compactMap { coveredBy[$0] }) { release(first) }
-        gradients[report.shard] = buffer
-        if shards.count > 1 { blockSizes[report.shard] = shards.count }
-        for shard in shards { coveredBy[shard] = report.shard }
-        rangesAccepted += 1
-        outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
-        completeIfReady()
-    }
-
-    /// A late or duplicate gradient is not used, but the coordinator hears that its worker
-    /// answered (its deadline for that task is met), as from a stale result.
-    private func acknowledgeStale(_ report: ShardReport, step: UInt64, generation: UInt32) {
-        staleMessages += 1
-        outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
-    }
-
-    /// With the plan and every shard that has samples in: the update, the next weights out,
-    /// and `applied` to the coordinator.
-    private func completeIfReady() {
-        guard let plan, let update, let generation else { return }
-        for (shard, full) in plan.nonEmpty.enumerated() where full && coveredBy[shard] == nil { return }
-        let start = MonotonicClock.now
-        defer { applySeconds += MonotonicClock.now - start }
-        update.apply(sampleCount: plan.sampleCount, gradient: { self.gradients[$0].map { UnsafePointer($0) } },
-                     blockSize: { self.blockSizes[$0] ?? 1 })
-        for shard in Array(gradients.keys) { release(shard) }
-        self.plan = nil
-        outbox.append(GenerationMessage.encode(.applied, step: step, generation: generation))
-        step += 1
-        stepsApplied += 1
-        sendWeights(update, generation: generation, to: Array(admitted))
-    }
-
-    /// The shards a held gradient keyed `first` covers.
-    private func shards(from first: Int) -> Range<Int> { first..<(first + (blockSizes[first] ?? 1)) }
-
-    /// Lets go of the gradient keyed `first` (a shard's or a block's).
-    private func release(_ first: Int) {
-        for shard in shards(from: first) { coveredBy[shard] = nil }
-        blockSizes[first] = nil
-        if let buffer = gradients.removeValue(forKey: first) { spareBuffers.append(buffer) }
+        guard let update else { return }
+        if sharesHost { offerWeightsSegment(update, generation: assignment.generation) }
+        sendWeights(update, generation: assignment.generation, to: Array(admitted))
     }
 
     /// The weights range of the current step, in the wire precision, to `peers`; a peer that
     /// is gone is forgotten.
-    private func sendWeights(_ update: RangeUpdate, generation: UInt32, to peers: [[UInt8]]) {
+    func sendWeights(_ update: RangeUpdate, generation: UInt32, to peers: [[UInt8]]) {
         let buffer = weightsPool.take()
         update.parameters.withUnsafeBufferPointer { precision.encode($0.baseAddress!, count: $0.count, into: buffer.pointer) }
         let frames = RangeValuesHeader(generation: generation, range: update.range, precision: precision)
@@ -305,7 +238,7 @@ public final class ParameterServer {
         }
     }
 
-    private func reject(_ identity: [UInt8], _ reason: String) {
+    func reject(_ identity: [UInt8], _ reason: String) {
         rejectedMessages += 1
         let text = escapedForLog(reason, maximumLength: 400)
         if loggedPeers.insert(identity).inserted {

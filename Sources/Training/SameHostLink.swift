@@ -61,6 +61,9 @@ final class SameHostLink: WorkerLink {
 
     var hasPipes: Bool { toWorker != nil }
 
+    /// Where the worker leaves its gradients (for parameter servers on this host to read).
+    var gradientSegmentInfo: SharedSegmentInfo? { gradients?.info }
+
     // MARK: Out
 
     /// Through the pipe when there is one and the message fits, else the fallback. A full

@@ -48,6 +48,12 @@ public final class SharedStepFeed {
         return slot
     }
 
+    /// `stepWeights` were written into their slot by someone else (the parameter service's
+    /// ranges, copied in): the slot is not written again for them.
+    func adopt(_ stepWeights: StepWeights) {
+        weightsInSlot = stepWeights
+    }
+
     /// The batch slot of `step`'s parity, for the trainer to build that step's batch in; nil
     /// while a message to a worker elsewhere still points into it (zero-copy sends), or when
     /// there is no batch segment.

@@ -61,6 +61,7 @@ public struct StepScheduler: Sendable {
         case let .resultAccepted(id, shard): accept(shard, from: id, now: now)
         case let .linkFailed(id, reason): lose(id, reason: reason, into: &commands)
         case .tick: tick(now: now, into: &commands)
+        case .stepAbandoned: abandonStep()
         }
         reassignOrphans(now: now, into: &commands)
         offerProbation(now: now, into: &commands)
@@ -169,6 +170,24 @@ public struct StepScheduler: Sendable {
             return
         }
         assignByPosition(now: now, into: &commands)
+    }
+
+    /// Nobody is waited for on an abandoned step: a deadline that passed after it would lose
+    /// workers that are right to ignore it. Whatever was sent for it is forgotten, so the
+    /// steps replayed after a rollback send weights and tasks afresh.
+    private mutating func abandonStep() {
+        openShards = []
+        rerunThisStep = []
+        shardAssignedAt = [:]
+        stepAssigned = false
+        waiting = nil
+        for id in workers.keys {
+            workers[id]!.outstanding = []
+            workers[id]!.tasksThisStep = []
+            workers[id]!.prefetched = []
+            workers[id]!.prefetchedStep = -1
+            workers[id]!.weightsStep = -1
+        }
     }
 
     private mutating func assignByPosition(now: Double, into commands: inout [SchedulerCommand]) {

@@ -63,6 +63,9 @@ public enum SchedulerEvent: Equatable, Sendable {
     case linkFailed(WorkerID, reason: String)
     /// Time passes: deadlines, heartbeats, late shards, the wait for workers.
     case tick
+    /// The current step will not finish (a parameter service rolls back to a snapshot): no
+    /// shard of it is open any more, and every worker needs new weights and tasks.
+    case stepAbandoned
 }
 
 /// Why a task goes to a worker.

@@ -12,7 +12,9 @@ extension WorkerNode {
         let start = MonotonicClock.now
         resultSentAt = nil
         let count = model.spec.parameterCount
-        let sharedSlot = serverLinks.isEmpty ? takeSharedSlot(forStep: task.step) : nil
+        // Our segment whenever the step's weights came through shared memory (with parameter
+        // servers too: they read it there); the servers' sockets when they sent the weights.
+        let sharedSlot = takeSharedSlot(forStep: task.step)
         let gradient = sharedSlot == nil ? gradientPool.take() : nil
         let output = sharedSlot.map { gradientSegment!.slot($0) } ?? gradient!.pointer
         let statistics = computeGradientSum(task, model: model, into: output)
@@ -23,7 +25,7 @@ extension WorkerNode {
                                                                   Double(WireLimits.computeMicroseconds.upperBound))),
                                   sharedSlot: sharedSlot)
         let what = "the result of step \(task.step) shard \(task.header.shard)"
-        if !serverLinks.isEmpty, let gradient {
+        if !serverLinks.isEmpty && !sharedActive, let gradient {
             let report = ShardReport(shard: Int(result.shard), worker: workerIndex, sampleCount: Int(result.sampleCount),
                                      lossSum: result.lossSum, correctCount: Int(result.correctCount),
                                      computeMicroseconds: Int(result.computeMicroseconds))

@@ -82,6 +82,7 @@ extension WorkerNode {
         serverLinks = []
         serviceGeneration = map.generation
         weightsStep = nil
+        sharedActive = false  // until the coordinator sends weights through memory again
         model?.parameterSource = nil
         let hello = Hello(pid: UInt32(getpid()), name: options.name)
         serverLinks = try map.entries.map { entry in
@@ -139,6 +140,8 @@ extension WorkerNode {
         link.weightsStep = envelope.step
         let steps = Set(serverLinks.map(\.weightsStep))
         if steps.count == 1, let step = steps.first!, step != weightsStep {
+            sharedActive = false  // the results go to the servers' sockets
+            model.parameterSource = nil
             try weightsArrived(step: step)
         } else if steps.count > 1 {
             weightsStep = nil  // a mix of steps: nothing may be computed with it

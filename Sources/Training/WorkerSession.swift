@@ -113,18 +113,21 @@ extension WorkerNode {
         workerIndex = Int(welcome.workerIndex)
         serverLinks = []
         serviceGeneration = nil
-        if let parameterServer = try serverForModel(welcome.spec) {
+        // The server first: attaching shared memory tells it whether it shares the coordinator's host.
+        let server = try serverForModel(welcome.spec)
+        logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
+        try startHostProcesses(for: welcome)
+        try attachSharedMemory(welcome)
+        if let parameterServer = server {
             // A new session: whatever it served belongs to the last one (the coordinator
-            // seeds it again if it serves in this one).
+            // seeds it again if it serves in this one). After the attach: a coordinator on
+            // this host then knows, when it picks its servers, that they share its memory.
             parameterServer.spec = welcome.spec
             parameterServer.precision = welcome.precision
             parameterServer.runSecret = try? loadRunSecret()
             try send(ServeOffer(endpoint: parameterServer.endpoint, curvePublicKey: parameterServer.curvePublicKey).encode(),
                      what: "the offer to serve")
         }
-        logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
-        try startHostProcesses(for: welcome)
-        try attachSharedMemory(welcome)
     }
 
     /// With `--serve`: the server, bound at the first welcome with room for this model's

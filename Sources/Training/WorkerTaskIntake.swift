@@ -58,10 +58,10 @@ extension WorkerNode {
                 if let exit = try connect(rejoining: true) { return exit }
             case .heartbeat, .welcome, .challenge:
                 break
-            case .serverMap, .serveAssignment, .stepPlan, .snapshotRequest:
+            case .serverMap, .serveAssignment, .stepPlan, .snapshotRequest, .shardsInSegments:
                 try handleParameterService(envelope)
             case .hello, .result, .attach, .serveOffer, .weightsRange, .gradientRange, .receipt, .applied,
-                 .snapshotAnswer, .rangeRefused:
+                 .snapshotAnswer, .rangeRefused, .rangeSegment:
                 throw ProtocolError.unexpected(envelope.type)
             }
         } catch let failure as WorkerFailure {
@@ -94,6 +94,9 @@ extension WorkerNode {
         // it has open then: nobody needs its name any more.
         sharedActive = slot != nil && gradientSegment != nil
         if sharedActive { gradientSegment?.unlinkName() }
+        // Parameter servers on this host: the coordinator has the weights from them, and our
+        // gradients reach them through it; their sockets would carry the same values again.
+        if sharedActive && !serverLinks.isEmpty { serverLinks = [] }
         try weightsArrived(step: envelope.step)
     }
 

@@ -75,7 +75,7 @@ import NeuralNet
 /// (see `PipeChannel`).
 public enum WireProtocol {
     public static let magic: [UInt8] = Array("ZMQT".utf8)
-    public static let version: UInt16 = 9
+    public static let version: UInt16 = 10
     public static let headerSize = 24
     /// The largest message a peer may send (a 64 Mi-parameter gradient), enforced with
     /// `ZMQ_MAXMSGSIZE` and again by the decoder.
@@ -90,6 +90,8 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     // The parameter service (`ParameterServiceMessages.swift`).
     case serveOffer, serverMap, serveAssignment, stepPlan, weightsRange, gradientRange, receipt, applied
     case snapshotRequest, snapshotAnswer, rangeRefused
+    // The parameter service through shared memory on one host (`SharedServiceMessages.swift`).
+    case rangeSegment, shardsInSegments
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

@@ -82,9 +82,9 @@ struct DistributedRun {
         options.dropout = config.dropoutMasks
         options.parameterServers = command.parameterServers
         options.shardCount = config.shardCount
-        // With a parameter service, weights and gradients travel between workers and servers;
-        // the coordinator's shared-memory path for them would carry nothing.
-        options.sharedMemory = command.sharedMemory && command.parameterServers == 0
+        // With a parameter service whose servers share this host, the workers here keep the
+        // shared batch and weights slots, and the servers read their gradients where they lie.
+        options.sharedMemory = command.sharedMemory
         options.batchSlotSamples = config.batchSize
         options.busyWaitSeconds = Double(command.busyWaitUs) / 1e6
         var spawnedWorkerSecrets: [String] = []

@@ -20,16 +20,22 @@ final class ParameterServiceTests: SyntheticDataTestCase {
                                              "--bind", "tcp://127.0.0.1:*", "--snapshot-every", "7"])
     }
 
-    /// One and two servers, plain, fp16 on the wire, and Adam with L2: `--local`'s hash.
+    /// One and two servers, plain, fp16 on the wire, and Adam with L2: `--local`'s hash, with
+    /// the bulk values in shared memory (spawned workers share the coordinator's host) and,
+    /// with `--no-shared-memory`, through the servers' sockets.
     func testServedRunsReproduceTheLocalRunBitForBit() throws {
         for extra in [[], ["--wire-precision", "fp16"], ["--optimizer", "adam", "--learning-rate", "0.002", "--l2", "1e-4"]] {
             let local = try runCoordinator(common + extra + ["--local"])
             XCTAssertEqual(local.status, 0, local.errors)
-            for (workers, servers) in [(2, 1), (3, 2)] where extra.isEmpty || servers == 2 {
-                let run = try spawned(workers, servers: servers, extra)
+            for (workers, servers, shared) in [(2, 1, true), (2, 1, false), (3, 2, true), (3, 2, false)]
+            where extra.isEmpty || servers == 2 {
+                let run = try spawned(workers, servers: servers, extra + (shared ? [] : ["--no-shared-memory"]))
                 XCTAssertEqual(run.status, 0, run.errors)
-                XCTAssertEqual(run.sha, local.sha, "\(workers) workers, \(servers) servers, \(extra):\n\(run.errors)")
+                XCTAssertEqual(run.sha, local.sha, "\(workers) workers, \(servers) servers, \(extra), shared \(shared):\n\(run.errors)")
                 let service = run.summary["parameter_service"] as? [String: Any] ?? [:]
+                // Every step through shared memory (a server offers to serve once it attached),
+                // or none.
+                XCTAssertEqual(service["shared_memory_steps"] as? Int, shared ? 40 : 0, run.errors)
                 let served = (service["servers"] as? [[String: Any]] ?? []).compactMap { $0["parameters"] as? Int }
                 XCTAssertEqual(served.count, servers)
                 XCTAssertEqual(served.reduce(0, +), run.summary["parameters"] as? Int)
@@ -56,9 +62,14 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         let service = run.summary["parameter_service"] as? [String: Any] ?? [:]
         XCTAssertEqual(service["receipts"] as? Int, 12 * 96)
         XCTAssertEqual(service["rollbacks"] as? Int, 0)
+        // 16 shards a worker and step, 4 gradient slots each: the rest through the
+        // coordinator's overflow segments, in shared memory as well.
+        XCTAssertEqual(service["shared_memory_steps"] as? Int, 12, run.errors)
     }
 
     /// CURVE on every link, the servers' too (each with a fresh key pair): the same hash.
+    /// Without shared memory, so that the workers' links to the servers carry the values, as
+    /// between hosts (on one host they are dropped once the weights come through memory).
     func testCurveRunWithTwoServers() throws {
         let folder = scratchFolder + "ps-keys-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -68,7 +79,8 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         XCTAssertEqual(keys.wait(seconds: 30), 0, keys.errors)
         let local = try runCoordinator(common + ["--local"])
         let run = try spawned(3, servers: 2, ["--curve-secret-key", folder + "/coordinator.key",
-                                              "--authorized-keys", folder + "/authorised", "--log-level", "info"])
+                                              "--authorized-keys", folder + "/authorised", "--log-level", "info",
+                                              "--no-shared-memory"])
         XCTAssertEqual(run.status, 0, run.errors)
         XCTAssertEqual(run.sha, local.sha, run.errors)
         XCTAssertGreaterThanOrEqual(run.errors.components(separatedBy: "parameter server: admitted").count - 1, 6, run.errors)
@@ -122,9 +134,9 @@ final class ParameterServiceTests: SyntheticDataTestCase {
     }
 
     /// A worker that dies between its sends to the servers (one has its range and applied
-    /// the step, the other never will): no server is blamed, the run rolls back with both
-    /// and replays, and ends with `--local`'s hash. Before, the second server was declared
-    /// lost, and with no spare the run stopped.
+    /// the step, the other never will; it sends them by socket, as from another host): no
+    /// server is blamed, the run rolls back with both and replays, and ends with `--local`'s
+    /// hash. Before, the second server was declared lost, and with no spare the run stopped.
     func testAWorkerLostBetweenItsSendsToTheServersLosesNoServer() throws {
         let local = try runCoordinator(common + ["--local"])
         XCTAssertEqual(local.status, 0, local.errors)
@@ -137,7 +149,7 @@ final class ParameterServiceTests: SyntheticDataTestCase {
         let servers = try (0..<2).map { index in
             try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "s\(index)", "--serve", "tcp://127.0.0.1:0"])
         }
-        let dying = try Child(executable: try executable("worker"), ["--connect", "tcp://127.0.0.1:\(port)", "--name", "dies"],
+        let dying = try Child(executable: try executable("worker"), ["--connect", "tcp://127.0.0.1:\(port)", "--name", "dies", "--no-shared-memory"],
                               environment: ["ZMQT_EXIT_AFTER_GRADIENT_RANGES": "1"])
         XCTAssertEqual(coordinator.wait(seconds: 120), 0, coordinator.errors)
         XCTAssertNotEqual(dying.wait(seconds: 10), 0)
@@ -157,7 +169,8 @@ final class ParameterServiceTests: SyntheticDataTestCase {
     private func servedRunToAttack(steps: Int, tag: String) throws -> (Child, Child, Child, String) {
         let port = freePort()
         let secretPath = scratchFolder + "ps-\(tag)-secret-\(getpid())"
-        let coordinator = try Child("coordinator", logged + ["--max-steps", "\(steps)",
+        // Sockets only, as between hosts: the gradient ranges under attack take the server's socket.
+        let coordinator = try Child("coordinator", logged + ["--max-steps", "\(steps)", "--no-shared-memory",
             "--workers", "2", "--parameter-servers", "1", "--bind", "tcp://127.0.0.1:\(port)", "--secret-file", secretPath,
             "--summary", secretPath + ".json"])
         let serving = try Child("worker", ["--connect", "tcp://127.0.0.1:\(port)", "--name", "server", "--serve", "tcp://127.0.0.1:0",

@@ -40,6 +40,34 @@ final class StepSchedulerTests: XCTestCase {
         commands.compactMap { if case let .declareLost(id, _) = $0 { id } else { nil } }
     }
 
+    /// A parameter service's rollback abandons the step in flight: its deadlines pass with
+    /// nobody lost (the workers, heard from, rightly ignore it), and the replayed step, though the workers
+    /// had its weights before, sends them weights and tasks again.
+    func testAnAbandonedStepLosesNobodyAndItsReplaySendsWeightsAgain() {
+        var s = scheduler(workers: 2)
+        _ = s.handle(.stepStarted(step: 7, shards: [0, 1]), now: 0)
+        _ = s.handle(.resultAccepted(0, shard: 0), now: 1)
+        _ = s.handle(.stepAbandoned, now: 1)
+        XCTAssertTrue(s.openShards.isEmpty)
+        for now in stride(from: 2.0, through: 60, by: 1) { XCTAssertEqual(lost(heartbeatsAndTick(&s, now: now)), [], "at \(now) s") }
+        XCTAssertEqual(s.liveWorkers, [0, 1])
+        let replay = s.handle(.stepStarted(step: 7, shards: [0, 1]), now: 61)
+        let weighted = replay.compactMap { if case let .sendWeights(id, step) = $0 { step == 7 ? id : nil } else { nil } }
+        XCTAssertEqual(weighted.sorted(), [0, 1])
+        XCTAssertEqual(tasks(replay), [0: [0], 1: [1]])
+        // Without the abandon, the same silence loses both workers.
+        var kept = scheduler(workers: 2)
+        _ = kept.handle(.stepStarted(step: 7, shards: [0, 1]), now: 0)
+        let unanswered = stride(from: 1.0, through: 60, by: 1).flatMap { lost(heartbeatsAndTick(&kept, now: $0)) }
+        XCTAssertEqual(Set(unanswered), [0, 1])
+    }
+
+    /// Both workers' heartbeats, then a tick: what the tick commands.
+    private func heartbeatsAndTick(_ s: inout StepScheduler, now: Double) -> [SchedulerCommand] {
+        for id in [0, 1] { _ = s.handle(.workerHeard(id, answeredTask: false), now: now) }
+        return s.handle(.tick, now: now)
+    }
+
     /// Hosts with K slots take K consecutive shards each, an aligned block, and the next
     /// step's tasks go ahead the same way; a lost host's block goes to the others shard by
     /// shard, and a block is accepted only while every shard of it is still its own.

@@ -125,6 +125,44 @@ final class ParameterServiceMessageTests: XCTestCase {
         if envelope.type == .gradientRange { _ = try RangeValuesHeader(envelope, parameterCount: 16) } else { _ = try ShardVerdictMessage(envelope) }
     }
 
+    /// The two messages of the service on one host round-trip; a range outside the model, a
+    /// slot outside the segment, a missing segment and every truncation are refused.
+    func testSharedMemoryMessagesRoundTripAndAreChecked() throws {
+        let segment = SharedSegmentInfo(name: "/proc/12/fd/7", nonce: Array(0..<16), slotCount: 4, slotBytes: 256)
+        let announced = RangeSegmentMessage(generation: 2, step: 8, range: ParameterRange(lower: 16, count: 48), segment: segment)
+        XCTAssertEqual(try RangeSegmentMessage(envelope(bytes(announced.encode())), parameterCount: 64), announced)
+        XCTAssertThrowsError(try RangeSegmentMessage(envelope(bytes(announced.encode())), parameterCount: 63))
+        var none = bytes(announced.encode())
+        none[1] = Array(none[1].prefix(12)) + [0, 0, 0, 0]  // an empty name: no segment
+        patch(&none[0], at: 16, UInt64(none[1].count))
+        XCTAssertThrowsError(try RangeSegmentMessage(envelope(none), parameterCount: 64))
+        let report = ShardReport(shard: 3, worker: 1, sampleCount: 20, lossSum: 2, correctCount: 5, computeMicroseconds: 7)
+        let other = SharedSegmentInfo(name: "/proc/12/fd/9", nonce: Array(16..<32), slotCount: 2, slotBytes: 256)
+        let ready = ShardsInSegments(generation: 2, step: 8, entries: [
+            .init(report: report, segment: segment, slot: 3),
+            .init(report: ShardReport(shard: 0, worker: 4, sampleCount: 21, lossSum: 1, correctCount: 0, computeMicroseconds: 9),
+                  segment: other, slot: 1),
+        ])
+        let frames = bytes(ready.encode())
+        XCTAssertEqual(try ShardsInSegments(envelope(frames)), ready)
+        XCTAssertEqual(try envelope(frames).leadingGeneration, 2)
+        var outside = frames
+        patch(&outside[1], at: outside[1].count - 4, UInt32(2))  // slot 2 of the second entry's 2
+        XCTAssertThrowsError(try ShardsInSegments(envelope(outside)))
+        // Counts: none, more than the meta holds, more than the cap, one whose bytes overflow.
+        for count in [0, 3, UInt32(ShardsInSegments.maximumEntries + 1), UInt32.max] {
+            var counted = frames
+            patch(&counted[1], at: 4, count)
+            XCTAssertThrowsError(try ShardsInSegments(envelope(counted)), "count \(count)")
+        }
+        for cut in 0..<frames[1].count {
+            var truncated = frames
+            truncated[1] = Array(frames[1].prefix(cut))
+            patch(&truncated[0], at: 16, UInt64(cut))
+            XCTAssertThrowsError(try ShardsInSegments(envelope(truncated)), "cut at \(cut)")
+        }
+    }
+
     /// Truncations and random bytes in every message's meta: errors, never a trap.
     func testTruncatedAndRandomMetaIsRefused() throws {
         let state = RangeState(range: ParameterRange(lower: 0, count: 2), iteration: 0, parameters: [1, 2], optimizerState: [[0, 0]])
@@ -135,6 +173,10 @@ final class ParameterServiceMessageTests: XCTestCase {
             ServerMap(generation: 0, entries: [.init(endpoint: "tcp://a:1", range: ParameterRange(lower: 0, count: 2))]).encode(),
             StepPlan(generation: 0, step: 0, sampleCount: 4, nonEmpty: [true, true]).encode(),
             ServeOffer(endpoint: "tcp://a:1").encode(),
+            ShardsInSegments(generation: 0, step: 0, entries: [
+                .init(report: ShardReport(shard: 1, worker: 0, sampleCount: 2, lossSum: 1, correctCount: 1, computeMicroseconds: 0),
+                      segment: SharedSegmentInfo(name: "/s", nonce: Array(0..<16), slotCount: 2, slotBytes: 8), slot: 1),
+            ]).encode(),
         ]
         var generator = SystemRandomNumberGenerator()
         for frames in samples {
@@ -159,6 +201,7 @@ final class ParameterServiceMessageTests: XCTestCase {
         case .serverMap: _ = try ServerMap(envelope, parameterCount: 2)
         case .stepPlan: _ = try StepPlan(envelope, shardCount: 2)
         case .serveOffer: _ = try ServeOffer(envelope)
+        case .shardsInSegments: _ = try ShardsInSegments(envelope)
         default: XCTFail("\(envelope.type)")
         }
     }

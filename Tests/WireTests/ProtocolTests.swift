@@ -312,6 +312,8 @@ final class ProtocolTests: XCTestCase {
                 case .receipt, .rangeRefused: _ = try ShardVerdictMessage(envelope)
                 case .applied, .snapshotRequest: _ = try GenerationMessage.decode(envelope)
                 case .snapshotAnswer: _ = try SnapshotAnswer(envelope, parameterCount: spec.parameterCount)
+                case .rangeSegment: _ = try RangeSegmentMessage(envelope, parameterCount: spec.parameterCount)
+                case .shardsInSegments: _ = try ShardsInSegments(envelope)
                 }
             } catch is ProtocolError {
                 refused += 1
