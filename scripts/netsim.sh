@@ -16,7 +16,7 @@
 #   scripts/netsim.sh [--rates "1gbit 10gbit"] [--workers "1 2 3 4"] [--precisions "fp32 fp16"]
 #                     [--modes "coordinator service"] [--batch-size 512 | --batch-size-per-worker B]
 #                     [--steps 150] [--model SPEC] [--no-ddp] [--python PATH] [--burst BYTES]
-#                     [--json PATH] [--worker-data] [--host-cpus FRACTION]
+#                     [--json PATH] [--worker-data] [--host-cpus FRACTION] [--host-cpu-period US]
 #
 # --modes: how the project moves weights and gradients, each run for every N and precision:
 #   coordinator  the coordinator's link carries them (no --parameter-servers): N·P·v each way;
@@ -44,10 +44,14 @@
 #   message through at once after every compute phase, and the link looks faster than it is.
 # --host-cpus FRACTION: give every simulated host (each worker's namespace: the project's worker,
 #   its server and its DDP rank alike) that share of one CPU, with a CPU cgroup quota (cgroup v1
-#   cpu.cfs_quota_us or v2 cpu.max, over a 10 ms period), so that N hosts have N times one
+#   cpu.cfs_quota_us or v2 cpu.max, over --host-cpu-period), so that N hosts have N times one
 #   host's compute as on a real cluster instead of sharing this machine's cores. Keep N times
 #   FRACTION below the machine's CPUs (0.4 for 4 hosts on 2 cores leaves the rest to the
 #   coordinator and the kernel's network work). The model then counts FRACTION of a core per host.
+# --host-cpu-period US: the quota's period in microseconds (default 10000). A host that spent
+#   its quota waits for the next period, up to (1 - FRACTION) of it, where a real host would
+#   run at once: a shorter period is closer to a slower CPU. The kernel takes no quota under
+#   1 ms, so the period must be at least 1000 / FRACTION.
 # --json PATH (default .build/netsim/netsim.json): every run, both systems, the side-by-side
 #   ratios and the bytes per step; scripts/plot.py netsim PATH draws it.
 #
@@ -58,7 +62,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rates="1gbit 10gbit" counts="1 2 3 4" precisions="fp32 fp16" modes=coordinator batch=512 per_worker="" steps=150
-model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst="" worker_data=() host_cpus=""
+model="" ddp=1 python=${NETSIM_PYTHON:-} batch_given=0 burst="" worker_data=() host_cpus="" cpu_period=10000
 json=.build/netsim/netsim.json
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -76,6 +80,7 @@ while [ $# -gt 0 ]; do
         --json) json=$2; shift 2 ;;
         --worker-data) worker_data=(--data data); shift ;;
         --host-cpus) host_cpus=$2; shift 2 ;;
+        --host-cpu-period) cpu_period=$2; shift 2 ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "netsim.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -85,6 +90,7 @@ positive --steps "$steps"
 positive --batch-size "$batch"
 [ -z "$per_worker" ] || positive --batch-size-per-worker "$per_worker"
 [ -z "$burst" ] || positive --burst "$burst"
+positive --host-cpu-period "$cpu_period"
 [ -z "$per_worker" ] || [ "$batch_given" = 0 ] || { echo "netsim.sh: --batch-size and --batch-size-per-worker both set the batch: give one" >&2; exit 2; }
 for n in $counts; do positive --workers "$n"; done
 if [ -n "$host_cpus" ]; then
@@ -133,9 +139,10 @@ trap cleanup EXIT
 
 # Each simulated host's CPU share (--host-cpus): a CPU cgroup per worker host.
 cgroups=""
-cpu_period=10000
 if [ -n "$host_cpus" ]; then
+    [ "$cpu_period" -le 1000000 ] || { echo "netsim.sh: --host-cpu-period takes at most 1000000 us (got $cpu_period)" >&2; exit 2; }
     quota=$(python3 -c "print(round(float('$host_cpus') * $cpu_period))")
+    [ "$quota" -ge 1000 ] || { echo "netsim.sh: --host-cpus $host_cpus of a $cpu_period us period is a quota of $quota us; the kernel takes no less than 1000 (give a period of at least $(python3 -c "import math; print(math.ceil(1000 / float('$host_cpus')))"))" >&2; exit 2; }
     if [ -f /sys/fs/cgroup/cgroup.controllers ]; then  # cgroup v2
         grep -qw cpu /sys/fs/cgroup/cgroup.controllers || { echo "netsim.sh: --host-cpus needs the cgroup cpu controller" >&2; exit 1; }
         echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
@@ -286,4 +293,4 @@ done
 
 python3 scripts/netsim_report.py --out "$out" --json "$json" --rates "$rates" --precisions "$precisions" --modes "$modes" \
     --workers "$counts" --batch-size "$batch" --batch-size-per-worker "${per_worker:-0}" --ddp "$ddp" \
-    --burst "${burst:-0}" --host-cpus "${host_cpus:-0}"
+    --burst "${burst:-0}" --host-cpus "${host_cpus:-0}" --host-cpu-period "$cpu_period"

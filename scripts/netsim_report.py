@@ -56,6 +56,7 @@ def arguments():
     parser.add_argument("--ddp", type=int, default=1)
     parser.add_argument("--burst", type=int, default=0, help="tc tbf's bucket in bytes (0: netsim.sh's default)")
     parser.add_argument("--host-cpus", type=float, default=0, help="each worker host's share of a CPU (0: no quota, the machine's cores shared)")
+    parser.add_argument("--host-cpu-period", type=int, default=10000, help="the quota's period in microseconds")
     return parser.parse_args()
 
 
@@ -157,7 +158,7 @@ def main():
                     if (r["system"], r["mode"], r["link"], r["precision"], r["workers"]) == (system, mode, rate, precision, n))
 
     scaling = f"weak scaling, {args.batch_size_per_worker} samples per worker" if weak else f"strong scaling, batch {args.batch_size}"
-    cpus = f"; each worker host {args.host_cpus:g} of a CPU (cgroup quota)" if args.host_cpus else ""
+    cpus = f"; each worker host {args.host_cpus:g} of a CPU (cgroup quota over {args.host_cpu_period} us)" if args.host_cpus else ""
     print(f"\n{local['model']}, {parameters} parameters, {scaling}; efficiency against {counts[0]} worker(s){cpus}")
     print(f"{'link':<8}{'mode':<18}{'wire':<6}{'workers':>8}{'batch':>7}{'samples/s':>11}{'model':>9}{'ratio':>7}{'effic.':>8}"
           + (f"{'DDP fp32':>10}{'effic.':>8}{'x DDP':>7}" if args.ddp else ""))
@@ -195,7 +196,7 @@ def main():
     result = dict(model=local["model"], parameters=parameters, scaling="weak" if weak else "strong",
                   batch_size=None if weak else args.batch_size,
                   batch_size_per_worker=args.batch_size_per_worker if weak else None,
-                  tbf_burst_bytes=args.burst or "default", host_cpus=args.host_cpus or None, compute_seconds_per_sample_one_core=compute_per_sample, runs=runs, comparisons=comparisons)
+                  tbf_burst_bytes=args.burst or "default", host_cpus=args.host_cpus or None, host_cpu_period_us=args.host_cpu_period if args.host_cpus else None, compute_seconds_per_sample_one_core=compute_per_sample, runs=runs, comparisons=comparisons)
     with open(args.json, "w") as file:
         json.dump(result, file, indent=2)
     print(f"\nfigures written to {args.json}")
