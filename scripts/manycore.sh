@@ -6,12 +6,16 @@
 #                       [--steps 40] [--debug] [-- coordinator args]
 #
 # For each N (and the R at the same position in --servers): one run without servers, one with
-# --parameter-servers R; both spawn N workers on this host (shared memory). The coordinator's
-# serial time per step is its send + receive + reduce + optimizer + batch time from its summary
-# (with servers, send includes copying the servers' weights ranges into the shared weights
-# slot, and receive passing each result on to the servers); a server's is its sum, update and
-# sends per applied step, from its closing log line; the busiest process is the larger of the
-# coordinator's and the slowest server's. It means something only with N cores for N workers.
+# --parameter-servers R; both spawn N workers on this host (shared memory). Two measures of the
+# coordinator's serial time per step: wall, its send + receive + reduce + optimizer + batch time
+# from its summary (with servers, send includes copying the servers' weights ranges into the
+# shared weights slot and passing results on to the servers), and CPU, the CPU time of the
+# thread that ran the steps (`timing.thread_cpu_seconds`: its work alone, busy-waiting
+# included, without the time other processes took its core). A server's is the CPU time of its
+# sum, update and sends per applied step, from its closing log line; the busiest process is the
+# larger of the coordinator's CPU time and the slowest server's. With fewer cores than workers
+# the wall figures count every process that took the coordinator's core; the CPU figures are
+# what a host with a core per process would see, less its memory-bandwidth contention.
 # --debug uses the debug build as it is (for a quick look; times are several times slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,15 +65,18 @@ def coordinator_ms(run):
     t = run["timing"]
     serial = sum(t[k] for k in ("send_seconds", "receive_seconds", "reduce_seconds", "optimizer_seconds", "batch_seconds"))
     return 1000 * serial / run["steps"]
-print(f"{'workers':>7} {'R':>3} {'no servers: coord ms':>21} {'servers: coord ms':>18} {'slowest server ms':>18} "
-      f"{'busiest ms (none / R)':>22} {'samples/s (none / R)':>22} {'shared steps':>13} {'same hash':>9}")
+def coordinator_cpu_ms(run):
+    return 1000 * run["timing"]["thread_cpu_seconds"] / run["steps"]
+print(f"{'workers':>7} {'R':>3} {'coord wall ms (none / R)':>25} {'coord CPU ms (none / R)':>24} {'slowest server CPU ms':>22} "
+      f"{'busiest CPU ms (none / R)':>26} {'samples/s (none / R)':>22} {'shared steps':>13} {'same hash':>9}")
 for n, r in zip(ns, rs):
     plain = json.load(open(f"{out}/n{n}.json"))
     served = json.load(open(f"{out}/n{n}-r{r}.json"))
     log = open(f"{out}/n{n}-r{r}.log").read()
-    server = max([float(ms) for ms in re.findall(r"applied \d+ steps, ([0-9.]+) ms each", log)] or [0.0])
-    c0, c1 = coordinator_ms(plain), coordinator_ms(served)
-    print(f"{n:>7} {r:>3} {c0:>21.2f} {c1:>18.2f} {server:>18.2f} {c0:>10.2f} / {max(c1, server):<9.2f} "
+    server = max([float(ms) for ms in re.findall(r"applied \d+ steps(?: from \d+ gradient ranges)?, ([0-9.]+) (?:CPU )?ms each", log)] or [0.0])
+    w0, w1 = coordinator_ms(plain), coordinator_ms(served)
+    c0, c1 = coordinator_cpu_ms(plain), coordinator_cpu_ms(served)
+    print(f"{n:>7} {r:>3} {w0:>12.2f} / {w1:<10.2f} {c0:>11.2f} / {c1:<10.2f} {server:>22.2f} {c0:>12.2f} / {max(c1, server):<11.2f} "
           f"{plain['samples_per_second']:>10.0f} / {served['samples_per_second']:<9.0f} "
           f"{served['parameter_service']['shared_memory_steps']:>13} {str(plain['weights_sha256'] == served['weights_sha256']):>9}")
 PY

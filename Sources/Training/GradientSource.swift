@@ -64,6 +64,9 @@ public struct StepTiming: Sendable, Codable, Equatable {
     public var optimizerSeconds: Double = 0
     /// Gathering the batch's samples.
     public var batchSeconds: Double = 0
+    /// CPU time of the thread that ran the steps (`ThreadCPUClock`): for a coordinator its
+    /// serial work per step as it would be with a core of its own (busy-waiting included).
+    public var threadCPUSeconds: Double = 0
 
     public init() {}
 }
@@ -112,6 +115,16 @@ public final class LocalShardSource: ShardGradientSource {
             results.complete(shard, statistics: statistics)
         }
         timing.computeSeconds += MonotonicClock.now - start
+    }
+}
+
+/// CPU seconds the calling thread has run: its own work, whatever other processes took its
+/// core meanwhile (on a machine with fewer cores than processes, wall time counts that too).
+public enum ThreadCPUClock {
+    public static var now: Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) * 1e-9
     }
 }
 

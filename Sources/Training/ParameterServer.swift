@@ -33,9 +33,9 @@ public final class ParameterServer {
     /// Gradient ranges taken (a host's block counts once): with hosts of K processes, about
     /// a K-th of the shards.
     public internal(set) var rangesAccepted = 0
-    /// Seconds spent summing, updating and sending the weights, over the steps applied (on
-    /// the coordinator's host also reading each gradient range from shared memory): this
-    /// server's serial time per step (it waits for the slowest gradient before it).
+    /// CPU seconds (`ThreadCPUClock`) spent summing, updating and sending the weights, over the
+    /// steps applied (on the coordinator's host also reading each gradient range from shared
+    /// memory): this server's serial work per step (it waits for the slowest gradient before it).
     public internal(set) var applySeconds = 0.0
 
     // The range being served, from the last assignment.

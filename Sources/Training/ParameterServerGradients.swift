@@ -77,8 +77,8 @@ extension ParameterServer {
     func completeIfReady() {
         guard let plan, let update, let generation else { return }
         for (shard, full) in plan.nonEmpty.enumerated() where full && coveredBy[shard] == nil { return }
-        let start = MonotonicClock.now
-        defer { applySeconds += MonotonicClock.now - start }
+        let start = ThreadCPUClock.now
+        defer { applySeconds += ThreadCPUClock.now - start }
         update.apply(sampleCount: plan.sampleCount, gradient: { self.gradients[$0].map { UnsafePointer($0) } },
                      blockSize: { self.blockSizes[$0] ?? 1 })
         for shard in Array(gradients.keys) { release(shard) }

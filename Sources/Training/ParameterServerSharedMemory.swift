@@ -103,8 +103,8 @@ extension ParameterServer {
         }
         try take(report, generation: generation, refuse: { noteRefusedSegment(report, $0) }) { buffer in
             // Part of this server's serial work (the socket path's decode happens as messages come).
-            let start = MonotonicClock.now
-            defer { applySeconds += MonotonicClock.now - start }
+            let start = ThreadCPUClock.now
+            defer { applySeconds += ThreadCPUClock.now - start }
             return precision.decode(values, count: update.range.count, into: buffer)
         }
     }

@@ -101,6 +101,8 @@ public final class Trainer {
     /// An error thrown by `onStep` or `onEpoch` (a report that cannot be written) stops the
     /// run; the last checkpoint written stays the last good one.
     public func run(onStep: (StepReport) throws -> Void = { _ in }, onEpoch: (EpochReport) throws -> Void = { _ in }) throws {
+        let cpuStart = ThreadCPUClock.now
+        defer { timing.threadCPUSeconds += ThreadCPUClock.now - cpuStart }
         guard source.appliesUpdates else { return try runEpochs(onStep: onStep, onEpoch: onEpoch) }
         lastSnapshot = checkpoint()
         try source.seed(from: lastSnapshot!)
@@ -298,6 +300,7 @@ public final class Trainer {
         combined.reduceSeconds += timing.reduceSeconds
         combined.optimizerSeconds = timing.optimizerSeconds
         combined.batchSeconds = timing.batchSeconds
+        combined.threadCPUSeconds = timing.threadCPUSeconds
         return combined
     }
 }

@@ -184,7 +184,7 @@ struct WorkerCommand: ParsableCommand {
                 logger.notice("\(node.rejectedMessages) malformed messages from the coordinator were refused in all")
             }
             if let server = node.parameterServer {
-                logger.notice("parameter server: applied \(server.stepsApplied) steps from \(server.rangesAccepted) gradient ranges, \(String(format: "%.3f", 1000 * server.applySeconds / Double(max(1, server.stepsApplied)))) ms each to sum, update and send; refused \(server.rejectedMessages) messages, \(server.staleMessages) stale; \(server.unprovenConnectionsClosed()) connections closed before proving the run secret (\(server.refusedConnections) refused: too many open)")
+                logger.notice("parameter server: applied \(server.stepsApplied) steps from \(server.rangesAccepted) gradient ranges, \(String(format: "%.3f", 1000 * server.applySeconds / Double(max(1, server.stepsApplied)))) CPU ms each to sum, update and send; refused \(server.rejectedMessages) messages, \(server.staleMessages) stale; \(server.unprovenConnectionsClosed()) connections closed before proving the run secret (\(server.refusedConnections) refused: too many open)")
             }
             if options.processes > 1 {
                 logger.info("\(node.heartbeatsWhileComputing) heartbeats sent upstream while this host's processes computed")

@@ -64,6 +64,10 @@ final class UserViewTests: XCTestCase {
             let total = epochs.reduce(0.0) { $0 + ((($1["ms_per_step"] as? [String: Double])?[phase] ?? 0) * 12) }
             XCTAssertEqual(total, (timing[key] ?? 0) * 1000, accuracy: 1e-6 * max(1, total), phase)
         }
+        // The stepping thread's CPU time: counted, and never more than the training's wall time.
+        let cpu = try XCTUnwrap(timing["thread_cpu_seconds"])
+        XCTAssertGreaterThan(cpu, 0)
+        XCTAssertLessThanOrEqual(cpu, try XCTUnwrap(run.summary["train_seconds"] as? Double) + 0.5)
     }
 
     /// evaluate agrees with the training run's own test accuracy; predict classifies CSV rows
