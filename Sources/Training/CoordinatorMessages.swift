@@ -68,7 +68,7 @@ extension CoordinatorServer {
             handleAttach(envelope, from: identity)
         case .heartbeat:
             if peers[identity] == nil { askToRegister(identity, "heartbeat") }
-        case .serveOffer, .receipt, .rangeRefused, .applied, .snapshotAnswer, .rangeSegment:
+        case .serveOffer, .receipt, .receipts, .rangeRefused, .applied, .snapshotAnswer, .rangeSegment:
             handleParameterService(envelope, from: identity)
         default:
             reject(from: identity, reason: "\(ProtocolError.unexpected(envelope.type))")

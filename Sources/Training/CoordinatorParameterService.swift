@@ -171,6 +171,11 @@ extension CoordinatorServer {
             generation = message.generation
             guard let server = current(generation, peer, service) else { return }
             take(message, fromServer: server, service: service)
+        case .receipts:
+            let message = try ShardReceipts(envelope)
+            generation = message.generation
+            guard let server = current(generation, peer, service) else { return }
+            for verdict in message.verdicts { take(verdict, fromServer: server, service: service) }
         case .applied:
             generation = try GenerationMessage.decode(envelope)
             guard let server = current(generation, peer, service), Int(envelope.step) == currentStep else { return counters.staleResults += 1 }

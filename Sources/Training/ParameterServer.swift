@@ -37,6 +37,9 @@ public final class ParameterServer {
     /// steps applied (on the coordinator's host also reading each gradient range from shared
     /// memory): this server's serial work per step (it waits for the slowest gradient before it).
     public internal(set) var applySeconds = 0.0
+    /// Receipts gathered in a round of messages (`inReceiptRound`), sent as one.
+    var collectsReceipts = false
+    var receiptBatch: ShardReceipts?
 
     // The range being served, from the last assignment.
     var generation: UInt32?
@@ -125,15 +128,17 @@ public final class ParameterServer {
     /// connection is accepted before any message of it can arrive).
     public func drain() {
         noteConnections()
-        while let frames = try? socket.receive(timeoutMilliseconds: 0) {
-            guard frames.count >= 2 else { continue }
-            let identity = frames[0].bytes
-            do {
-                try handle(Envelope(frames: frames[1...]), from: identity)
-            } catch {
-                reject(identity, "\(error)")
+        inReceiptRound {
+            while let frames = try? socket.receive(timeoutMilliseconds: 0) {
+                guard frames.count >= 2 else { continue }
+                let identity = frames[0].bytes
+                do {
+                    try handle(Envelope(frames: frames[1...]), from: identity)
+                } catch {
+                    reject(identity, "\(error)")
+                }
+                if admitted.contains(identity) { unproven.proven(frames[1].sourceDescriptor) }
             }
-            if admitted.contains(identity) { unproven.proven(frames[1].sourceDescriptor) }
         }
     }
 

@@ -61,7 +61,7 @@ extension ParameterServer {
         if shards.count > 1 { blockSizes[report.shard] = shards.count }
         for shard in shards { coveredBy[shard] = report.shard }
         rangesAccepted += 1
-        outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
+        receipt(report, step: step, generation: generation)
         completeIfReady()
     }
 
@@ -69,7 +69,40 @@ extension ParameterServer {
     /// answered (its deadline for that task is met), as from a stale result.
     func acknowledgeStale(_ report: ShardReport, step: UInt64, generation: UInt32) {
         staleMessages += 1
-        outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
+        receipt(report, step: step, generation: generation)
+    }
+
+    /// A receipt for the coordinator: within a round (`inReceiptRound`), gathered with the
+    /// round's others of the same step into one message; else on its own.
+    func receipt(_ report: ShardReport, step: UInt64, generation: UInt32) {
+        guard collectsReceipts else {
+            return outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
+        }
+        if let batch = receiptBatch, batch.generation != generation || batch.step != step
+            || batch.reports.count == ShardReceipts.maximumReports {
+            flushReceipts()
+        }
+        if receiptBatch == nil { receiptBatch = ShardReceipts(generation: generation, step: step, reports: []) }
+        receiptBatch?.reports.append(report)
+    }
+
+    /// The receipts gathered so far into the outbox, as one message (a single one as a plain
+    /// `receipt`).
+    func flushReceipts() {
+        guard let batch = receiptBatch else { return }
+        receiptBatch = nil
+        outbox.append(batch.reports.count == 1 ? batch.verdicts[0].encode() : batch.encode())
+    }
+
+    /// Runs `body` with the receipts it causes gathered, and sends them at its end.
+    func inReceiptRound<T>(_ body: () throws -> T) rethrows -> T {
+        let outer = collectsReceipts
+        collectsReceipts = true
+        defer {
+            collectsReceipts = outer
+            if !outer { flushReceipts() }
+        }
+        return try body()
     }
 
     /// With the plan and every shard that has samples in: the update, the next weights out,
@@ -85,6 +118,7 @@ extension ParameterServer {
         self.plan = nil
         step += 1
         writeWeightsSegment(update)  // before `applied`: the coordinator copies it then
+        flushReceipts()  // the step's receipts before its `applied`
         outbox.append(GenerationMessage.encode(.applied, step: step - 1, generation: generation))
         stepsApplied += 1
         sendWeights(update, generation: generation, to: Array(admitted))

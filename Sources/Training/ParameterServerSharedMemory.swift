@@ -77,17 +77,22 @@ extension ParameterServer {
             if message.generation > generation || (message.generation == generation && message.step > step) {
                 throw ProtocolError.malformed(.shardsInSegments, "step \(message.step) (generation \(message.generation)); this server is at step \(step) (generation \(generation))")
             }
-            for entry in message.entries { acknowledgeStale(entry.report, step: message.step, generation: message.generation) }
-            return
+            return inReceiptRound {
+                for entry in message.entries { acknowledgeStale(entry.report, step: message.step, generation: message.generation) }
+            }
         }
         closeIdleGradientSegments()
+        try inReceiptRound { try takeEntries(of: message, update: update, generation: generation, parameterCount: spec.parameterCount) }
+    }
+
+    private func takeEntries(of message: ShardsInSegments, update: RangeUpdate, generation: UInt32, parameterCount: Int) throws {
         for entry in message.entries {
             // The step may complete with an entry before the last (the rest are re-runs).
             guard message.step == step else {
                 acknowledgeStale(entry.report, step: message.step, generation: generation)
                 continue
             }
-            try shardInSegment(entry, update: update, generation: generation, parameterCount: spec.parameterCount)
+            try shardInSegment(entry, update: update, generation: generation, parameterCount: parameterCount)
         }
     }
 

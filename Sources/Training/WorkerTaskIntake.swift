@@ -61,7 +61,7 @@ extension WorkerNode {
             case .serverMap, .serveAssignment, .stepPlan, .snapshotRequest, .shardsInSegments:
                 try handleParameterService(envelope)
             case .hello, .result, .attach, .serveOffer, .weightsRange, .gradientRange, .receipt, .applied,
-                 .snapshotAnswer, .rangeRefused, .rangeSegment:
+                 .snapshotAnswer, .rangeRefused, .rangeSegment, .receipts:
                 throw ProtocolError.unexpected(envelope.type)
             }
         } catch let failure as WorkerFailure {

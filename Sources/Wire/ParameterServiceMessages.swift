@@ -21,6 +21,7 @@ import NeuralNet
 /// | 20 snapshot request| c→s  | generation                                                  | –                      |
 /// | 21 snapshot answer | s→c  | generation · lower · count · iteration UInt64 · shards · …  | as the assignment      |
 /// | 22 range refused   | s→c  | generation · shard report · reason string                   | –                      |
+/// | 25 receipts        | s→c  | generation · count UInt32 · count × shard report            | –                      |
 ///
 /// A shard report is shard UInt32 · block count UInt32 · worker index UInt32 · samples UInt32 ·
 /// loss sum Float64 · correct UInt32 · compute µs UInt64: a block count k > 1 (a host's

@@ -175,6 +175,54 @@ public struct ShardVerdictMessage: Equatable, Sendable {
     }
 }
 
+/// Receipts of one step from one server, in one message: what a server took in one round of
+/// its loop (a coordinator on its host names many shards in one message; many ranges can wait
+/// on its socket). The same as that many `receipt`s, for one message's cost.
+public struct ShardReceipts: Equatable, Sendable {
+    public var generation: UInt32
+    public var step: UInt64
+    public var reports: [ShardReport]
+
+    /// A step's shards, at most: a server acknowledges each at most once a round.
+    public static let maximumReports = ParameterServiceLimits.maximumShards
+    /// A shard report's bytes (`ShardReport.write`).
+    static let reportBytes = 36
+
+    public init(generation: UInt32, step: UInt64, reports: [ShardReport]) {
+        (self.generation, self.step, self.reports) = (generation, step, reports)
+    }
+
+    public func encode() -> [OutgoingFrame] {
+        var meta = ByteWriter()
+        meta.write(generation)
+        meta.write(UInt32(reports.count))
+        for report in reports { report.write(to: &meta) }
+        return encodeMessage(.receipts, step: step, meta: meta)
+    }
+
+    public init(_ envelope: Envelope) throws {
+        try envelope.requireNoBulk()
+        let (generation, reports) = try envelope.readMeta { reader in
+            let generation = try reader.read(UInt32.self)
+            let count = try reader.readInt(UInt32.self, "receipt count", in: 1...Self.maximumReports)
+            // Checked before anything is reserved: a count the meta cannot hold is refused.
+            guard count * Self.reportBytes <= reader.remaining else {
+                throw ProtocolError.malformed(.receipts, "\(count) receipts in \(reader.remaining) bytes")
+            }
+            var reports: [ShardReport] = []
+            reports.reserveCapacity(count)
+            for _ in 0..<count { reports.append(try ShardReport.read(from: &reader, type: .receipts)) }
+            return (generation, reports)
+        }
+        self.init(generation: generation, step: envelope.step, reports: reports)
+    }
+
+    /// Each receipt as the single message it stands for.
+    public var verdicts: [ShardVerdictMessage] {
+        reports.map { ShardVerdictMessage(generation: generation, step: step, report: $0) }
+    }
+}
+
 /// The messages that carry only a generation: `applied` (server → coordinator: the step is
 /// done and the next weights are out) and `snapshotRequest` (coordinator → server).
 public enum GenerationMessage {

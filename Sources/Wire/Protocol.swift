@@ -92,6 +92,8 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     case snapshotRequest, snapshotAnswer, rangeRefused
     // The parameter service through shared memory on one host (`SharedServiceMessages.swift`).
     case rangeSegment, shardsInSegments
+    // Receipts of one step, several in one message (`ShardReceipts`).
+    case receipts
 }
 
 /// Why a message was refused. Decoders never trust a length or a count they were sent.

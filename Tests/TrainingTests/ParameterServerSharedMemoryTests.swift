@@ -35,9 +35,18 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
     }
 
     private func sentTypes() throws -> [MessageType] {
-        try server.takeOutbox().map { frames in
-            guard case let .bytes(header) = frames[0] else { throw ProtocolError.badMagic }
-            return try XCTUnwrap(MessageType(rawValue: UInt16(header[6]) | UInt16(header[7]) << 8))
+        try server.takeOutbox().map(messageType)
+    }
+
+    private func messageType(_ frames: [OutgoingFrame]) throws -> MessageType {
+        guard case let .bytes(header) = frames[0] else { throw ProtocolError.badMagic }
+        return try XCTUnwrap(MessageType(rawValue: UInt16(header[6]) | UInt16(header[7]) << 8))
+    }
+
+    private func bytes(_ frames: [OutgoingFrame]) -> [ZMQMessage] {
+        frames.map { frame in
+            guard case let .bytes(bytes) = frame else { return ZMQMessage(copying: UnsafeRawBufferPointer(start: nil, count: 0)) }
+            return bytes.withUnsafeBytes { ZMQMessage(copying: $0) }
         }
     }
 
@@ -105,7 +114,12 @@ final class ParameterServerSharedMemoryTests: XCTestCase {
                        ShardsInSegments.Entry(report: report(1), segment: second.info, slot: 1),
                        ShardsInSegments.Entry(report: report(0), segment: second.info, slot: 1)]
         try deliver(ShardsInSegments(generation: 1, step: 0, entries: entries).encode())
-        XCTAssertEqual(try sentTypes(), [.receipt, .receipt, .applied, .receipt])
+        // The two taken: one receipts message, before `applied`; the late copy's on its own.
+        let sent = server.takeOutbox()
+        XCTAssertEqual(try sent.map(messageType), [.receipts, .applied, .receipt])
+        let receipts = try ShardReceipts(Envelope(frames: bytes(sent[0])[...]))
+        XCTAssertEqual(receipts.reports.map(\.shard), [0, 1])
+        XCTAssertEqual(receipts.step, 0)
         XCTAssertEqual(server.stepsApplied, 1)
         XCTAssertEqual(server.staleMessages, 1)
         XCTAssertEqual(server.rejectedMessages, 0)

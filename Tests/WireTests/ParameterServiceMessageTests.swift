@@ -125,6 +125,30 @@ final class ParameterServiceMessageTests: XCTestCase {
         if envelope.type == .gradientRange { _ = try RangeValuesHeader(envelope, parameterCount: 16) } else { _ = try ShardVerdictMessage(envelope) }
     }
 
+    /// A server's receipts of one step in one message: they round-trip, stand for the single
+    /// receipts they replace, and a count of none, more than the meta holds or the cap, and
+    /// every truncation are refused.
+    func testReceiptsRoundTripAndAreChecked() throws {
+        let reports = [ShardReport(shard: 3, worker: 1, sampleCount: 20, lossSum: 2, correctCount: 5, computeMicroseconds: 7),
+                       ShardReport(shard: 4, worker: 2, sampleCount: 40, lossSum: 1, correctCount: 9, computeMicroseconds: 8,
+                                   blockCount: 4)]
+        let receipts = ShardReceipts(generation: 2, step: 8, reports: reports)
+        let frames = bytes(receipts.encode())
+        XCTAssertEqual(try ShardReceipts(envelope(frames)), receipts)
+        XCTAssertEqual(receipts.verdicts, reports.map { ShardVerdictMessage(generation: 2, step: 8, report: $0) })
+        for count in [0, 3, UInt32(ShardReceipts.maximumReports + 1), UInt32.max] {
+            var counted = frames
+            patch(&counted[1], at: 4, count)
+            XCTAssertThrowsError(try ShardReceipts(envelope(counted)), "count \(count)")
+        }
+        for cut in 0..<frames[1].count {
+            var truncated = frames
+            truncated[1] = Array(frames[1].prefix(cut))
+            patch(&truncated[0], at: 16, UInt64(cut))
+            XCTAssertThrowsError(try ShardReceipts(envelope(truncated)), "cut at \(cut)")
+        }
+    }
+
     /// The two messages of the service on one host round-trip; a range outside the model, a
     /// slot outside the segment, a missing segment and every truncation are refused.
     func testSharedMemoryMessagesRoundTripAndAreChecked() throws {

@@ -314,6 +314,7 @@ final class ProtocolTests: XCTestCase {
                 case .snapshotAnswer: _ = try SnapshotAnswer(envelope, parameterCount: spec.parameterCount)
                 case .rangeSegment: _ = try RangeSegmentMessage(envelope, parameterCount: spec.parameterCount)
                 case .shardsInSegments: _ = try ShardsInSegments(envelope)
+                case .receipts: _ = try ShardReceipts(envelope)
                 }
             } catch is ProtocolError {
                 refused += 1
