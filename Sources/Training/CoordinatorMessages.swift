@@ -7,10 +7,12 @@ extension CoordinatorServer {
     /// Receives and handles whatever arrives within the timeout, on the socket and on the
     /// links' own inputs (pipes of workers on this host).
     func pump(timeoutMilliseconds: Int) throws {
-        defer { sendShardNotices() }
+        defer { flushShardNoticesIfDue() }
         var watched: [Int32: WorkerPeer] = [:]
         for peer in peers.values { if let descriptor = peer.link.inputDescriptor { watched[descriptor] = peer } }
-        let ready = try socket.waitForInput(timeoutMilliseconds: timeoutMilliseconds, alsoWatching: Array(watched.keys))
+        // Notices held back for more results are due within a millisecond.
+        let timeout = service?.notices != nil ? min(timeoutMilliseconds, 1) : timeoutMilliseconds
+        let ready = try socket.waitForInput(timeoutMilliseconds: timeout, alsoWatching: Array(watched.keys))
         for descriptor in ready.descriptors { if let peer = watched[descriptor] { drainLink(of: peer) } }
         // Drain everything that is already queued on the socket, then return.
         guard ready.socket else { return }

@@ -46,8 +46,11 @@ final class ParameterServiceState {
     var overflowSegments: [SharedSegment] = []
     var overflowStep = -1
     var overflowUsed = 0
-    /// Results relayed in this round of the message loop, not yet told to the servers.
+    /// Results relayed, not yet told to the servers (`flushShardNoticesIfDue`), since when,
+    /// and how many of the current step were relayed in all.
     var notices: ShardsInSegments?
+    var noticesSince = 0.0
+    var relayedThisStep = (step: UInt64.max, count: 0)
 
     init(serverCount: Int) { self.serverCount = serverCount }
 

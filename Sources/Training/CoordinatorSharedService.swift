@@ -88,8 +88,9 @@ extension CoordinatorServer {
     }
 
     /// A result from a worker: with this step's weights in shared memory, every server hears
-    /// (with the round's other results, `sendShardNotices`) where its gradient lies: in the worker's segment, or (a result beyond the worker's
-    /// slots, which brings the values) in a slot of the coordinator's overflow segment.
+    /// (with other results, `flushShardNoticesIfDue`) where its gradient lies: in the worker's
+    /// segment, or (a result beyond the worker's slots, which brings the values) in a slot of
+    /// the coordinator's overflow segment.
     /// Checked first as any result is: step, shard, sample count, precision.
     func relayResult(_ envelope: Envelope, from peer: WorkerPeer, service: ParameterServiceState) {
         guard stepWeights != nil else {
@@ -124,13 +125,30 @@ extension CoordinatorServer {
         if let notices = service.notices, notices.generation != service.generation || notices.step != envelope.step {
             sendShardNotices()
         }
-        if service.notices == nil { service.notices = ShardsInSegments(generation: service.generation, step: envelope.step, entries: []) }
+        if service.notices == nil {
+            service.notices = ShardsInSegments(generation: service.generation, step: envelope.step, entries: [])
+            service.noticesSince = MonotonicClock.now
+        }
         service.notices?.entries.append(ShardsInSegments.Entry(report: report, segment: place.segment, slot: place.slot))
+        if service.relayedThisStep.step != envelope.step { service.relayedThisStep = (envelope.step, 0) }
+        service.relayedThisStep.count += 1
         if service.notices?.entries.count == ShardsInSegments.maximumEntries { sendShardNotices() }
     }
 
-    /// The results relayed since the last call, in one message to every server: called at
-    /// the end of each round of the message loop (`pump`), so none waits longer than that.
+    /// Sends the relayed results once enough have gathered: a quarter of the step's shards,
+    /// the step's last, or any that waited a millisecond. Each message wakes every server and
+    /// brings back a receipt from each, and results come one or two a round, so a message per
+    /// round would cost the coordinator about two messages per result and server; this way
+    /// about eight per server and step, and the servers still sum while workers compute.
+    func flushShardNoticesIfDue() {
+        guard let service, let notices = service.notices else { return }
+        let pending = max(1, service.pending.count)
+        let allIn = service.relayedThisStep.step == notices.step && service.relayedThisStep.count >= pending
+        guard allIn || notices.entries.count * 4 >= pending || MonotonicClock.now - service.noticesSince >= 0.001 else { return }
+        sendShardNotices()
+    }
+
+    /// The results relayed since the last call, in one message to every server.
     func sendShardNotices() {
         guard let service, let notices = service.notices else { return }
         service.notices = nil
