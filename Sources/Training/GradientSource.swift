@@ -64,8 +64,9 @@ public struct StepTiming: Sendable, Codable, Equatable {
     public var optimizerSeconds: Double = 0
     /// Gathering the batch's samples.
     public var batchSeconds: Double = 0
-    /// CPU time of the thread that ran the steps (`ThreadCPUClock`): for a coordinator its
-    /// serial work per step as it would be with a core of its own (busy-waiting included).
+    /// CPU time of the thread that ran the steps, over the steps alone (no evaluation,
+    /// snapshot or checkpoint; `ThreadCPUClock`): for a coordinator its serial work per step
+    /// as it would be with a core of its own (busy-waiting included).
     public var threadCPUSeconds: Double = 0
 
     public init() {}

@@ -101,8 +101,6 @@ public final class Trainer {
     /// An error thrown by `onStep` or `onEpoch` (a report that cannot be written) stops the
     /// run; the last checkpoint written stays the last good one.
     public func run(onStep: (StepReport) throws -> Void = { _ in }, onEpoch: (EpochReport) throws -> Void = { _ in }) throws {
-        let cpuStart = ThreadCPUClock.now
-        defer { timing.threadCPUSeconds += ThreadCPUClock.now - cpuStart }
         guard source.appliesUpdates else { return try runEpochs(onStep: onStep, onEpoch: onEpoch) }
         lastSnapshot = checkpoint()
         try source.seed(from: lastSnapshot!)
@@ -134,7 +132,11 @@ public final class Trainer {
                 epochStatistics = BatchStatistics()
                 epochSeconds = 0
             }
-            try runSteps(onStep: onStep)
+            let cpuStart = ThreadCPUClock.now
+            do {
+                defer { timing.threadCPUSeconds += ThreadCPUClock.now - cpuStart }
+                try runSteps(onStep: onStep)
+            }
             // Home for the evaluation; the snapshot once the epoch's end is counted.
             try bringHome(keepingSnapshot: false)
             let complete = stepInEpoch == stepsPerEpoch
