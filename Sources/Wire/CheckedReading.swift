@@ -13,6 +13,21 @@ extension ByteReader {
         }
         return checked
     }
+
+    /// A UInt32 count of 1...`maximum` items, then the items: a count the rest of the meta
+    /// cannot hold (each item at least `minimumBytes`) is refused before anything is reserved.
+    mutating func readCountedList<Item>(_ type: MessageType, _ what: String, maximum: Int, minimumBytes: Int,
+                                        item: (inout ByteReader) throws -> Item) throws -> [Item] {
+        let count = try readInt(UInt32.self, "\(what) count", in: 1...maximum)
+        let (needed, overflow) = count.multipliedReportingOverflow(by: minimumBytes)
+        guard !overflow, needed <= remaining else {
+            throw ProtocolError.malformed(type, "\(what) count \(count) in \(remaining) bytes")
+        }
+        var items: [Item] = []
+        items.reserveCapacity(count)
+        for _ in 0..<count { items.append(try item(&self)) }
+        return items
+    }
 }
 
 /// `value` as an `Int` if it lies in `range`, else nil; never traps.

@@ -204,14 +204,8 @@ public struct ShardReceipts: Equatable, Sendable {
         try envelope.requireNoBulk()
         let (generation, reports) = try envelope.readMeta { reader in
             let generation = try reader.read(UInt32.self)
-            let count = try reader.readInt(UInt32.self, "receipt count", in: 1...Self.maximumReports)
-            // Checked before anything is reserved: a count the meta cannot hold is refused.
-            guard count * Self.reportBytes <= reader.remaining else {
-                throw ProtocolError.malformed(.receipts, "\(count) receipts in \(reader.remaining) bytes")
-            }
-            var reports: [ShardReport] = []
-            reports.reserveCapacity(count)
-            for _ in 0..<count { reports.append(try ShardReport.read(from: &reader, type: .receipts)) }
+            let reports = try reader.readCountedList(.receipts, "receipt", maximum: Self.maximumReports,
+                                                     minimumBytes: Self.reportBytes) { try ShardReport.read(from: &$0, type: .receipts) }
             return (generation, reports)
         }
         self.init(generation: generation, step: envelope.step, reports: reports)

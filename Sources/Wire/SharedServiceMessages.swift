@@ -93,15 +93,8 @@ public struct ShardsInSegments: Equatable, Sendable {
         try envelope.requireNoBulk()
         let (generation, entries) = try envelope.readMeta { reader in
             let generation = try reader.read(UInt32.self)
-            let count = try reader.readInt(UInt32.self, "entry count", in: 1...Self.maximumEntries)
-            // Checked before anything is reserved: a count the meta cannot hold is refused.
-            let (needed, overflow) = count.multipliedReportingOverflow(by: Self.minimumEntryBytes)
-            guard !overflow, needed <= reader.remaining else {
-                throw ProtocolError.malformed(.shardsInSegments, "\(count) entries in \(reader.remaining) bytes")
-            }
-            var entries: [Entry] = []
-            entries.reserveCapacity(count)
-            for _ in 0..<count { entries.append(try Entry.read(from: &reader)) }
+            let entries = try reader.readCountedList(.shardsInSegments, "entry", maximum: Self.maximumEntries,
+                                                     minimumBytes: Self.minimumEntryBytes) { try Entry.read(from: &$0) }
             return (generation, entries)
         }
         self.init(generation: generation, step: envelope.step, entries: entries)

@@ -136,16 +136,24 @@ final class ParameterServiceMessageTests: XCTestCase {
         let frames = bytes(receipts.encode())
         XCTAssertEqual(try ShardReceipts(envelope(frames)), receipts)
         XCTAssertEqual(receipts.verdicts, reports.map { ShardVerdictMessage(generation: 2, step: 8, report: $0) })
-        for count in [0, 3, UInt32(ShardReceipts.maximumReports + 1), UInt32.max] {
+        try assertCountsAndCutsAreRefused(frames, maximum: ShardReceipts.maximumReports) { _ = try ShardReceipts($0) }
+    }
+
+    /// A counted list's message (count at meta offset 4, after the generation) with a count
+    /// of none, more than the meta holds (3), over `maximum`, or whose bytes overflow, and
+    /// cut at every length: each refused.
+    private func assertCountsAndCutsAreRefused(_ frames: [[UInt8]], maximum: Int,
+                                               decode: (Envelope) throws -> Void) throws {
+        for count in [0, 3, UInt32(maximum + 1), UInt32.max] {
             var counted = frames
             patch(&counted[1], at: 4, count)
-            XCTAssertThrowsError(try ShardReceipts(envelope(counted)), "count \(count)")
+            XCTAssertThrowsError(try decode(envelope(counted)), "count \(count)")
         }
         for cut in 0..<frames[1].count {
             var truncated = frames
             truncated[1] = Array(frames[1].prefix(cut))
             patch(&truncated[0], at: 16, UInt64(cut))
-            XCTAssertThrowsError(try ShardReceipts(envelope(truncated)), "cut at \(cut)")
+            XCTAssertThrowsError(try decode(envelope(truncated)), "cut at \(cut)")
         }
     }
 
@@ -173,18 +181,7 @@ final class ParameterServiceMessageTests: XCTestCase {
         var outside = frames
         patch(&outside[1], at: outside[1].count - 4, UInt32(2))  // slot 2 of the second entry's 2
         XCTAssertThrowsError(try ShardsInSegments(envelope(outside)))
-        // Counts: none, more than the meta holds, more than the cap, one whose bytes overflow.
-        for count in [0, 3, UInt32(ShardsInSegments.maximumEntries + 1), UInt32.max] {
-            var counted = frames
-            patch(&counted[1], at: 4, count)
-            XCTAssertThrowsError(try ShardsInSegments(envelope(counted)), "count \(count)")
-        }
-        for cut in 0..<frames[1].count {
-            var truncated = frames
-            truncated[1] = Array(frames[1].prefix(cut))
-            patch(&truncated[0], at: 16, UInt64(cut))
-            XCTAssertThrowsError(try ShardsInSegments(envelope(truncated)), "cut at \(cut)")
-        }
+        try assertCountsAndCutsAreRefused(frames, maximum: ShardsInSegments.maximumEntries) { _ = try ShardsInSegments($0) }
     }
 
     /// Truncations and random bytes in every message's meta: errors, never a trap.
