@@ -113,15 +113,15 @@ extension WorkerNode {
         workerIndex = Int(welcome.workerIndex)
         serverLinks = []
         serviceGeneration = nil
-        // The server first: attaching shared memory tells it whether it shares the coordinator's host.
-        let server = try serverForModel(welcome.spec)
         logger.info("joined as worker \(welcome.workerIndex) for \(welcome.spec) at \(options.endpoint)")
         try startHostProcesses(for: welcome)
         try attachSharedMemory(welcome)
-        if let parameterServer = server {
+        if let parameterServer = try serverForModel(welcome.spec) {
             // A new session: whatever it served belongs to the last one (the coordinator
             // seeds it again if it serves in this one). After the attach: a coordinator on
-            // this host then knows, when it picks its servers, that they share its memory.
+            // this host then knows, when it picks its servers, that they share its memory,
+            // and the server puts its weights in a segment of its own for it to copy.
+            parameterServer.sharesHost = gradientSegment != nil
             parameterServer.spec = welcome.spec
             parameterServer.precision = welcome.precision
             parameterServer.runSecret = try? loadRunSecret()

@@ -11,7 +11,6 @@ extension WorkerNode {
         batchSegment = nil
         gradientSegment = nil
         sharedActive = false
-        parameterServer?.sharesHost = false
         dropPipes()
         // A host agent hands the weights on from its own model's parameters: it reads them
         // from messages, never from a coordinator's mapping (its processes use its segments).
@@ -32,8 +31,6 @@ extension WorkerNode {
             // Only once all of it is open and offered: a failure leaves nothing half set.
             (weightsSegment, batchSegment, gradientSegment) = (weights, batches, own)
             (fromCoordinator, toCoordinator) = (pipes?.toWorker, pipes?.toCoordinator)
-            // Our server's weights go into its own segment, for the coordinator to copy.
-            parameterServer?.sharesHost = true
             logger.info("sharing memory with the coordinator on this host")
         } catch let failure as WorkerFailure {
             throw failure  // the socket itself failed: no fallback for that
