@@ -22,7 +22,8 @@ extension CoordinatorServer {
         service.allAcceptedAt = nil
         let plan = StepPlan(generation: service.generation, step: UInt64(step), sampleCount: batch.sampleCount,
                             nonEmpty: (0..<results.shardCount).map { batch.sampleCount(ofShard: $0) > 0 })
-        for server in service.servers { if let peer = peersByIndex[server] { sendEvenIfSuspect(plan.encode(), to: peer) } }
+        let planFrames = plan.encode()
+        for server in service.servers { if let peer = peersByIndex[server] { sendEvenIfSuspect(planFrames, to: peer) } }
         // On one host the weights go to the workers here through shared memory (the copy
         // counts as sending, not the wait for the servers' segments of a new generation).
         timing.sendSeconds += MonotonicClock.now - mark

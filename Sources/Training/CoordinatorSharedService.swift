@@ -5,9 +5,10 @@ import Wire
 /// The parameter service on the coordinator's host: no bulk value goes through a socket.
 /// Workers here keep the coordinator's batch and weights slots (`SharedStepFeed`) and leave
 /// each gradient in their own sealed segment; the coordinator tells every server where they are
-/// (`ShardsInSegments`, one message per round of its message loop), and each server sums and updates its range and writes the new weights
-/// into a segment of its own, which the coordinator copies, range by range, into its weights
-/// slot before the next step's weights notice. The servers do the O(N·P) work; what stays
+/// (`ShardsInSegments`, a few results a message: `flushShardNoticesIfDue`), and each server
+/// sums and updates its range and writes the new weights into a segment of its own, which the
+/// coordinator copies, range by range, into its weights slot before the next step's weights
+/// notice. The servers do the O(N·P) work; what stays
 /// here is O(P) per step (the copy) and small messages.
 extension CoordinatorServer {
     /// A server's weights segment for its generation: the layout its range needs, sealed

@@ -37,8 +37,7 @@ public final class ParameterServer {
     /// steps applied (on the coordinator's host also reading each gradient range from shared
     /// memory): this server's serial work per step (it waits for the slowest gradient before it).
     public internal(set) var applySeconds = 0.0
-    /// Receipts gathered in a round of messages (`inReceiptRound`), sent as one.
-    var collectsReceipts = false
+    /// Receipts of the round of messages being handled (`inReceiptRound`), sent as one.
     var receiptBatch: ShardReceipts?
 
     // The range being served, from the last assignment.

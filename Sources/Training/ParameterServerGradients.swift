@@ -72,12 +72,9 @@ extension ParameterServer {
         receipt(report, step: step, generation: generation)
     }
 
-    /// A receipt for the coordinator: within a round (`inReceiptRound`), gathered with the
-    /// round's others of the same step into one message; else on its own.
+    /// A receipt for the coordinator, gathered with the others of its step until the round
+    /// of messages that caused them ends (`inReceiptRound`) or the step is applied.
     func receipt(_ report: ShardReport, step: UInt64, generation: UInt32) {
-        guard collectsReceipts else {
-            return outbox.append(ShardVerdictMessage(generation: generation, step: step, report: report).encode())
-        }
         if let batch = receiptBatch, batch.generation != generation || batch.step != step
             || batch.reports.count == ShardReceipts.maximumReports {
             flushReceipts()
@@ -94,14 +91,9 @@ extension ParameterServer {
         outbox.append(batch.reports.count == 1 ? batch.verdicts[0].encode() : batch.encode())
     }
 
-    /// Runs `body` with the receipts it causes gathered, and sends them at its end.
+    /// Runs `body` (a round of messages), then sends the receipts it caused.
     func inReceiptRound<T>(_ body: () throws -> T) rethrows -> T {
-        let outer = collectsReceipts
-        collectsReceipts = true
-        defer {
-            collectsReceipts = outer
-            if !outer { flushReceipts() }
-        }
+        defer { flushReceipts() }
         return try body()
     }
 
